@@ -1,0 +1,3 @@
+from sae_lab.cli import main
+import sys
+sys.exit(main())

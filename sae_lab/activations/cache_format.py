@@ -1,0 +1,167 @@
+"""The on-disk format of an activation cache: atomic shard directories and the manifest.
+
+Layout::
+
+    CACHE/
+      manifest.json                 header (model, hooks, data spec, stats) + shard list + totals
+      shards/000000/                one shard = contexts [i*S, (i+1)*S) of the packed stream
+        tokens.npy                  int32 [n, T]
+        <hook>.npy                  [n, T, d] in the storage dtype (bfloat16 stored as uint16)
+        <hook>.keep.npy             bool [n, T]: positions used for training
+        shard.json                  counts and the SHA-256 of every file above
+
+A shard directory is written under a temporary name, every file fsynced, then renamed: a shard that
+has its final name is complete. The manifest is always rebuilt from the shard directories.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "sae-lab-activation-cache"
+VERSION = 1
+MANIFEST = "manifest.json"
+SHARDS = "shards"
+
+
+class CacheError(RuntimeError):
+    """A cache that is missing, incomplete, corrupt or does not fit the request."""
+
+
+def shard_name(index: int) -> str:
+    return f"{index:06d}"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def to_storage(t: torch.Tensor, dtype: str) -> np.ndarray:
+    """Convert float activations to the storage dtype (bfloat16 as raw uint16 bits)."""
+    if dtype == "bfloat16":
+        return t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    return t.to(getattr(torch, dtype)).numpy()
+
+
+def from_storage(a: np.ndarray, dtype: str) -> torch.Tensor:
+    """Float32 tensor from stored activations."""
+    if dtype == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16).float()
+    return torch.from_numpy(np.array(a, dtype=np.float32))
+
+
+def write_shard(root: Path, index: int, arrays: dict[str, np.ndarray], info: dict) -> dict:
+    """Atomically write one shard directory; returns its shard.json record."""
+    shards = root / SHARDS
+    final = shards / shard_name(index)
+    tmp = shards / f".tmp-{shard_name(index)}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        files = {}
+        for name, arr in arrays.items():
+            path = tmp / f"{name}.npy"
+            with open(path, "wb") as f:
+                np.save(f, arr)
+                f.flush()
+                os.fsync(f.fileno())
+            files[f"{name}.npy"] = sha256_file(path)
+        record = {"name": shard_name(index), **info, "sha256": files}
+        atomic_write_text(tmp / "shard.json", json.dumps(record, indent=1))
+        fsync_dir(tmp)
+        os.replace(tmp, final)
+        fsync_dir(shards)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise CacheError(f"disk full while writing shard {shard_name(index)} in {root}. Free space "
+                             f"and run the same command again: it resumes from the last complete shard.") from None
+        raise CacheError(f"could not write shard {shard_name(index)} in {root}: {e}") from None
+    return record
+
+
+def remove_stale_tmp(root: Path) -> None:
+    """Delete half-written shard directories left by an interrupted run."""
+    for p in (root / SHARDS).glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def completed_shards(root: Path) -> dict[int, dict]:
+    """The shard.json records of every complete shard directory, by index."""
+    out = {}
+    for d in sorted((root / SHARDS).glob("[0-9]" * 6)):
+        meta = d / "shard.json"
+        if meta.is_file():
+            try:
+                out[int(d.name)] = json.loads(meta.read_text())
+            except json.JSONDecodeError:
+                continue  # treated as missing: the shard is rewritten on resume
+    return out
+
+
+def read_manifest(root: Path) -> dict:
+    """Load and sanity-check a manifest, with clear errors for a missing or foreign directory."""
+    path = Path(root) / MANIFEST
+    if not Path(root).exists():
+        raise CacheError(f"activation cache '{root}' does not exist; create it with `sae-lab cache CONFIG`")
+    if not path.is_file():
+        raise CacheError(f"'{root}' has no {MANIFEST}: it is not an activation cache (or its creation was "
+                         f"interrupted before the first shard; rerun `sae-lab cache`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CacheError(f"{path} is corrupt ({e.msg}); rerun `sae-lab cache` with the same config to rebuild it")
+    if manifest.get("format") != FORMAT:
+        raise CacheError(f"{path} is not an sae-lab activation cache manifest")
+    return manifest
+
+
+def build_manifest(root: Path, header: dict, final: bool) -> dict:
+    """Combine the header with the shard records on disk into the manifest, and write it atomically."""
+    shards = completed_shards(root)
+    records = [shards[i] for i in sorted(shards)]
+    hooks = list(header["hooks"])
+    totals = {
+        "shards": len(records),
+        "contexts": sum(r["n_contexts"] for r in records),
+        "tokens": sum(r["n_contexts"] for r in records) * header["context_length"],
+        "excluded_special": sum(r["n_special"] for r in records),
+        "kept_tokens": {h: sum(r["n_keep"][h] for r in records) for h in hooks},
+        "excluded_outliers": {h: sum(r["n_outliers"][h] for r in records) for h in hooks},
+    }
+    contiguous = [r["index"] for r in records] == list(range(len(records)))
+    status = "complete" if final and contiguous else "in_progress"
+    manifest = {**header, "status": status, "totals": totals, "shards": records}
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest

@@ -1,0 +1,174 @@
+"""Open an activation cache: verify it, memory-map its shards, and iterate shuffled batches."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+
+from sae_lab.activations import cache_format as fmt
+
+DEFAULT_BUFFER_TOKENS = 1 << 17
+
+
+def verify_cache(root: str | Path, checksums: bool = True) -> list[str]:
+    """Problems of a cache, one line each naming the shard and file; empty when the cache is sound."""
+    root = Path(root)
+    manifest = fmt.read_manifest(root)
+    problems = []
+    if manifest["status"] != "complete":
+        problems.append(f"cache is incomplete (status '{manifest['status']}'): rerun `sae-lab cache` to finish it")
+    for rec in manifest["shards"]:
+        shard_dir = root / fmt.SHARDS / rec["name"]
+        if not shard_dir.is_dir():
+            problems.append(f"shard {rec['name']}: missing directory {shard_dir}")
+            continue
+        for fname, digest in rec["sha256"].items():
+            path = shard_dir / fname
+            if not path.is_file():
+                problems.append(f"shard {rec['name']}: missing file {fname}")
+            elif checksums and fmt.sha256_file(path) != digest:
+                problems.append(f"shard {rec['name']}: {fname} is corrupt (SHA-256 mismatch)")
+    expected = list(range(len(manifest["shards"])))
+    if [r["index"] for r in manifest["shards"]] != expected:
+        problems.append("shard indices are not contiguous: some shards are missing from the manifest")
+    return problems
+
+
+class ActivationCache:
+    """A complete activation cache on disk. ``verify`` = 'full' checks every shard's SHA-256 on open."""
+
+    def __init__(self, root: str | Path, verify: Literal["none", "quick", "full"] = "quick"):
+        self.root = Path(root)
+        self.manifest = fmt.read_manifest(self.root)
+        if verify != "none":
+            problems = verify_cache(self.root, checksums=verify == "full")
+            if problems:
+                raise fmt.CacheError(f"activation cache '{self.root}' is not usable:\n  - "
+                                     + "\n  - ".join(problems[:20])
+                                     + "\nRerun `sae-lab cache` with the same config to repair it "
+                                       "(corrupt shards: delete those shard directories first).")
+        self.shards = self.manifest["shards"]
+        self.storage_dtype = self.manifest["storage_dtype"]
+        self.context_length = int(self.manifest["context_length"])
+
+    @property
+    def hooks(self) -> list[str]:
+        return list(self.manifest["hooks"])
+
+    @property
+    def n_contexts(self) -> int:
+        return int(self.manifest["totals"]["contexts"])
+
+    def hook_info(self, hook: str) -> dict:
+        if hook not in self.manifest["hooks"]:
+            raise fmt.CacheError(f"cache '{self.root}' has no activations for hook '{hook}'; "
+                                 f"it holds: {', '.join(self.hooks)}")
+        return self.manifest["hooks"][hook]
+
+    def _array(self, shard: int, name: str) -> np.ndarray:
+        return np.load(self.root / fmt.SHARDS / self.shards[shard]["name"] / f"{name}.npy", mmap_mode="r")
+
+    def tokens(self, shard: int) -> np.ndarray:
+        """Token ids [n, T] of one shard (memory-mapped)."""
+        return self._array(shard, "tokens")
+
+    def keep(self, shard: int, hook: str) -> np.ndarray:
+        return self._array(shard, f"{self.hook_info(hook)['slug']}.keep")
+
+    def raw_acts(self, shard: int, hook: str) -> np.ndarray:
+        """Stored activations [n, T, d] of one shard (memory-mapped, storage dtype)."""
+        return self._array(shard, self.hook_info(hook)["slug"])
+
+    def acts(self, shard: int, hook: str) -> torch.Tensor:
+        """Raw (un-normalised) float32 activations [n, T, d] of one shard."""
+        return fmt.from_storage(self.raw_acts(shard, hook), self.storage_dtype)
+
+    def source(self, hook: str | None = None, buffer_tokens: int = DEFAULT_BUFFER_TOKENS) -> "CachedSource":
+        """The ActivationSource for one hook (the only hook if there is just one)."""
+        if hook is None:
+            if len(self.hooks) != 1:
+                raise fmt.CacheError(f"cache holds several hooks ({', '.join(self.hooks)}); name one")
+            hook = self.hooks[0]
+        return CachedSource(self, hook, buffer_tokens)
+
+
+class CachedSource:
+    """Shuffled batches from a cache through a bounded window of shards (``buffer_tokens`` rows).
+
+    Each epoch visits the shards in a seeded order, ``shards_per_window`` at a time; the rows of a
+    window (plus the leftover rows of the previous one) are permuted and cut into batches. Row
+    identities are planned without reading activations, so skipping to a batch is cheap and exact.
+    """
+
+    def __init__(self, cache: ActivationCache, hook: str, buffer_tokens: int = DEFAULT_BUFFER_TOKENS):
+        info = cache.hook_info(hook)
+        self.cache, self.hook_name = cache, hook
+        self.d_in = int(info["d"])
+        self.norm_scale = float(info["stats"]["norm_scale"])
+        shard_tokens = cache.manifest["shard_contexts"] * cache.context_length
+        self.shards_per_window = max(1, buffer_tokens // shard_tokens)
+        self.n_keep = np.array([s["n_keep"][hook] for s in cache.shards], dtype=np.int64)
+        if self.n_keep.sum() == 0:
+            raise fmt.CacheError(f"cache '{cache.root}' has no usable positions for hook '{hook}'")
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.n_keep.sum())
+
+    def describe(self) -> dict:
+        m = self.cache.manifest
+        return {"kind": "cache", "path": str(self.cache.root), "hook": self.hook_name, "model": m["model"],
+                "data": m["data"], "tokens": self.n_tokens, "norm_scale": self.norm_scale}
+
+    @cached_property
+    def _keep_positions(self) -> list[np.ndarray]:
+        return [np.flatnonzero(np.asarray(self.cache.keep(i, self.hook_name))).astype(np.int64)
+                for i in range(len(self.cache.shards))]
+
+    def _window_ids(self, shards: np.ndarray) -> np.ndarray:
+        """(shard, flat position) pairs of the kept rows of ``shards``, in order."""
+        parts = [np.stack([np.full(len(p), s), p], 1) for s in shards for p in [self._keep_positions[s]]]
+        return np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+
+    def _load_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Float32 normalised rows for (shard, flat position) ids, in the given order."""
+        out = np.empty((len(ids), self.d_in), dtype=np.float32)
+        for s in np.unique(ids[:, 0]):
+            sel = np.flatnonzero(ids[:, 0] == s)
+            flat = self.cache.raw_acts(int(s), self.hook_name).reshape(-1, self.d_in)
+            out[sel] = fmt.from_storage(flat[ids[sel, 1]], self.cache.storage_dtype).numpy()
+        out *= self.norm_scale
+        return out
+
+    def iter_batches(self, batch_size: int, seed: int = 0, skip_batches: int = 0,
+                     device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+        """Endless shuffled batches [batch_size, d_in] (normalised); see ActivationSource."""
+        if batch_size > self.n_tokens:
+            raise ValueError(f"batch_size {batch_size} exceeds the {self.n_tokens} usable tokens in the cache")
+        carry_ids, carry_rows = np.zeros((0, 2), np.int64), np.zeros((0, self.d_in), np.float32)
+        produced, epoch = 0, 0
+        while True:
+            order = np.random.default_rng([seed, epoch]).permutation(len(self.cache.shards))
+            for w, start in enumerate(range(0, len(order), self.shards_per_window)):
+                window = order[start:start + self.shards_per_window]
+                ids = np.concatenate([carry_ids, self._window_ids(window)])
+                perm = np.random.default_rng([seed, epoch, w]).permutation(len(ids))
+                n_batches = len(ids) // batch_size
+                if produced + n_batches <= skip_batches:  # the whole window was consumed before
+                    produced += n_batches
+                    carry_ids, carry_rows = ids[perm[n_batches * batch_size:]], None
+                    continue
+                if carry_rows is None:
+                    carry_rows = self._load_rows(carry_ids)
+                pool = np.concatenate([carry_rows, self._load_rows(ids[len(carry_ids):])])
+                for b in range(n_batches):
+                    if produced >= skip_batches:
+                        yield torch.from_numpy(pool[perm[b * batch_size:(b + 1) * batch_size]]).to(device)
+                    produced += 1
+                rest = perm[n_batches * batch_size:]
+                carry_ids, carry_rows = ids[rest], pool[rest]
+            epoch += 1

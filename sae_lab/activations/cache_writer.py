@@ -1,0 +1,151 @@
+"""Build (or resume) an activation cache, in one process or split across ``torchrun`` ranks.
+
+Shard i always holds contexts [i*S, (i+1)*S) of the packed stream, and rank r writes the shards with
+i % world_size == r. The shards are therefore identical whatever the number of processes, and a
+resumed run only writes the shards that are not complete yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sae_lab.activations import cache_format as fmt
+from sae_lab.activations.config import CacheConfig
+from sae_lab.activations.generate import ActivationGenerator, HookStats, estimate_hook_stats, keep_mask
+from sae_lab.activations.hooks import hook_slug
+from sae_lab.data.packing import iter_contexts
+from sae_lab.data.sources import describe_source
+from sae_lab.distributed import all_ok, barrier, broadcast_object, local_device, world
+from sae_lab.models import LoadedModel, load_model
+
+
+def build_cache(cfg: CacheConfig, model: LoadedModel | None = None, progress: bool = True) -> dict:
+    """Create or resume the cache described by ``cfg``; returns the final manifest."""
+    rank, world_size = world()
+    root = Path(cfg.output)
+    if model is None:
+        model = load_model(cfg.model.name, local_device(cfg.model.device), cfg.model.dtype)
+    gen = ActivationGenerator(model, cfg.activations.hooks, cfg.data.exclude_special)
+    header, error = None, None
+    if rank == 0:
+        try:
+            header = prepare_header(root, cfg, model, gen)
+        except Exception as e:  # tell the other ranks before raising
+            error = e
+    header = broadcast_object(header if error is None else None)
+    if error is not None:
+        raise error
+    if header is None:
+        raise fmt.CacheError("rank 0 could not prepare the cache header; see its error above")
+    stats = {h: HookStats(**header["hooks"][h]["stats"]) for h in cfg.activations.hooks}
+    ok = True
+    try:
+        _write_own_shards(root, cfg, gen, stats, rank, world_size, progress and rank == 0)
+    except BaseException:
+        ok = False
+        raise
+    finally:
+        if world_size > 1 and not all_ok(ok):
+            raise fmt.CacheError("another rank failed while caching; rerun the same command to resume")
+    barrier()
+    manifest = fmt.build_manifest(root, header, final=True) if rank == 0 else None
+    barrier()
+    return manifest if manifest is not None else fmt.read_manifest(root)
+
+
+def cache_identity(cfg: CacheConfig, model: LoadedModel) -> dict:
+    """What determines a cache's contents; a resume must match it exactly."""
+    return {"model_weights_sha256": model.weights_hash, "hooks": cfg.activations.hooks,
+            "data": describe_source(cfg.data), "storage_dtype": cfg.storage_dtype,
+            "shard_contexts": cfg.shard_contexts, "normalize": cfg.activations.normalize,
+            "norm_sample_contexts": cfg.activations.norm_sample_contexts,
+            "exclude_outliers": cfg.activations.exclude_outliers}
+
+
+def prepare_header(root: Path, cfg: CacheConfig, model: LoadedModel, gen: ActivationGenerator) -> dict:
+    """Reuse the header of a matching cache, refuse a mismatching one, or estimate stats for a new one."""
+    identity = cache_identity(cfg, model)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    if (root / fmt.MANIFEST).is_file():
+        old = fmt.read_manifest(root)
+        if old.get("identity_sha256") != digest:
+            diff = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
+            raise fmt.CacheError(f"'{root}' holds a cache made with a different config (differs in: "
+                                 f"{', '.join(diff) or 'format'}). Use another output directory, or delete "
+                                 f"'{root}' to rebuild it.")
+        return {k: v for k, v in old.items() if k not in ("status", "totals", "shards")}
+    if root.exists() and any(root.iterdir()):
+        raise fmt.CacheError(f"'{root}' exists, is not empty and is not an activation cache; "
+                             f"choose an empty or new output directory")
+    _check_writable(root)
+    header = {"format": fmt.FORMAT, "version": fmt.VERSION, "identity_sha256": digest, "identity": identity,
+              "model": model.describe(), "context_length": cfg.data.context_length,
+              "storage_dtype": cfg.storage_dtype, "shard_contexts": cfg.shard_contexts,
+              "data": identity["data"], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "hooks": {}}
+    for hook, (stats, d) in estimate_hook_stats(gen, cfg.data, cfg.activations).items():
+        header["hooks"][hook] = {"slug": hook_slug(hook), "d": d, "stats": stats.to_json()}
+    fmt.build_manifest(root, header, final=False)
+    return header
+
+
+def _check_writable(root: Path) -> None:
+    try:
+        (root / fmt.SHARDS).mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise fmt.CacheError(f"cannot write to cache directory '{root}': {e.strerror}. "
+                             f"Choose a writable output (output=...)") from None
+
+
+def _chunks(contexts: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    while chunk := list(itertools.islice(contexts, size)):
+        yield chunk
+
+
+def _write_own_shards(root: Path, cfg: CacheConfig, gen: ActivationGenerator, stats: dict[str, HookStats],
+                      rank: int, world_size: int, show: bool) -> None:
+    fmt.remove_stale_tmp(root) if rank == 0 else None
+    done = set(fmt.completed_shards(root))
+    total = cfg.data.max_contexts
+    bar = tqdm(total=None if total is None else total * cfg.data.context_length // world_size, unit="tok",
+               unit_scale=True, desc=f"caching {','.join(gen.hooks)}", disable=not show, dynamic_ncols=True)
+    for index, chunk in enumerate(_chunks(iter_contexts(cfg.data, gen.model.tokenizer), cfg.shard_contexts)):
+        if index % world_size != rank:
+            continue
+        if index not in done:
+            _write_one_shard(root, cfg, gen, stats, index, np.stack(chunk))
+        bar.update(len(chunk) * cfg.data.context_length)
+    bar.close()
+
+
+def _write_one_shard(root: Path, cfg: CacheConfig, gen: ActivationGenerator, stats: dict[str, HookStats],
+                     index: int, tokens: np.ndarray) -> None:
+    special = gen.special_mask(tokens)
+    arrays: dict[str, np.ndarray] = {"tokens": tokens}
+    info = {"index": index, "first_context": index * cfg.shard_contexts, "n_contexts": int(len(tokens)),
+            "n_special": int(special.sum()), "n_keep": {}, "n_outliers": {}}
+    parts: dict[str, list[torch.Tensor]] = {h: [] for h in gen.hooks}
+    for start in range(0, len(tokens), cfg.activations.batch_size):
+        for h, a in gen.forward(tokens[start:start + cfg.activations.batch_size]).items():
+            parts[h].append(a)
+    for h in gen.hooks:
+        acts = torch.cat(parts[h])
+        keep = keep_mask(acts, special, stats[h])
+        slug = hook_slug(h)
+        arrays[slug] = fmt.to_storage(acts, cfg.storage_dtype)
+        arrays[f"{slug}.keep"] = keep
+        info["n_keep"][h] = int(keep.sum())
+        info["n_outliers"][h] = int((~special).sum() - keep.sum())
+    fmt.write_shard(root, index, arrays, info)

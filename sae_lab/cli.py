@@ -1,0 +1,96 @@
+"""The ``sae-lab`` command: a thin layer over the library (every command is one library call)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+from sae_lab.cli_help import config_help
+from sae_lab.configbase import ConfigError, load_config
+
+EXIT_USAGE, EXIT_FAILED = 2, 1
+
+
+def _config_parser(sub, name: str, model, summary: str) -> argparse.ArgumentParser:
+    epilog = ("Any config key can be overridden as key.subkey=value (values are read as YAML).\n"
+              "Config keys:\n" + "\n".join(config_help(model)))
+    p = sub.add_parser(name, help=summary, description=summary, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="YAML config file (optional if overrides give every required key)")
+    p.add_argument("overrides", nargs="*", help="key.subkey=value overrides")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def _split_config_args(args) -> tuple[str | None, list[str]]:
+    """Allow `sae-lab cache key=value` with no config file."""
+    if args.config is not None and "=" in args.config:
+        return None, [args.config, *args.overrides]
+    return args.config, list(args.overrides)
+
+
+def cmd_cache(args) -> int:
+    from sae_lab.activations.cache_writer import build_cache
+    from sae_lab.activations.config import CacheConfig
+
+    path, overrides = _split_config_args(args)
+    cfg = load_config(CacheConfig, path, overrides)
+    if args.print_config:
+        print(cfg.model_dump_json(indent=2))
+        return 0
+    manifest = build_cache(cfg)
+    t = manifest["totals"]
+    print(f"cache {cfg.output}: {t['shards']} shards, {t['contexts']} contexts, {t['tokens']} tokens, "
+          f"kept {t['kept_tokens']}, excluded special {t['excluded_special']}, outliers {t['excluded_outliers']}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from sae_lab.activations.cache_reader import verify_cache
+
+    problems = verify_cache(args.cache, checksums=not args.quick)
+    for p in problems:
+        print(p)
+    print(f"{args.cache}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 0 if not problems else EXIT_FAILED
+
+
+COMMANDS: dict[str, Callable] = {"cache": cmd_cache, "verify": cmd_verify}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sae_lab.activations.config import CacheConfig
+
+    parser = argparse.ArgumentParser(prog="sae-lab", description="Sparse autoencoders on language-model "
+                                     "activations: cache, train, evaluate, analyse, explore.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _config_parser(sub, "cache", CacheConfig, "cache activations of a model at hook points on disk")
+    p = sub.add_parser("verify", help="check a cache's shards; exits non-zero and names bad shards")
+    p.add_argument("cache", help="the activation cache directory")
+    p.add_argument("--quick", action="store_true", help="only check that files exist (skip SHA-256)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sae-lab`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ConfigError, ValueError, RuntimeError, OSError) as e:
+        if args.verbose:
+            raise
+        print(f"sae-lab {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_FAILED if not isinstance(e, ConfigError) else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
