@@ -35,6 +35,7 @@ def _split_config_args(args) -> tuple[str | None, list[str]]:
 def cmd_cache(args) -> int:
     from sae_lab.activations.cache_writer import build_cache
     from sae_lab.activations.config import CacheConfig
+    from sae_lab.distributed import world
 
     path, overrides = _split_config_args(args)
     cfg = load_config(CacheConfig, path, overrides)
@@ -42,6 +43,8 @@ def cmd_cache(args) -> int:
         print(cfg.model_dump_json(indent=2))
         return 0
     manifest = build_cache(cfg)
+    if world()[0] != 0:
+        return 0
     t = manifest["totals"]
     print(f"cache {cfg.output}: {t['shards']} shards, {t['contexts']} contexts, {t['tokens']} tokens, "
           f"kept {t['kept_tokens']}, excluded special {t['excluded_special']}, outliers {t['excluded_outliers']}")

@@ -123,12 +123,13 @@ def wrap_hf_model(hf_model, tokenizer, model_name: str, device: torch.device | s
     from transformer_lens.model_bridge import TransformerBridge
 
     hf_model = hf_model.to(device=device, dtype=dtype).eval()
+    weights_hash = weights_hash or hash_state_dict(hf_model.state_dict())  # before the bridge rewires it
     bridge = TransformerBridge.boot_transformers(model_name, hf_model=hf_model, tokenizer=tokenizer,
                                                  device=device, dtype=dtype)
     bridge.eval()
     cfg = bridge.cfg
     return LoadedModel(bridge=bridge, tokenizer=tokenizer, name=name or model_name,
-                       weights_hash=weights_hash or hash_state_dict(hf_model.state_dict()),
+                       weights_hash=weights_hash,
                        d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_head=cfg.d_head,
                        device=torch.device(device))
 

@@ -39,6 +39,12 @@ def tiny_tokenizer(vocab_size: int = 512):
 
 def tiny_llama(n_layers: int = 4, d_model: int = 64, seed: int = 0, vocab_size: int = 512) -> LoadedModel:
     """A random LlamaForCausalLM wrapped in a TransformerBridge."""
+    model, tok = tiny_hf(n_layers, d_model, seed, vocab_size)
+    return wrap_hf_model(model, tok, "tiny-llama", name="tiny-llama")
+
+
+def tiny_hf(n_layers: int = 4, d_model: int = 64, seed: int = 0, vocab_size: int = 512):
+    """A random LlamaForCausalLM and its tokenizer (plain Hugging Face objects)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -47,5 +53,4 @@ def tiny_llama(n_layers: int = 4, d_model: int = 64, seed: int = 0, vocab_size: 
                       num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=512, bos_token_id=tok.bos_token_id,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(cfg)
-    return wrap_hf_model(model, tok, "tiny-llama", name="tiny-llama")
+    return LlamaForCausalLM(cfg), tok

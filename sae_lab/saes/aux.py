@@ -1,0 +1,96 @@
+"""Auxiliary losses that revive latents: AuxK (Gao et al. 2024) and aux_zipf_loss (its generalisation).
+
+AuxK. Let e = x - x_hat (detached) and D the set of dead latents (no activation in the last
+``dead_tokens`` tokens). Take, per token, the top-``k_aux`` pre-activations among D, ReLU them into z_aux,
+reconstruct ê = z_aux W_dec (no bias) and return
+
+    L_auxk = aux_coef * ||ê - e||² / ||e - mean(e)||²      (sums over the batch)
+
+i.e. the residual's reconstruction error normalised by the residual's variance, as in the paper.
+
+aux_zipf_loss. Ayonrinde (2024) observes that feature densities roughly follow a Zipf law and proposes an
+auxiliary loss for latents that fire less than that law expects. We define it as AuxK over the set U of
+*underutilised* latents instead of D:
+
+    rank r_i   = position of latent i when latents are sorted by density EMA p_i (descending, 1-based);
+    q(r)       = k * r^(-alpha) / sum_{s=1..d_sae} s^(-alpha)    (Zipf density; sum_i q = k = mean L0);
+    U          = { i : p_i < tolerance * q(r_i) };
+    L_zipf     = aux_zipf_coef * ||ê_U - e||² / ||e - mean(e)||²  with ê_U from the top-k_aux of U.
+
+Why: a dead latent has p_i = 0 < tolerance * q(r_i), so D ⊆ U always, and when U = D the loss is exactly
+AuxK (same selection, same normalisation). Rank-relative thresholds let the loss act on a latent long before
+it is dead, and the Zipf reference makes "underused" scale-free: a latent at rank r is compared with what a
+Zipf dictionary would give its rank, not with a global constant. ``alpha`` is ``zipf_alpha`` or, with
+'fit', the least-squares slope of log p against log rank over latents with p > 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sae_lab.saes.sparse_ops import SparseCode, gather_preacts, sparse_decode
+
+
+def zipf_weights(n: int, alpha: float, device=None) -> torch.Tensor:
+    """r^(-alpha) for r = 1..n, normalised to sum to 1."""
+    w = torch.arange(1, n + 1, device=device, dtype=torch.float64).pow(-alpha)
+    return (w / w.sum()).float()
+
+
+def fit_zipf_alpha(density: torch.Tensor) -> float:
+    """Least-squares Zipf exponent of the positive densities (1.0 when fewer than 3 are positive)."""
+    p = density[density > 0].double().sort(descending=True).values
+    if p.numel() < 3:
+        return 1.0
+    lr = torch.arange(1, p.numel() + 1, dtype=torch.float64, device=p.device).log()
+    lp = p.log()
+    slope = ((lr - lr.mean()) * (lp - lp.mean())).sum() / ((lr - lr.mean()) ** 2).sum()
+    return float((-slope).clamp(0.0, 4.0))
+
+
+def density_ranks(density: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each latent by density, highest first (ties broken by index)."""
+    order = torch.argsort(density, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(order.numel(), device=order.device)
+    return ranks
+
+
+def resolve_alpha(alpha: float | str, density: torch.Tensor) -> float:
+    return fit_zipf_alpha(density) if alpha == "fit" else float(alpha)
+
+
+def underutilised_mask(density: torch.Tensor, k: float, alpha: float | str, tolerance: float) -> torch.Tensor:
+    """bool[d_sae]: latents whose density is below ``tolerance`` times the Zipf density of their rank."""
+    n = density.numel()
+    q = k * zipf_weights(n, resolve_alpha(alpha, density), density.device)
+    return density < tolerance * q[density_ranks(density)]
+
+
+def aux_reconstruction_loss(sae, x, x_hat, pre, mask: torch.Tensor, k_aux: int) -> torch.Tensor:
+    """||ê - e||² / ||e - mean e||² with ê from the top-k_aux pre-activations among ``mask`` latents."""
+    idx = mask.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return x.new_zeros(())
+    vals, j = pre[:, idx].topk(min(k_aux, idx.numel()), dim=-1, sorted=False)
+    code = SparseCode.from_topk(idx[j], sae.cfg.d_sae)
+    v = F.relu(gather_preacts(x, sae.b_dec, sae.W_enc.t(), sae.b_enc, code, vals.reshape(-1)))
+    e = (x - x_hat).detach().float()
+    e_hat = sparse_decode(v, sae.W_dec, code)
+    return ((e_hat - e) ** 2).sum() / ((e - e.mean(0)) ** 2).sum().clamp_min(1e-12)
+
+
+def revival_losses(sae, x, x_hat, pre) -> dict[str, torch.Tensor]:
+    """AuxK on dead latents and (if ``cfg.aux_zipf``) aux_zipf on underutilised ones, weighted."""
+    cfg, out = sae.cfg, {}
+    k_aux = cfg.resolved_aux_k
+    if cfg.aux_coef > 0:
+        dead = sae.dead_mask()
+        if bool(dead.any()):
+            out["auxk"] = cfg.aux_coef * aux_reconstruction_loss(sae, x, x_hat, pre, dead, k_aux)
+    if cfg.aux_zipf and cfg.aux_zipf_coef > 0 and bool(sae.stats_started):
+        under = underutilised_mask(sae.density_ema, cfg.k, cfg.zipf_alpha, cfg.zipf_tolerance)
+        if bool(under.any()):
+            out["aux_zipf"] = cfg.aux_zipf_coef * aux_reconstruction_loss(sae, x, x_hat, pre, under, k_aux)
+    return out

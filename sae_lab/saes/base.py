@@ -1,0 +1,177 @@
+"""BaseSAE: everything the architectures share (parameters, pre-bias, decoder norm, statistics, save/load).
+
+Parameters use SAELens naming: ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]`` (unit-norm
+rows), ``b_dec [d_in]``. ``W_enc`` is stored as the transpose of a contiguous ``[d_sae, d_in]`` tensor, so that
+the sparse backward writes its gradient row by row (``W_enc.t()`` is contiguous).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sae_lab.saes.config import SAEConfig
+
+
+@dataclass
+class TrainOutput:
+    """What ``training_forward`` returns to the trainer."""
+
+    x_hat: torch.Tensor
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    fired: torch.Tensor | None = None
+    l0: float = 0.0
+
+
+class BaseSAE(nn.Module):
+    """Shared SAE behaviour; subclasses implement ``encode``, ``training_forward`` (+ their aux loss)."""
+
+    architecture: str = "base"
+    has_encoder: bool = True  # False for matching pursuit (its encoder is W_dec itself)
+    activation_buffers: tuple[str, ...] = ()  # buffers in activation units: divided by s when folding
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        d_in, d_sae = cfg.d_in, cfg.d_sae
+        W_dec = torch.randn(d_sae, d_in)
+        W_dec /= W_dec.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec)
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        if self.has_encoder:
+            self.W_enc = nn.Parameter(W_dec.clone().t())  # tied init: W_enc = W_dec^T
+            self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.register_buffer("tokens_since_fired", torch.zeros(d_sae, dtype=torch.long))
+        self.register_buffer("density_ema", torch.zeros(d_sae))
+        self.register_buffer("stats_started", torch.zeros((), dtype=torch.bool))
+
+    # ---- the contract ---------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense code ``[..., d_sae]`` by the inference rule."""
+        raise NotImplementedError
+
+    def training_forward(self, x: torch.Tensor) -> TrainOutput:
+        """Training rule on a ``[B, d_in]`` batch; updates running statistics under no_grad."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - b_dec) @ W_enc + b_enc."""
+        return torch.nn.functional.linear(x - self.b_dec, self.W_enc.t(), self.b_enc)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise ConfigError if training batches of this size cannot meet the SAE's rules."""
+        self.cfg.check_batch_size(batch_size)
+
+    def sparse_training_forward(self, x: torch.Tensor, pre: torch.Tensor, code, values: torch.Tensor) -> TrainOutput:
+        """Shared training step of encoder SAEs once the rule chose ``code`` (values = pre at its entries)."""
+        from sae_lab.saes.aux import revival_losses
+        from sae_lab.saes.sparse_ops import gather_preacts, sparse_decode
+
+        acts = torch.relu(gather_preacts(x, self.b_dec, self.W_enc.t(), self.b_enc, code, values))
+        x_hat = sparse_decode(acts, self.W_dec, code) + self.b_dec
+        aux = revival_losses(self, x, x_hat, pre)  # uses the statistics of previous batches
+        with torch.no_grad():
+            live = acts > 0
+            fired = torch.bincount(code.cols[live], minlength=self.cfg.d_sae)
+            self.update_stats(fired, x.shape[0])
+        return TrainOutput(x_hat, aux, fired, float(live.sum()) / x.shape[0])
+
+    # ---- decoder geometry -----------------------------------------------------------------------
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Set every decoder row to unit norm (call after each optimiser step)."""
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    @torch.no_grad()
+    def remove_parallel_grads(self) -> None:
+        """Project out of W_dec.grad the component along each (unit-norm) decoder row."""
+        g = self.W_dec.grad
+        if g is not None:
+            g.addcmul_(torch.linalg.vecdot(g, self.W_dec).unsqueeze(1), self.W_dec, value=-1)
+
+    @torch.no_grad()
+    def init_b_dec(self, sample: torch.Tensor, method: str = "geometric_median") -> None:
+        """Initialise b_dec from ``sample [N, d_in]``: 'geometric_median' (Weiszfeld), 'mean' or 'zeros'."""
+        from sae_lab.configbase import ConfigError
+
+        if method == "geometric_median":
+            value = geometric_median(sample.to(self.b_dec))
+        elif method == "mean":
+            value = sample.to(self.b_dec).mean(0)
+        elif method == "zeros":
+            value = torch.zeros_like(self.b_dec)
+        else:
+            raise ConfigError(f"b_dec init method '{method}' is unknown; allowed: geometric_median, mean, zeros")
+        self.b_dec.copy_(value)
+
+    # ---- running statistics ---------------------------------------------------------------------
+    @torch.no_grad()
+    def update_stats(self, fired: torch.Tensor, n_tokens: int) -> None:
+        """Dead counters (in tokens) and the density EMA, from this batch's firing counts."""
+        self.tokens_since_fired.add_(n_tokens)
+        self.tokens_since_fired[fired > 0] = 0
+        density = fired.to(self.density_ema.dtype) / max(n_tokens, 1)
+        if bool(self.stats_started):
+            self.density_ema.lerp_(density, self.cfg.density_momentum)
+        else:
+            self.density_ema.copy_(density)
+            self.stats_started.fill_(True)
+
+    def dead_mask(self) -> torch.Tensor:
+        """bool[d_sae]: latents that have not fired in the last ``cfg.dead_tokens`` tokens."""
+        return self.tokens_since_fired >= self.cfg.dead_tokens
+
+    # ---- files ----------------------------------------------------------------------------------
+    def save(self, directory: str | Path, fold_scale: float | None = None, metadata: dict | None = None) -> Path:
+        """Write SAELens layout (cfg.json + sae_weights.safetensors) + sae_lab.json; see saelens_format."""
+        from sae_lab.saes.saelens_format import save_sae
+
+        return save_sae(self, directory, fold_scale=fold_scale, metadata=metadata)
+
+    @staticmethod
+    def load(directory: str | Path, device: str | torch.device | None = None) -> "BaseSAE":
+        """Load an SAE saved here, or a SAELens standard/topk/jumprelu SAE."""
+        from sae_lab.saes.saelens_format import load_sae
+
+        return load_sae(directory, device=device)
+
+    def folded_tensors(self, scale: float) -> tuple[dict[str, torch.Tensor], SAEConfig]:
+        """Parameters/buffers and config of the SAE that applies to raw x when training saw ``scale * x``.
+
+        With x' = s x: pre' = (x' - b_dec) W_enc + b_enc = s [(x - b_dec/s) W_enc + b_enc/s], so every
+        quantity in activation units (b_dec, b_enc, thresholds, codes) is divided by s while W_enc and the
+        unit-norm W_dec are unchanged; then x_hat_raw = z' W_dec / s + b_dec / s = x_hat' / s exactly.
+        """
+        if not scale > 0:
+            raise ValueError(f"fold_scale must be > 0, got {scale}")
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        for name in ("b_dec", "b_enc", *self.activation_buffers):
+            if name in state:
+                state[name] = state[name] / scale
+        return state, self.folded_config(scale)
+
+    def folded_config(self, scale: float) -> SAEConfig:
+        """Config values in activation units divided by ``scale`` (none in the base)."""
+        return self.cfg.model_copy()
+
+
+@torch.no_grad()
+def geometric_median(points: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm: the point minimising the sum of Euclidean distances to ``points [N, d]``."""
+    y = points.mean(0)
+    for _ in range(iters):
+        w = 1.0 / (points - y).norm(dim=1).clamp_min(1e-8)
+        y_new = (w[:, None] * points).sum(0) / w.sum()
+        if (y_new - y).norm() <= tol * y.norm().clamp_min(1e-8):
+            return y_new
+        y = y_new
+    return y

@@ -1,0 +1,122 @@
+"""Feature Choice SAE (Ayonrinde 2024): each latent i takes at most m_i tokens of the batch (its top-m_i
+ReLU pre-activations over the token axis); the capacities sum to the budget k·B.
+
+Capacities (``capacity_rule``):
+- ``uniform``: m_i = k·B / d_sae, rounded to integers that sum exactly to k·B.
+- ``zipf``: m_i ∝ (rank_i)^(-zipf_alpha), clipped to [min_capacity, B] with the excess redistributed
+  (water-filling), then rounded to integers summing to k·B. rank_i ranks latents by their *demand*: an EMA
+  of the batch-mean ReLU pre-activation (the activation mass a latent would take without a cap). We rank by
+  demand, not by realised density, because under Feature Choice the realised density is the capacity itself,
+  so ranking by it would freeze the initial order. ``zipf_alpha`` must be a number here ('fit' is refused).
+Rounding: floor, then the remaining units go to the largest fractional parts (ties: higher demand first).
+Inference: per-latent thresholds θ_i = EMA of each batch's m_i-th largest activation of latent i;
+z_i = ReLU(pre_i) · 1[pre_i > θ_i] (a JumpReLU).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sae_lab.configbase import ConfigError
+from sae_lab.saes.aux import density_ranks
+from sae_lab.saes.base import BaseSAE, TrainOutput
+from sae_lab.saes.registry import register
+from sae_lab.saes.sparse_ops import SparseCode, _stable_argsort
+
+
+def allocate_capacities(weights: torch.Tensor, total: int, lo: int, hi: int, order_key: torch.Tensor) -> torch.Tensor:
+    """Integers m_i in [lo, hi], sum = total, proportional to ``weights`` where the bounds allow."""
+    n = weights.numel()
+    if not n * lo <= total <= n * hi:
+        raise ConfigError(f"capacities in [{lo}, {hi}] for {n} latents cannot sum to the budget {total}")
+    w = weights.double()
+    cap = torch.empty_like(w)
+    fixed = torch.zeros(n, dtype=torch.bool, device=w.device)
+    for _ in range(n + 1):  # water-filling: clip, fix the clipped ones, rescale the rest
+        free_total = total - cap[fixed].sum()
+        cap[~fixed] = w[~fixed] * (free_total / w[~fixed].sum().clamp_min(1e-300))
+        over, under = (~fixed) & (cap > hi), (~fixed) & (cap < lo)
+        if not bool(over.any() or under.any()):
+            break
+        cap[over], cap[under] = float(hi), float(lo)
+        fixed |= over | under
+    base = cap.floor().clamp(lo, hi)
+    rest = int(total - base.sum())
+    if rest > 0:
+        score = (cap - base) - 1e-9 * order_key.double() / n  # ties go to the lower order_key
+        score[base >= hi] = -float("inf")
+        base[score.topk(rest).indices] += 1
+    return base.long()
+
+
+def feature_choice_select(pre: torch.Tensor, caps: torch.Tensor) -> tuple[SparseCode, torch.Tensor, torch.Tensor]:
+    """Each column i keeps its ``caps[i]`` largest positive entries. Returns the row-sorted code, the values,
+    and per column the caps[i]-th largest ReLU value (0 if it has fewer positives; nan if caps[i] = 0)."""
+    B, F = pre.shape
+    kth = torch.full((F,), float("nan"), device=pre.device, dtype=pre.dtype)
+    groups = torch.ceil(torch.log2(caps.clamp_min(1).double())).long()
+    rows_l, cols_l, vals_l = [], [], []
+    for g in torch.unique(groups[caps > 0]).tolist():
+        cols = ((groups == g) & (caps > 0)).nonzero().squeeze(1)
+        sub = pre if cols.numel() == F else pre[:, cols]
+        m = caps[cols]
+        v, r = sub.topk(int(m.max()), dim=0)  # [m_max, n_cols], sorted descending
+        v = v.relu()
+        kth[cols] = v.gather(0, (m - 1).unsqueeze(0)).squeeze(0)
+        keep = (torch.arange(v.shape[0], device=pre.device).unsqueeze(1) < m) & (v > 0)
+        rows_l.append(r[keep])
+        cols_l.append(cols.unsqueeze(0).expand_as(r)[keep])
+        vals_l.append(v[keep])
+    rows, cols, vals = torch.cat(rows_l), torch.cat(cols_l), torch.cat(vals_l)
+    order = _stable_argsort(rows * F + cols, B * F)
+    return SparseCode.from_rows_cols(rows[order], cols[order], B, F), vals[order], kth
+
+
+@register("feature_choice")
+class FeatureChoiceSAE(BaseSAE):
+    """Training: per-latent top-m_i over the batch. Inference: per-latent thresholds (JumpReLU)."""
+
+    activation_buffers = ("threshold", "demand_ema")
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.capacity_rule == "zipf" and cfg.zipf_alpha == "fit":
+            raise ConfigError("capacity_rule 'zipf' needs a numeric zipf_alpha (e.g. 1.0); 'fit' is only for aux_zipf")
+        self.register_buffer("threshold", torch.zeros(cfg.d_sae))
+        self.register_buffer("threshold_started", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("demand_ema", torch.zeros(cfg.d_sae))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre_acts(x)
+        return torch.relu(pre) * (pre > self.threshold)
+
+    def capacities(self, batch_size: int) -> torch.Tensor:
+        """long[d_sae]: tokens each latent may take in a batch of ``batch_size`` (sums to k * batch_size)."""
+        self.cfg.check_batch_size(batch_size)
+        ranks = density_ranks(self.demand_ema)
+        alpha = 0.0 if self.cfg.capacity_rule == "uniform" else float(self.cfg.zipf_alpha)
+        weights = (ranks + 1).double().pow(-alpha)
+        lo = min(self.cfg.min_capacity, self.cfg.k * batch_size // self.cfg.d_sae)
+        return allocate_capacities(weights, self.cfg.k * batch_size, lo, batch_size, ranks)
+
+    def training_forward(self, x: torch.Tensor) -> TrainOutput:
+        with torch.no_grad():
+            pre = self.pre_acts(x)
+            caps = self.capacities(x.shape[0])
+            code, vals, kth = feature_choice_select(pre, caps)
+            self._update_running(pre, kth)
+        return self.sparse_training_forward(x, pre, code, vals)
+
+    @torch.no_grad()
+    def _update_running(self, pre: torch.Tensor, kth: torch.Tensor) -> None:
+        m = self.cfg.threshold_momentum
+        demand = pre.relu().mean(0).to(self.demand_ema.dtype)
+        has = ~torch.isnan(kth)
+        kth = torch.where(has, kth.to(self.threshold.dtype), self.threshold)
+        if bool(self.threshold_started):
+            self.threshold.lerp_(kth, m)
+            self.demand_ema.lerp_(demand, m)
+        else:
+            self.threshold.copy_(kth)
+            self.demand_ema.copy_(demand)
+            self.threshold_started.fill_(True)

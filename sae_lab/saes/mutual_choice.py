@@ -1,0 +1,70 @@
+"""Mutual Choice SAE (Ayonrinde 2024): keep the top k·B entries of the whole [B, d_sae] ReLU pre-activation
+matrix (the BatchTopK allocation). Inference is batch-independent: a single global threshold θ, the EMA of
+each training batch's k·B-th largest activation, gives z = ReLU(pre) · 1[pre > θ] (a JumpReLU).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sae_lab.saes.base import BaseSAE, TrainOutput
+from sae_lab.saes.registry import register
+from sae_lab.saes.sparse_ops import SparseCode
+
+
+def batch_topk_select(pre: torch.Tensor, n_keep: int, hint: float = 0.0) -> tuple[SparseCode, torch.Tensor, float]:
+    """The n_keep largest positive entries of ``pre [B, F]`` as a row-sorted code, their values and the
+    batch threshold (the smallest kept value; 0 when fewer than n_keep entries are positive).
+
+    ``hint`` (e.g. the running threshold) only speeds things up: entries above a fraction of it are searched
+    first, and the full matrix is searched when they are too few. The result does not depend on it.
+    """
+    B, F = pre.shape
+    flat = pre.reshape(-1)
+    n_keep = min(n_keep, flat.numel())
+    cand = None
+    for frac in (0.8, 0.5):
+        if hint > 0:
+            idx = (flat > hint * frac).nonzero().squeeze(1)
+            if idx.numel() >= n_keep:
+                cand = idx
+                break
+    vals = flat if cand is None else flat[cand]
+    t = float(vals.topk(n_keep, sorted=False).values.min()) if n_keep > 0 else float("inf")
+    t = max(t, 0.0)
+    keep = (vals >= t) & (vals > 0)
+    sel = keep.nonzero().squeeze(1) if cand is None else cand[keep]  # ascending = row-major order
+    code = SparseCode.from_rows_cols(sel // F, sel % F, B, F)
+    return code, flat[sel], t
+
+
+@register("mutual_choice")
+class MutualChoiceSAE(BaseSAE):
+    """Training: BatchTopK over the batch x latent matrix. Inference: global threshold (JumpReLU)."""
+
+    activation_buffers = ("threshold",)
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.register_buffer("threshold", torch.zeros(()))
+        self.register_buffer("threshold_started", torch.zeros((), dtype=torch.bool))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre_acts(x)
+        return torch.relu(pre) * (pre > self.threshold)
+
+    def training_forward(self, x: torch.Tensor) -> TrainOutput:
+        with torch.no_grad():
+            pre = self.pre_acts(x)
+            hint = float(self.threshold) if bool(self.threshold_started) else 0.0
+            code, vals, t = batch_topk_select(pre, self.cfg.k * x.shape[0], hint)
+            self._update_threshold(t)
+        return self.sparse_training_forward(x, pre, code, vals)
+
+    @torch.no_grad()
+    def _update_threshold(self, t: float) -> None:
+        if bool(self.threshold_started):
+            self.threshold.lerp_(torch.tensor(t, device=self.threshold.device), self.cfg.threshold_momentum)
+        else:
+            self.threshold.fill_(t)
+            self.threshold_started.fill_(True)

@@ -1,0 +1,122 @@
+"""TrainConfig: the validated optimisation, schedule, checkpoint and logging settings of a training run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from sae_lab.configbase import StrictModel
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+# Fields that change how a run is observed or stored but not the weights it ends with.
+# They are left out of the config hash, so changing them does not block a resume.
+NON_TRAINING_FIELDS = frozenset(
+    {"checkpoint_every_tokens", "keep_checkpoints", "log_every_steps", "progress", "wandb", "tensorboard", "device"}
+)
+
+
+class WandbConfig(StrictModel):
+    """Optional Weights & Biases logging (needs `pip install wandb`)."""
+
+    project: str = "sae-lab"
+    entity: str | None = None
+    run_name: str | None = Field(None, description="defaults to the run directory's name")
+    mode: Literal["online", "offline", "disabled"] = "online"
+
+
+class TrainConfig(StrictModel):
+    """How to train the SAEs of a sweep. Token counts are in activation vectors (one per token position)."""
+
+    batch_size: int = Field(4096, gt=0, description="tokens per optimisation step")
+    total_tokens: int = Field(10_000_000, gt=0, description="training length; rounded down to whole batches")
+    lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    warmup_tokens: int | None = Field(
+        None, ge=0, description="linear warm-up length in tokens; wins over warmup_fraction"
+    )
+    warmup_fraction: float = Field(0.01, ge=0, le=1, description="warm-up as a fraction of total_tokens")
+    decay: Literal["cosine", "linear", "none"] = "linear"
+    decay_start: float = Field(0.8, ge=0, le=1, description="fraction of training after which the lr decays")
+    lr_end: float = Field(0.0, ge=0, le=1, description="final lr as a fraction of lr")
+    grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm per SAE; null disables clipping")
+    seed: int = Field(0, ge=0)
+    recon_loss: Literal["fvu", "mse"] = Field(
+        "fvu",
+        description="fvu: sum||x-x_hat||^2 / sum||x-mean(x)||^2 over the batch; mse: mean over batch and dims",
+    )
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
+    b_dec_init_tokens: int = Field(8192, gt=0, description="sample size (from the start of the stream) for b_dec_init")
+    rare_density: float = Field(
+        1e-5, ge=0, le=1, description="latents firing less often than this in a log window count as underutilised"
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="compute dtype of forward/backward (autocast); parameters and Adam state stay float32"
+    )
+    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    checkpoint_every_tokens: int | None = Field(None, gt=0, description="null: only the final checkpoint")
+    keep_checkpoints: int = Field(2, ge=1, description="how many most recent checkpoints to keep")
+    log_every_steps: int = Field(50, gt=0)
+    progress: bool = True
+    wandb: WandbConfig | None = None
+    tensorboard: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        if not _DEVICE_RE.match(v):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got '{v}'")
+        return v
+
+    @field_validator("betas")
+    @classmethod
+    def _check_betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"betas must both lie in [0, 1), got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> "TrainConfig":
+        if self.total_tokens < self.batch_size:
+            raise ValueError(
+                f"total_tokens ({self.total_tokens}) must be at least batch_size ({self.batch_size})"
+            )
+        if self.warmup_tokens is not None and self.warmup_tokens > self.total_tokens:
+            raise ValueError(f"warmup_tokens ({self.warmup_tokens}) exceeds total_tokens ({self.total_tokens})")
+        return self
+
+    # ---- derived quantities -------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        """Optimisation steps in the run (total_tokens rounded down to whole batches)."""
+        return self.total_tokens // self.batch_size
+
+    @property
+    def warmup_steps(self) -> int:
+        tokens = self.warmup_tokens if self.warmup_tokens is not None else self.warmup_fraction * self.total_tokens
+        return int(round(tokens / self.batch_size))
+
+    def resolved_device(self) -> torch.device:
+        """The device to train on: 'auto' picks CUDA when available."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def compute_dtype(self) -> torch.dtype:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.dtype]
+
+    def training_dict(self) -> dict:
+        """The fields that determine the trained weights (hashed to decide whether a run may resume)."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_TRAINING_FIELDS}
+
+
+def config_hash(payload: dict) -> str:
+    """A stable short hash of a JSON-able payload (sorted keys)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

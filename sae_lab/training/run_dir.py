@@ -1,0 +1,165 @@
+"""The run directory: its layout, the resume/refuse decision, and its small status file.
+
+Layout (one directory per sweep)::
+
+    config.yaml        resolved config: train, saes, source (+ any sections the caller adds)
+    run.json           status (running/stopped/failed/done), config hash, tokens seen, final results
+    metrics.jsonl      one JSON line per logged step per SAE
+    checkpoints/       ckpt_<tokens>.pt, the newest `keep_checkpoints` only
+    saes/<name>/       final SAE (SAELens layout, scale folded: applies to raw activations)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+from sae_lab.configbase import dump_yaml
+from sae_lab.training.config import NON_TRAINING_FIELDS, TrainConfig, config_hash
+
+ResumeMode = Literal["auto", "never", "must"]
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked; the message says how to proceed."""
+
+
+class RunDir:
+    """Paths inside a run directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.yaml")
+    status = property(lambda self: self.path / "run.json")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    saes = property(lambda self: self.path / "saes")
+
+    def sae_dir(self, name: str) -> Path:
+        return self.saes / name
+
+    def read_config(self) -> dict:
+        return yaml.safe_load(self.config.read_text()) or {}
+
+    def write_config(self, resolved: dict) -> None:
+        _atomic_write(self.config, yaml.safe_dump(resolved, sort_keys=False))
+
+    def read_status(self) -> dict:
+        return json.loads(self.status.read_text()) if self.status.exists() else {}
+
+    def write_status(self, **fields: Any) -> None:
+        """Merge ``fields`` into run.json (atomically)."""
+        state = {**self.read_status(), **fields}
+        _atomic_write(self.status, json.dumps(state, indent=2))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def resolved_config(cfg: TrainConfig, saes: Sequence, source, extra: dict | None = None) -> dict:
+    """The config written to config.yaml: train, saes and the source's description (+ caller's sections)."""
+    resolved = {
+        "train": yaml.safe_load(dump_yaml(cfg)),
+        "saes": [yaml.safe_load(dump_yaml(s.cfg)) for s in saes],
+        "source": _jsonable(source.describe()),
+    }
+    for key, value in (extra or {}).items():
+        resolved.setdefault(key, _jsonable(value))
+    return resolved
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def training_payload(resolved: dict) -> dict:
+    """The part of a resolved config that determines the trained weights (what the config hash covers)."""
+    train = {k: v for k, v in (resolved.get("train") or {}).items() if k not in NON_TRAINING_FIELDS}
+    return {"train": train, "saes": resolved.get("saes"), "source": resolved.get("source")}
+
+
+def resolved_hash(resolved: dict) -> str:
+    return config_hash(training_payload(resolved))
+
+
+def check_writable(path: Path) -> None:
+    """Create ``path`` if needed and prove it is writable with a probe file (RunDirError if not)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise RunDirError(f"run directory '{path}' is not writable: {e}. Choose another run_dir.") from None
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, list):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}.{i}"))
+        return out or {prefix: []}
+    return {prefix: obj}
+
+
+def describe_differences(old: dict, new: dict, limit: int = 8) -> str:
+    """'key: old -> new' lines for the training-relevant keys that differ."""
+    a, b = _flatten(training_payload(old)), _flatten(training_payload(new))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+    lines = [f"    {k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in keys[:limit]]
+    if len(keys) > limit:
+        lines.append(f"    ... and {len(keys) - limit} more")
+    return "\n".join(lines)
+
+
+def prepare(run: RunDir, resolved: dict, resume: ResumeMode, overwrite: bool = False) -> Literal["fresh", "resume"]:
+    """Decide whether to start fresh or resume in ``run``; never clobbers a run silently.
+
+    - empty or missing directory: fresh (``resume='must'`` refuses: nothing to resume);
+    - an existing run with the same training config: resume (``'auto'``/``'must'``);
+    - ``resume='never'``: refuses an existing run unless ``overwrite=True``, which deletes it first;
+    - an existing run with a different training config: refuses, naming the differing keys;
+    - a non-empty directory that is not a sae-lab run: refuses, even with overwrite.
+    """
+    if resume not in ("auto", "never", "must"):
+        raise ValueError(f"resume must be 'auto', 'never' or 'must', got {resume!r}")
+    path = run.path
+    nonempty = path.is_dir() and any(p for p in path.iterdir() if not p.name.startswith(".write-probe"))
+    if not nonempty:
+        if resume == "must":
+            raise RunDirError(f"resume='must' but '{path}' holds no run to resume")
+        return "fresh"
+    if not run.config.exists():
+        raise RunDirError(
+            f"'{path}' is not empty and is not a sae-lab run directory (no config.yaml); "
+            "choose a new or empty run_dir"
+        )
+    how = (f"Choose a new run_dir, or pass resume='never' with overwrite=True "
+           f"(CLI: --resume never --overwrite) to delete '{path}' and start over.")
+    if resume == "never":
+        if not overwrite:
+            raise RunDirError(f"'{path}' already holds a run and resume='never'. {how}")
+        shutil.rmtree(path)
+        return "fresh"
+    old = run.read_config()
+    if resolved_hash(old) != resolved_hash(resolved):
+        raise RunDirError(
+            f"'{path}' holds a run with a different training config, so it cannot be resumed:\n"
+            f"{describe_differences(old, resolved)}\n"
+            f"To continue it, rerun with its own config ({run.config}). {how}"
+        )
+    return "resume"

@@ -1,0 +1,118 @@
+"""The in-memory state of a sweep (SAEs, optimisers, schedulers, data position) and its checkpoint form."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from sae_lab.training import checkpoint as ckpt
+from sae_lab.training.checks import sae_name
+from sae_lab.training.config import TrainConfig
+from sae_lab.training.schedule import make_scheduler
+from sae_lab.training.step import WindowStats, make_optimizer
+
+
+@dataclass
+class Member:
+    """One SAE of the sweep with its optimiser, scheduler and logging window."""
+
+    name: str
+    sae: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    window: WindowStats = field(default_factory=WindowStats)
+    last_record: dict | None = None
+
+
+@dataclass
+class Position:
+    """Where the run is: optimiser steps taken, batches consumed from the stream, tokens trained on."""
+
+    step: int = 0
+    batches: int = 0
+    tokens: int = 0
+
+
+def build_saes(saes: Sequence, seed: int) -> list[torch.nn.Module]:
+    """SAE modules from a mix of modules and SAEConfigs; each config is built under ``seed``,
+    so two identical configs start identical."""
+    from sae_lab.saes.registry import build_sae  # imported lazily: saes/ depends on nothing here
+
+    out = []
+    for item in saes:
+        if isinstance(item, torch.nn.Module):
+            out.append(item)
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out.append(build_sae(item))
+    return out
+
+
+def seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def make_members(saes: list[torch.nn.Module], cfg: TrainConfig, device: torch.device) -> list[Member]:
+    members = []
+    for sae in saes:
+        sae.to(device)
+        opt = make_optimizer(sae, cfg.lr, cfg.betas, cfg.eps)
+        members.append(Member(sae_name(sae), sae, opt, make_scheduler(opt, cfg)))
+    return members
+
+
+def init_b_dec(members: list[Member], source, cfg: TrainConfig, device: torch.device) -> None:
+    """b_dec from the first ``b_dec_init_tokens`` of the stream (same seed as training: deterministic)."""
+    if cfg.b_dec_init == "zeros":
+        sample = torch.zeros(1, source.d_in, device=device)
+    else:
+        n_batches = math.ceil(cfg.b_dec_init_tokens / cfg.batch_size)
+        it = source.iter_batches(cfg.batch_size, seed=cfg.seed, skip_batches=0, device=device)
+        sample = torch.cat([next(it) for _ in range(n_batches)])[: cfg.b_dec_init_tokens]
+    with torch.no_grad():
+        for m in members:
+            m.sae.init_b_dec(sample, method=cfg.b_dec_init)
+
+
+def checkpoint_state(members: list[Member], pos: Position, chash: str) -> dict:
+    return {
+        "config_hash": chash,
+        "step": pos.step,
+        "batches_consumed": pos.batches,
+        "tokens_seen": pos.tokens,
+        "rng": ckpt.capture_rng(),
+        "saes": {
+            m.name: {
+                "model": m.sae.state_dict(),
+                "optimizer": m.optimizer.state_dict(),
+                "scheduler": m.scheduler.state_dict(),
+                "window": m.window.state_dict(),
+            }
+            for m in members
+        },
+    }
+
+
+def restore(members: list[Member], state: dict, path: Path, chash: str) -> Position:
+    if state["config_hash"] != chash:
+        raise ckpt.CheckpointError(f"checkpoint {path} has config hash {state['config_hash']}, the run has {chash}")
+    missing = [m.name for m in members if m.name not in state["saes"]]
+    if missing:
+        raise ckpt.CheckpointError(f"checkpoint {path} holds no state for SAE(s) {missing}")
+    for m in members:
+        s = state["saes"][m.name]
+        m.sae.load_state_dict(s["model"])
+        m.optimizer.load_state_dict(s["optimizer"])
+        m.scheduler.load_state_dict(s["scheduler"])
+        m.window.load_state_dict(s["window"])
+    ckpt.restore_rng(state["rng"])
+    return Position(int(state["step"]), int(state["batches_consumed"]), int(state["tokens_seen"]))

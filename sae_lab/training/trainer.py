@@ -1,0 +1,260 @@
+"""train_sweep: train several SAEs in one pass over one activation stream, with exact resume.
+
+Each batch is drawn once and every SAE of the sweep steps on it (one Adam + scheduler per SAE). The data
+position is a plain count of batches consumed; ``source.iter_batches(..., skip_batches=n)`` resumes there.
+Only rank 0 writes to the run directory (ranks from :mod:`sae_lab.distributed`; DDP itself is the next
+issue: it plugs in through ``grad_hook`` (all-reduce) and a rank-strided data position).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from sae_lab.distributed import world
+from sae_lab.training import checkpoint as ckpt
+from sae_lab.training.checks import preflight
+from sae_lab.training.config import TrainConfig
+from sae_lab.training.metrics_log import MetricsLogger, read_metrics, require_optional_loggers, truncate_metrics
+from sae_lab.training.report import make_record, postfix, underused_mask
+from sae_lab.training.run_dir import (ResumeMode, RunDir, RunDirError, check_writable, prepare, resolved_config,
+                                      resolved_hash)
+from sae_lab.training.state import (Member, Position, build_saes, checkpoint_state, init_b_dec, make_members,
+                                    restore, seed_all)
+from sae_lab.training.step import NonFiniteValue, first_non_finite_param, train_step
+
+
+class NonFiniteError(FloatingPointError):
+    """Training hit NaN/inf; the message names the SAE, the step and the last good checkpoint."""
+
+
+@dataclass
+class StepInfo:
+    """Passed to callbacks after every step (and its logging/checkpointing)."""
+
+    step: int
+    tokens: int
+    checkpoint: Path | None
+    members: list[Member]
+
+
+@dataclass
+class SAEResult:
+    name: str
+    sae_dir: Path | None
+    metrics: dict
+    dead_latents: list[int]
+    underused_latents: list[int]  # below their Zipf-expected density (see report.underused_mask)
+
+
+@dataclass
+class SweepResult:
+    """What train_sweep returns. ``saes`` are the trained modules in the *normalised* space of the
+    stream (the copies in ``saes/<name>/`` have the scale folded in and apply to raw activations)."""
+
+    run_dir: Path
+    status: str  # "done" or "stopped"
+    steps: int
+    tokens_seen: int
+    results: dict[str, SAEResult]
+    saes: dict[str, torch.nn.Module]
+
+
+def is_main() -> bool:
+    """Only the main process writes run-directory files (config, metrics, checkpoints, weights)."""
+    return world()[0] == 0
+
+
+def _checkpoint_due(pos: Position, n: int, cfg: TrainConfig) -> bool:
+    every = cfg.checkpoint_every_tokens
+    return pos.step == cfg.total_steps or (every is not None and pos.tokens // every > (pos.tokens - n) // every)
+
+
+def _non_finite(name: str, step: int, err: object, last: Path | None) -> NonFiniteError:
+    where = f"{last}" if last is not None else "none (no checkpoint was written yet)"
+    return NonFiniteError(
+        f"SAE '{name}' hit a non-finite value at step {step}: {err}. "
+        f"Training stopped; the last good checkpoint is {where} and was left intact. "
+        "Lower train.lr, set train.grad_clip, or check the activations for NaN/inf, then start a new run_dir."
+    )
+
+
+def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, source, cfg: TrainConfig,
+           device: torch.device, chash: str) -> tuple[Position, Path | None]:
+    """Restore the newest checkpoint when resuming; otherwise seed everything and initialise b_dec."""
+    found = ckpt.load_latest(run.checkpoints, map_location="cpu") if mode == "resume" else None
+    if found is None:
+        if resume == "must":
+            raise RunDirError(f"resume='must' but '{run.checkpoints}' holds no checkpoint to resume from")
+        seed_all(cfg.seed)
+        init_b_dec(members, source, cfg, device)
+        pos, path = Position(), None
+    else:
+        path, state = found
+        pos = restore(members, state, path, chash)
+    if is_main():
+        truncate_metrics(run.metrics, pos.tokens)  # drop lines logged after the checkpoint by a killed run
+    return pos, path
+
+
+def _log(members: list[Member], pos: Position, cfg: TrainConfig, logger: MetricsLogger, bar, clock):
+    now = time.perf_counter()
+    tokens_per_s = (pos.tokens - clock[1]) / max(now - clock[0], 1e-9)
+    records = [make_record(m, pos, cfg, tokens_per_s) for m in members]
+    for r in records:
+        logger.log(r)
+    bar.set_postfix_str(postfix(records), refresh=False)
+    return now, pos.tokens
+
+
+def _save_checkpoint(members: list[Member], pos: Position, run: RunDir, cfg: TrainConfig, chash: str) -> Path:
+    path = ckpt.save_checkpoint(run.checkpoints, checkpoint_state(members, pos, chash), cfg.keep_checkpoints)
+    run.write_status(tokens_seen=pos.tokens, steps=pos.step, last_checkpoint=path.name)
+    return path
+
+
+def _loop(members: list[Member], source, cfg: TrainConfig, run: RunDir, pos: Position, chash: str,
+          logger: MetricsLogger, last_ckpt: Path | None, stop_after_tokens: int | None,
+          callbacks: Iterable[Callable[[StepInfo], None]], grad_hook) -> tuple[bool, Path | None]:
+    """Train until total_steps (returns False) or stop_after_tokens (returns True); checkpoints as it goes."""
+    main, device = is_main(), cfg.resolved_device()
+    batches = source.iter_batches(cfg.batch_size, seed=cfg.seed, skip_batches=pos.batches, device=device)
+    bar = tqdm(total=cfg.total_steps * cfg.batch_size, initial=pos.tokens, unit="tok", unit_scale=True,
+               disable=not (cfg.progress and main), desc=f"train {len(members)} SAE(s)", dynamic_ncols=True)
+    clock = (time.perf_counter(), pos.tokens)
+    try:
+        while pos.step < cfg.total_steps:
+            if stop_after_tokens is not None and pos.tokens >= stop_after_tokens:
+                if main and (last_ckpt is None or last_ckpt.name != ckpt.checkpoint_name(pos.tokens)):
+                    _check_params(members, pos.step, last_ckpt)
+                    last_ckpt = _save_checkpoint(members, pos, run, cfg, chash)
+                return True, last_ckpt
+            x = next(batches)
+            n = int(x.shape[0])
+            _step_all(members, x, cfg, pos.step + 1, last_ckpt, grad_hook)
+            pos.step, pos.batches, pos.tokens = pos.step + 1, pos.batches + 1, pos.tokens + n
+            log_now = pos.step % cfg.log_every_steps == 0 or pos.step == cfg.total_steps
+            save_now = main and _checkpoint_due(pos, n, cfg)
+            if log_now or save_now:
+                _check_params(members, pos.step, last_ckpt)
+            if log_now:
+                clock = _log(members, pos, cfg, logger, bar, clock)
+            saved = None
+            if save_now:
+                saved = last_ckpt = _save_checkpoint(members, pos, run, cfg, chash)
+            bar.update(n)
+            for cb in callbacks:
+                cb(StepInfo(pos.step, pos.tokens, saved, members))
+        return False, last_ckpt
+    finally:
+        bar.close()
+
+
+def _step_all(members: list[Member], x: torch.Tensor, cfg: TrainConfig, step: int, last_ckpt: Path | None,
+              grad_hook) -> None:
+    """Every SAE of the sweep takes one step on the same batch ``x``."""
+    for m in members:
+        try:
+            stats = train_step(m.sae, m.optimizer, m.scheduler, x, recon_loss=cfg.recon_loss,
+                               grad_clip=cfg.grad_clip, compute_dtype=cfg.compute_dtype(), grad_hook=grad_hook)
+        except NonFiniteValue as e:
+            raise _non_finite(m.name, step, e, last_ckpt) from None
+        m.window.add(stats, int(x.shape[0]))
+
+
+def _check_params(members: list[Member], step: int, last_ckpt: Path | None) -> None:
+    for m in members:
+        bad = first_non_finite_param(m.sae)
+        if bad is not None:
+            raise _non_finite(m.name, step, f"parameter {bad} holds NaN/inf", last_ckpt)
+
+
+def _save_sae(sae: torch.nn.Module, final: Path, norm_scale: float) -> None:
+    """sae.save into a temp dir, then swap it in, so saes/<name>/ is never half written."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    sae.save(tmp, fold_scale=norm_scale)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _last_logged(run: RunDir, name: str) -> dict:
+    records = [r for r in read_metrics(run.metrics) if r.get("sae") == name]
+    return records[-1] if records else {}
+
+
+def _finish(members: list[Member], source, run: RunDir, pos: Position, status: str) -> SweepResult:
+    """Save the final SAEs (when done), record the results in run.json and build the return value."""
+    results = {}
+    for m in members:
+        sae_dir = run.sae_dir(m.name) if status == "done" else None
+        if sae_dir is not None and is_main():
+            _save_sae(m.sae, sae_dir, source.norm_scale)
+        dead = torch.nonzero(m.sae.dead_mask()).flatten().tolist()
+        under = torch.nonzero(underused_mask(m.sae)).flatten().tolist()
+        results[m.name] = SAEResult(m.name, sae_dir, m.last_record or _last_logged(run, m.name), dead, under)
+    if is_main():
+        summary = {n: {**r.metrics, "n_dead": len(r.dead_latents), "n_underused": len(r.underused_latents)}
+                   for n, r in results.items()}
+        run.write_status(status=status, tokens_seen=pos.tokens, steps=pos.step, results=summary)
+    return SweepResult(run.path, status, pos.step, pos.tokens, results, {m.name: m.sae for m in members})
+
+
+def train_sweep(
+    saes: Sequence,
+    source,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: ResumeMode = "auto",
+    *,
+    overwrite: bool = False,
+    stop_after_tokens: int | None = None,
+    callbacks: Iterable[Callable[[StepInfo], None]] = (),
+    extra_config: dict | None = None,
+    grad_hook: Callable[[torch.nn.Module], None] | None = None,
+) -> SweepResult:
+    """Train every SAE in ``saes`` (modules or SAEConfigs) on one pass over ``source``.
+
+    resume: 'auto' continues a run in ``run_dir`` with the same training config (else starts fresh),
+    'must' requires a checkpoint to continue from, 'never' refuses an existing run unless ``overwrite``.
+    A run dir holding a different config is never touched. ``stop_after_tokens`` pauses cleanly (a
+    checkpoint is written; status 'stopped'). ``extra_config`` adds sections (e.g. data, model) to
+    config.yaml without entering the config hash. ``grad_hook(sae)`` runs after backward (DDP all-reduce).
+    Raises ConfigError/RunDirError before training on bad input, NonFiniteError on NaN/inf.
+    """
+    modules = build_saes(saes, cfg.seed)
+    preflight(modules, source, cfg)
+    require_optional_loggers(cfg)
+    run = RunDir(run_dir)
+    resolved = resolved_config(cfg, modules, source, extra_config)
+    chash = resolved_hash(resolved)
+    mode = prepare(run, resolved, resume, overwrite) if is_main() else "resume"
+    if is_main():
+        check_writable(run.path)
+    members = make_members(modules, cfg, cfg.resolved_device())
+    pos, last_ckpt = _start(members, run, mode, resume, source, cfg, cfg.resolved_device(), chash)
+    if is_main():
+        run.write_config(resolved)
+        run.write_status(status="running", config_hash=chash, total_tokens=cfg.total_steps * cfg.batch_size,
+                         saes=[m.name for m in members], error=None)
+    for m in members:
+        m.sae.train()
+    logger = MetricsLogger(run.path, cfg, resolved, active=is_main())
+    try:
+        stopped, _ = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
+                           callbacks, grad_hook)
+    except NonFiniteError as e:
+        if is_main():
+            run.write_status(status="failed", error=str(e))
+        raise
+    finally:
+        logger.close()
+    return _finish(members, source, run, pos, "stopped" if stopped else "done")

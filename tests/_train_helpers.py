@@ -1,0 +1,53 @@
+"""Small shared builders for the training tests: tiny SAE configs, tiny train configs, planted data."""
+
+from __future__ import annotations
+
+import torch
+
+from sae_lab.activations.source import TensorSource
+from sae_lab.saes import SAEConfig, registered_names
+from sae_lab.training import TrainConfig
+
+D_IN = 16
+D_SAE = 64
+K = 4
+BATCH = 64
+
+
+def architectures() -> list[str]:
+    """Every registered architecture (grows as saes/ fills in)."""
+    return registered_names()
+
+
+def sae_cfg(arch: str = "topk", name: str | None = None, d_in: int = D_IN, **kw) -> SAEConfig:
+    """A tiny SAEConfig; latents die after 4 batches so dead-latent machinery (AuxK) is exercised."""
+    base = dict(architecture=arch, d_in=d_in, d_sae=D_SAE, hook_name="tensor", dead_tokens=4 * BATCH)
+    if arch != "standard":
+        base["k"] = K
+    base.update(kw)
+    if name is not None:
+        base["name"] = name
+    return SAEConfig(**base)
+
+
+def train_cfg(**kw) -> TrainConfig:
+    """20 steps of 64 tokens, checkpoints every 5 steps, logs every 2: a few seconds at most."""
+    base = dict(batch_size=BATCH, total_tokens=20 * BATCH, lr=3e-3, warmup_fraction=0.1, checkpoint_every_tokens=5 * BATCH,
+                log_every_steps=2, progress=False, b_dec_init_tokens=256, device="cpu", decay_start=0.5)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def planted_data(n: int = 2048, d_in: int = D_IN, n_feats: int = 32, k: int = 3, seed: int = 0) -> torch.Tensor:
+    """x = offset + sum of k random unit atoms with positive coefficients, per token: a sparse planted problem."""
+    g = torch.Generator().manual_seed(seed)
+    atoms = torch.randn(n_feats, d_in, generator=g)
+    atoms /= atoms.norm(dim=1, keepdim=True)
+    idx = torch.stack([torch.randperm(n_feats, generator=g)[:k] for _ in range(n)])
+    coef = torch.rand(n, k, generator=g) * 2 + 0.5
+    x = (coef[..., None] * atoms[idx]).sum(1)
+    return x + 0.5 * torch.randn(d_in, generator=g)  # a shared offset, for b_dec to find
+
+
+def planted_source(norm_scale: float = 1.0, **kw) -> TensorSource:
+    return TensorSource(planted_data(**kw), hook_name="tensor", norm_scale=norm_scale)

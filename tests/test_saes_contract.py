@@ -1,0 +1,222 @@
+"""The SAE contract, checked for every registered architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sae_lab.configbase import ConfigError, build_config
+from sae_lab.saes import BaseSAE, SAEConfig, build_sae, get_sae_class, register, registered_names
+
+ARCHS = registered_names()
+D_IN, D_SAE, K, B = 16, 64, 4, 48
+
+
+def make(arch: str, **kw) -> BaseSAE:
+    torch.manual_seed(0)
+    return build_sae(dict(architecture=arch, d_in=D_IN, d_sae=D_SAE, k=K, **kw))
+
+
+def data(n: int = B, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, D_IN, generator=g) + 0.5
+
+
+def warm(sae: BaseSAE, x: torch.Tensor, steps: int = 3) -> None:
+    """A few training forwards so running statistics (thresholds, densities) are set."""
+    for _ in range(steps):
+        sae.training_forward(x)
+
+
+def test_every_architecture_is_registered():
+    assert {"topk", "mutual_choice", "feature_choice", "matching_pursuit"} <= set(ARCHS)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_shapes(arch):
+    sae, x = make(arch), data()
+    warm(sae, x)
+    out = sae.training_forward(x)
+    assert out.x_hat.shape == x.shape and out.fired.shape == (D_SAE,)
+    assert sae.encode(x).shape == (B, D_SAE)
+    assert sae.encode(x.view(6, 8, D_IN)).shape == (6, 8, D_SAE)
+    assert sae(x).shape == x.shape and sae.decode(sae.encode(x)).shape == x.shape
+    assert out.l0 > 0 and all(v.dim() == 0 for v in out.aux_losses.values())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_decoder_norms_and_parallel_grads(arch):
+    sae = make(arch)
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(D_SAE), atol=1e-5)
+    if sae.has_encoder:
+        assert torch.allclose(sae.W_enc, sae.W_dec.t())  # tied init
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.rand(D_SAE, 1) + 0.5)
+    sae.normalize_decoder()
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(D_SAE), atol=1e-5)
+    sae.W_dec.grad = torch.randn_like(sae.W_dec)
+    sae.remove_parallel_grads()
+    assert (sae.W_dec.grad * sae.W_dec).sum(1).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_save_load_round_trip(arch, tmp_path):
+    sae, x = make(arch), data()
+    warm(sae, x)
+    sae.save(tmp_path / "s")
+    back = BaseSAE.load(tmp_path / "s")
+    assert type(back) is type(sae)
+    for k, v in sae.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k]), k
+    assert torch.equal(back.encode(x), sae.encode(x)) and torch.equal(back(x), sae(x))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gradients_reach_every_parameter(arch):
+    sae, x = make(arch), data()
+    out = sae.training_forward(x)
+    loss = ((out.x_hat - x) ** 2).sum() + sum(out.aux_losses.values(), torch.zeros(()))
+    loss.backward()
+    for name, p in sae.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fold_scale(arch, tmp_path):
+    """Folded SAE on raw x == unfolded SAE on s*x, divided by s (codes too)."""
+    s = 3.7
+    sae, x = make(arch, mp_stop="absolute", mp_threshold=0.5 * s), data()
+    sae.init_b_dec(s * data(seed=2), "mean")
+    if sae.has_encoder:
+        with torch.no_grad():
+            sae.b_enc.normal_(0, 0.3)
+    warm(sae, s * data(seed=2))  # thresholds come from other tokens: no exact ties with x
+    sae.save(tmp_path / "f", fold_scale=s)
+    folded = BaseSAE.load(tmp_path / "f")
+    assert torch.allclose(folded(x), sae(s * x) / s, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(folded.encode(x), sae.encode(s * x) / s, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(folded(x), sae(x), atol=1e-3)  # folding changed something
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_inference_is_batch_independent(arch):
+    sae, x = make(arch), data()
+    warm(sae, data(seed=3))  # thresholds from other tokens (a token at exactly a threshold is a float tie)
+    z = sae.encode(x)
+    for i in (0, 7, B - 1):
+        assert torch.allclose(sae.encode(x[i : i + 1])[0], z[i], atol=1e-5)
+    assert torch.allclose(sae.encode(x[:5]), z[:5], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["mutual_choice", "feature_choice"])
+def test_choice_training_rule_depends_on_batch_but_inference_does_not(arch):
+    """The training rule is batch-level (so the inference rule is a real, separate mechanism)."""
+    sae, x = make(arch), data()
+    warm(sae, x, 5)
+    small = sae.training_forward(x[:16]).x_hat  # the budget is shared by 16 tokens vs by 48
+    shared = sae.training_forward(x).x_hat[:16]
+    assert not torch.allclose(small, shared, atol=1e-4)
+    assert torch.allclose(sae(x[:1]), sae(x)[:1], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dead_tracking_in_tokens(arch):
+    sae, x = make(arch, dead_tokens=2 * B), data()
+    with torch.no_grad():
+        sae.W_dec[0] = -sae.W_dec[0] * 0 - 1 / D_IN**0.5  # atom 0 points against the data
+        if sae.has_encoder:
+            sae.W_enc[:, 0] = sae.W_dec[0]
+            sae.b_enc[0] = -100.0
+    sae.training_forward(x)
+    assert not sae.dead_mask()[0]
+    sae.training_forward(x)
+    assert sae.dead_mask()[0] and int(sae.tokens_since_fired[0]) == 2 * B
+    assert not sae.dead_mask().all()
+
+
+def test_registry_errors():
+    with pytest.raises(ConfigError, match="known architectures: .*topk"):
+        get_sae_class("nope")
+    with pytest.raises(ValueError, match="registered twice"):
+        register("topk")(type("Other", (BaseSAE,), {}))
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (dict(architecture="topk", d_in=8, d_sae=16, k=17), ["k=17", "d_sae=16"]),
+        (dict(architecture="tpok", d_in=8, d_sae=16, k=2), ["tpok", "mutual_choice"]),
+        (dict(architecture="topk", d_in=8, k=2), ["d_sae", "expansion_factor"]),
+        (dict(architecture="topk", d_in=8, d_sae=16, k=2, capacity_rule="zipfy"), ["capacity_rule", "uniform", "zipf"]),
+        (dict(architecture="topk", d_in=8, d_sae=16, k=2, dead_tokenz=5), ["dead_tokenz", "dead_tokens"]),
+        (dict(architecture="mutual_choice", d_in=8, d_sae=16), ["k is required"]),
+        (dict(architecture="topk", d_in=8, d_sae=16, k=2, aux_k=20), ["aux_k=20"]),
+    ],
+)
+def test_config_errors_name_field_and_allowed_values(bad, words):
+    with pytest.raises(ConfigError) as e:
+        build_config(SAEConfig, bad)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_config_resolves_expansion_factor_and_name():
+    cfg = build_config(SAEConfig, dict(architecture="topk", d_in=8, expansion_factor=4, k=2))
+    assert cfg.d_sae == 32 and cfg.name == "topk_k2"
+
+
+def test_feature_choice_batch_size_rule():
+    sae = make("feature_choice", min_capacity=4)  # needs k*B >= 4*64 -> B >= 64
+    sae.check_batch_size(64)
+    with pytest.raises(ConfigError, match="batch_size >= 64"):
+        sae.check_batch_size(63)
+
+
+@pytest.mark.parametrize("arch", ["standard", "topk", "jumprelu"])
+@pytest.mark.parametrize("apply_b_dec", [True, False])
+def test_loads_foreign_saelens_directories(arch, apply_b_dec, tmp_path):
+    """A directory written the way SAELens writes it (no sae_lab.json) loads and computes SAELens's encode."""
+    import json
+
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(5)
+    W = {"W_enc": torch.randn(D_IN, D_SAE, generator=g), "b_enc": torch.randn(D_SAE, generator=g),
+         "W_dec": torch.randn(D_SAE, D_IN, generator=g), "b_dec": torch.randn(D_IN, generator=g)}
+    if arch == "jumprelu":
+        W["threshold"] = torch.rand(D_SAE, generator=g)
+    save_file(W, str(tmp_path / "sae_weights.safetensors"))
+    cfg = {"architecture": arch, "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu",
+           "apply_b_dec_to_input": apply_b_dec, "normalize_activations": "none",
+           "metadata": {"hook_name": "blocks.3.hook_resid_post"}, **({"k": K} if arch == "topk" else {})}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    sae = BaseSAE.load(tmp_path)
+    x = data()
+    pre = (x - W["b_dec"] if apply_b_dec else x) @ W["W_enc"] + W["b_enc"]
+    if arch == "standard":
+        z = pre.relu()
+    elif arch == "topk":
+        v, i = pre.topk(K, dim=-1)
+        z = torch.zeros_like(pre).scatter(-1, i, v.relu())
+    else:
+        z = pre.relu() * (pre > W["threshold"])
+    assert sae.cfg.hook_name == "blocks.3.hook_resid_post"
+    assert torch.allclose(sae.encode(x), z, atol=1e-4)
+    assert torch.allclose(sae(x), z @ W["W_dec"] + W["b_dec"], atol=1e-3)
+
+
+def test_saved_choice_sae_is_saelens_jumprelu(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    sae = make("mutual_choice")
+    warm(sae, data())
+    sae.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "cfg.json").read_text())
+    w = load_file(str(tmp_path / "m" / "sae_weights.safetensors"))
+    assert cfg["architecture"] == "jumprelu" and set(w) == {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}
+    x = data(seed=4)
+    pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    assert torch.allclose(pre.relu() * (pre > w["threshold"]), sae.encode(x), atol=1e-5)

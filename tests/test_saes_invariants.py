@@ -1,0 +1,241 @@
+"""Architecture-specific invariants: selection rules, MP algebra, sparse backward passes, aux losses."""
+
+from __future__ import annotations
+
+import torch
+
+from sae_lab.saes import build_sae
+from sae_lab.saes.aux import aux_reconstruction_loss, revival_losses, underutilised_mask, zipf_weights
+from sae_lab.saes.base import geometric_median
+from sae_lab.saes.feature_choice import feature_choice_select
+from sae_lab.saes.matching_pursuit import mp_coefficients, pursuit
+from sae_lab.saes.mutual_choice import batch_topk_select
+from sae_lab.saes.sparse_ops import SparseCode, gather_preacts, sparse_decode
+
+
+def make(arch, d_in=16, d_sae=64, k=4, **kw):
+    torch.manual_seed(0)
+    return build_sae(dict(architecture=arch, d_in=d_in, d_sae=d_sae, k=k, **kw))
+
+
+def data(n=48, d=16, seed=1):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) + 0.5
+
+
+def test_feature_choice_respects_capacities():
+    for rule, kw in (("uniform", {}), ("zipf", {"zipf_alpha": 1.2})):
+        sae, x = make("feature_choice", capacity_rule=rule, **kw), data()
+        sae.training_forward(x)  # sets the demand ranking
+        caps = sae.capacities(x.shape[0])
+        assert int(caps.sum()) == sae.cfg.k * x.shape[0] and int(caps.min()) >= 1 and int(caps.max()) <= x.shape[0]
+        code, vals, _ = feature_choice_select(sae.pre_acts(x).detach(), caps)
+        per_latent = torch.bincount(code.cols, minlength=64)
+        assert (per_latent <= caps).all() and (vals > 0).all()
+        if rule == "zipf":  # capacity decreases with demand rank
+            order = torch.argsort(sae.demand_ema, descending=True)
+            assert (caps[order][:-1] >= caps[order][1:]).all() and caps.max() > caps.min()
+
+
+def test_feature_choice_picks_each_columns_largest():
+    pre = torch.randn(20, 6)
+    caps = torch.tensor([1, 2, 3, 0, 5, 20])
+    code, vals, kth = feature_choice_select(pre, caps)
+    dense = code.to_dense(vals)
+    for i, m in enumerate(caps.tolist()):
+        expect = pre[:, i].relu().topk(m).values if m else torch.zeros(0)
+        got = dense[:, i][dense[:, i] > 0].sort(descending=True).values
+        assert torch.allclose(got, expect[expect > 0])
+    assert torch.isnan(kth[3]) and torch.isclose(kth[1], pre[:, 1].relu().topk(2).values[-1])
+
+
+def test_mutual_choice_equals_naive_batch_topk():
+    pre = torch.randn(40, 64)
+    n_keep = 4 * 40
+    naive = torch.zeros_like(pre).view(-1)
+    v, i = pre.relu().view(-1).topk(n_keep)
+    naive[i] = v
+    naive = naive.view_as(pre)
+    for hint in (0.0, 1.5, 100.0):  # no hint, useful hint, hint too high (falls back to the full search)
+        code, vals, t = batch_topk_select(pre, n_keep, hint)
+        assert torch.equal(code.to_dense(vals), naive)
+        assert t == float(v.min())
+    assert (code.rows[1:] >= code.rows[:-1]).all()
+
+
+def test_mp_residual_norm_is_non_increasing_and_tracked():
+    torch.manual_seed(0)
+    W = torch.nn.functional.normalize(torch.randn(64, 16), dim=1)
+    r0 = data()
+    for nonneg in (True, False):
+        J, A, rn2 = pursuit(r0, W, 10, nonneg=nonneg)
+        norms = [r0.norm(dim=1)]
+        for s in range(1, 11):
+            r = r0 - SparseCode.from_topk(J[:, :s], 64).to_dense(A[:, :s].reshape(-1)) @ W
+            norms.append(r.norm(dim=1))
+        norms = torch.stack(norms)
+        assert (norms[1:] <= norms[:-1] + 1e-5).all() and (norms[-1] < norms[0]).all()
+        assert torch.allclose(rn2.clamp_min(0).sqrt(), norms[-1], atol=1e-4)
+        if nonneg:
+            assert (A >= 0).all()
+
+
+def naive_mp_xhat(r0, b_dec, W, J, nonneg):
+    """Reference: autograd through the unrolled steps with the given selections."""
+    r, xh = r0, b_dec.expand_as(r0)
+    for s in range(J.shape[1]):
+        d = W[J[:, s]]
+        a = (r * d).sum(-1, keepdim=True)
+        a = a.clamp_min(0) if nonneg else a
+        xh, r = xh + a * d, r - a * d
+    return xh
+
+
+def test_mp_gram_equals_full_and_custom_backward_equals_autograd():
+    for nonneg in (True, False):
+        sae = make("matching_pursuit", k=6, mp_nonneg=nonneg)
+        with torch.no_grad():
+            sae.b_dec.normal_()
+        x = data()
+        Jg, Ag, _ = pursuit(x - sae.b_dec.detach(), sae.W_dec.detach(), 6, nonneg, "gram")
+        Jf, Af, _ = pursuit(x - sae.b_dec.detach(), sae.W_dec.detach(), 6, nonneg, "full")
+        assert torch.equal(Jg, Jf) and torch.allclose(Ag, Af, atol=1e-5)
+        grads = []
+        for update in ("gram", "full", "naive"):
+            sae.zero_grad()
+            if update == "naive":
+                xh = naive_mp_xhat(x - sae.b_dec, sae.b_dec, sae.W_dec, Jg, nonneg)
+            else:
+                sae.cfg = sae.cfg.model_copy(update={"mp_update": update})
+                xh = sae.training_forward(x).x_hat
+            ((xh - x) ** 2).sum().backward()
+            grads.append([p.grad.clone() for p in (sae.W_dec, sae.b_dec)])
+        for g in grads[1:]:
+            assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(grads[0], g))
+        assert grads[0][0].abs().sum() > 0
+
+
+def test_mp_adaptive_stopping():
+    sae = make("matching_pursuit", k=3, mp_stop="relative", mp_threshold=0.3, mp_k_max=40)
+    x = data()
+    z = sae.encode(x)
+    r = (x - sae.decode(z)).norm(dim=1)
+    r0 = (x - sae.b_dec).norm(dim=1)
+    l0 = (z != 0).sum(1)
+    assert ((r < 0.3 * r0 + 1e-5) | (l0 >= 40)).all() and l0.max() > 3 and l0.min() != l0.max()
+
+
+def test_sparse_ops_match_dense_autograd_gradcheck():
+    torch.manual_seed(0)
+    B, d, F = 5, 4, 7
+    x, b_dec = torch.randn(B, d, dtype=torch.double), torch.randn(d, dtype=torch.double, requires_grad=True)
+    W_encT = torch.randn(F, d, dtype=torch.double, requires_grad=True)
+    b_enc = torch.randn(F, dtype=torch.double, requires_grad=True)
+    W_dec = torch.randn(F, d, dtype=torch.double, requires_grad=True)
+    x.requires_grad_(True)
+    rows = torch.tensor([0, 0, 1, 2, 2, 2, 4])
+    cols = torch.tensor([1, 3, 3, 0, 6, 2, 5])
+    code = SparseCode.from_rows_cols(rows, cols, B, F)
+
+    def f(x, b_dec, W_encT, b_enc, W_dec):
+        pre = (x - b_dec) @ W_encT.t() + b_enc
+        v = gather_preacts(x, b_dec, W_encT, b_enc, code, pre.detach()[rows, cols])
+        return sparse_decode(torch.tanh(v), W_dec, code)
+
+    assert torch.autograd.gradcheck(f, (x, b_dec, W_encT, b_enc, W_dec))
+    topk_code = SparseCode.from_topk(torch.tensor([[0, 2], [5, 1], [3, 3]]), F)
+    vals = torch.randn(6, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v, W: sparse_decode(v, W, topk_code), (vals, W_dec))
+
+
+def test_topk_sparse_step_matches_dense_reference():
+    sae, x = make("topk", aux_coef=0.0), data()
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_(0, 0.5)
+    ((sae.training_forward(x).x_hat - x) ** 2).sum().backward()
+    ours = [p.grad.clone() for p in sae.parameters()]
+    sae.zero_grad()
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    idx = pre.topk(4, dim=-1).indices
+    z = torch.zeros_like(pre).scatter(-1, idx, pre.gather(-1, idx).relu())
+    ((z @ sae.W_dec + sae.b_dec - x) ** 2).sum().backward()
+    for a, p in zip(ours, sae.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-4, rtol=1e-4)
+
+
+def _aux_grads(sae, x, loss_key):
+    with torch.no_grad():
+        pre = sae.pre_acts(x)
+    out = sae.training_forward(x)
+    sae.zero_grad()
+    losses = revival_losses(sae, x, out.x_hat.detach(), pre)
+    losses[loss_key].backward()
+    return sae.W_dec.grad.abs().sum(1), sae.W_enc.grad.abs().sum(0)
+
+
+def test_auxk_touches_only_dead_latents():
+    sae, x = make("topk", dead_tokens=1000), data()
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[::5] = True
+    sae.tokens_since_fired[dead] = 10_000
+    sae.tokens_since_fired[~dead] = -10_000  # stays live through this batch
+    gdec, genc = _aux_grads(sae, x, "auxk")
+    assert (gdec[~dead] == 0).all() and (genc[~dead] == 0).all()
+    assert (gdec[dead] > 0).any() and (genc[dead] > 0).any()
+
+
+def test_underutilised_mask_formula():
+    dens = torch.tensor([0.5, 0.1, 0.3, 0.0, 0.02])  # ranks: 0.5->1, 0.3->2, 0.1->3, 0.02->4, 0.0->5
+    k, alpha, tol = 1.0, 1.0, 0.5
+    q = k * zipf_weights(5, alpha)  # q(r) = r^-1 / H_5
+    expect = torch.tensor([0.5 < tol * q[0], 0.1 < tol * q[2], 0.3 < tol * q[1], True, 0.02 < tol * q[3]])
+    assert torch.equal(underutilised_mask(dens, k, alpha, tol), expect)
+    assert expect.any() and not expect.all()
+
+
+def test_aux_zipf_touches_only_underutilised_and_reduces_to_auxk():
+    sae, x = make("topk", dead_tokens=1000, aux_zipf=True, zipf_alpha=1.0, aux_zipf_coef=1 / 32), data()
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[3::7] = True
+    q = sae.cfg.k * zipf_weights(64, 1.0)
+    sae.tokens_since_fired[dead] = 10_000
+    sae.tokens_since_fired[~dead] = -10_000
+    with torch.no_grad():
+        pre = sae.pre_acts(x)
+    # densities: exactly Zipf for live latents, 0 for dead ones -> underutilised set == dead set
+    dens = torch.zeros(64)
+    dens[~dead] = q[: int((~dead).sum())]
+    sae.density_ema.copy_(dens)
+    sae.stats_started.fill_(True)
+    assert torch.equal(underutilised_mask(dens, sae.cfg.k, 1.0, 0.5), dead)
+    x_hat = sae(x).detach()
+    losses = revival_losses(sae, x, x_hat, pre)
+    assert torch.allclose(losses["aux_zipf"], losses["auxk"])
+    # now make some live latents underused too: gradient reaches exactly the underutilised set
+    dens[~dead] = dens[~dead] * torch.linspace(1.0, 0.01, int((~dead).sum()))
+    under = underutilised_mask(dens, sae.cfg.k, 1.0, 0.5)
+    assert (under & ~dead).any() and not under.all()
+    sae.zero_grad()
+    aux_reconstruction_loss(sae, x, x_hat, pre, under, 8).backward()
+    gdec = sae.W_dec.grad.abs().sum(1)
+    assert (gdec[~under] == 0).all() and (gdec[under & ~dead] > 0).any()
+
+
+def test_choice_thresholds_track_training_density():
+    """After training-rule updates, the batch-independent inference rule fires about k per token."""
+    for arch in ("mutual_choice", "feature_choice"):
+        sae = make(arch, k=4, threshold_momentum=0.2)
+        for seed in range(30):
+            sae.training_forward(data(n=256, seed=seed))
+        l0 = (sae.encode(data(n=512, seed=99)) > 0).sum(1).float().mean()
+        assert 2.5 < float(l0) < 6.0, (arch, float(l0))
+
+
+def test_geometric_median_minimises_distance_sum():
+    pts = torch.cat([torch.randn(200, 3), torch.full((20, 3), 50.0)])  # outliers pull the mean, not the median
+    gm = geometric_median(pts)
+    cost = lambda y: (pts - y).norm(dim=1).sum()
+    assert cost(gm) < cost(pts.mean(0))
+    for _ in range(20):
+        assert cost(gm) <= cost(gm + 0.05 * torch.randn(3)) + 1e-4
+    assert gm.norm() < 2.0 < pts.mean(0).norm()

@@ -1,0 +1,77 @@
+"""The per-step math: order of operations, clipping, decoder geometry, b_dec init and seeding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _train_helpers import BATCH, architectures, planted_source, sae_cfg, train_cfg
+from sae_lab.saes import build_sae
+from sae_lab.training import train_step, train_sweep
+from sae_lab.training.schedule import make_scheduler
+from sae_lab.training.state import build_saes
+from sae_lab.training.step import make_optimizer, recon_errors
+
+
+def test_step_order_clipping_and_parallel_grad_removal():
+    sae = build_sae(sae_cfg())
+    calls: list[str] = []
+    seen: dict = {}
+    for name in ("remove_parallel_grads", "normalize_decoder"):
+        method = getattr(sae, name)
+        setattr(sae, name, lambda m=method, n=name: (calls.append(n), m())[1])
+    opt = make_optimizer(sae, train_cfg().lr, (0.9, 0.999), 1e-8)
+
+    def before_adam(optimizer, args, kwargs):
+        calls.append("adam")
+        grads = [p.grad for p in sae.parameters()]
+        seen["norm"] = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+        seen["parallel"] = float((sae.W_dec.grad * sae.W_dec.detach()).sum(1).abs().max())
+
+    opt.register_step_pre_hook(before_adam)
+    sched = make_scheduler(opt, train_cfg())
+    x = next(planted_source().iter_batches(BATCH))
+    stats = train_step(sae, opt, sched, x, grad_clip=1e-3, grad_hook=lambda s: calls.append("grad_hook"))
+    assert calls == ["grad_hook", "remove_parallel_grads", "adam", "normalize_decoder"]
+    assert float(stats.grad_norm) > 1e-3 and seen["norm"] <= 1e-3 * 1.001  # clipped to grad_clip
+    assert seen["parallel"] < 1e-6  # no gradient component along the decoder rows
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(sae.cfg.d_sae), atol=1e-5)
+    assert sched.last_epoch == 1 and stats.lr == pytest.approx(train_cfg().lr / 3)  # first warm-up step
+
+
+def test_recon_errors_define_mse_and_fvu():
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+    x_hat = torch.tensor([[1.0, 3.0], [3.0, 4.0]])
+    mse, fvu = recon_errors(x, x_hat)
+    assert float(mse) == pytest.approx((1 + 4) / 4)
+    assert float(fvu) == pytest.approx(5 / (1 + 4 + 1 + 4))  # variance around the batch mean [2, 4]
+
+
+@pytest.mark.parametrize("arch", architectures())
+def test_decoder_rows_stay_unit_norm_in_training(tmp_path, arch):
+    result = train_sweep([sae_cfg(arch)], planted_source(), train_cfg(total_tokens=6 * BATCH), tmp_path / "r")
+    (sae,) = result.saes.values()
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(sae.cfg.d_sae), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["mean", "geometric_median", "zeros"])
+def test_b_dec_starts_from_the_first_tokens_of_the_stream(tmp_path, method):
+    source = planted_source(norm_scale=3.0)
+    cfg = train_cfg(lr=1e-12, total_tokens=2 * BATCH, b_dec_init=method, b_dec_init_tokens=160)
+    result = train_sweep([sae_cfg()], source, cfg, tmp_path / "r")
+    batches = source.iter_batches(BATCH, seed=cfg.seed)
+    sample = torch.cat([next(batches) for _ in range(3)])[:160]
+    b_dec = result.saes["topk_k4"].b_dec.detach()
+    if method == "mean":
+        assert torch.allclose(b_dec, sample.mean(0), atol=1e-5)
+    elif method == "zeros":
+        assert b_dec.abs().max() < 1e-9  # only the 2 tiny Adam steps moved it
+    else:  # closer to every sample point in total than the mean is
+        dist = lambda c: (sample - c).norm(dim=1).sum()  # noqa: E731
+        assert dist(b_dec) < dist(sample.mean(0)) and not torch.allclose(b_dec, sample.mean(0), atol=1e-3)
+
+
+def test_seed_fixes_the_initial_weights():
+    a, b = build_saes([sae_cfg()], seed=0)[0], build_saes([sae_cfg()], seed=0)[0]
+    c = build_saes([sae_cfg()], seed=1)[0]
+    assert torch.equal(a.W_enc, b.W_enc) and not torch.equal(a.W_enc, c.W_enc)
