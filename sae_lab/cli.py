@@ -14,9 +14,9 @@ from sae_lab.configbase import ConfigError, load_config
 EXIT_USAGE, EXIT_FAILED = 2, 1
 
 
-def _config_parser(sub, name: str, model, summary: str) -> argparse.ArgumentParser:
+def _config_parser(sub, name: str, model, summary: str, extra_help: list[str] = ()) -> argparse.ArgumentParser:
     epilog = ("Any config key can be overridden as key.subkey=value (values are read as YAML).\n"
-              "Config keys:\n" + "\n".join(config_help(model)))
+              "Config keys:\n" + "\n".join([*config_help(model), *extra_help]))
     p = sub.add_parser(name, help=summary, description=summary, epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="YAML config file (optional if overrides give every required key)")
@@ -61,7 +61,44 @@ def cmd_verify(args) -> int:
     return 0 if not problems else EXIT_FAILED
 
 
-COMMANDS: dict[str, Callable] = {"cache": cmd_cache, "verify": cmd_verify}
+def _run_config(args):
+    from sae_lab.pipeline import RunConfig
+
+    path, overrides = _split_config_args(args)
+    return load_config(RunConfig, path, overrides)
+
+
+def _print_train_summary(result) -> None:
+    print(f"run {result.run_dir}: {result.status}, {result.tokens_seen} tokens, {result.steps} steps")
+    for r in result.results.values():
+        m = r.metrics
+        print(f"  {r.name:>24}: fvu {m.get('fvu', float('nan')):.4f}  l0 {m.get('l0', float('nan')):.1f}  "
+              f"dead {len(r.dead_latents)}  -> {r.sae_dir}")
+
+
+def cmd_train(args) -> int:
+    from sae_lab.pipeline import train_run
+
+    cfg = _run_config(args)
+    if args.print_config:
+        print(cfg.model_dump_json(indent=2))
+        return 0
+    _print_train_summary(train_run(cfg, resume=args.resume, overwrite=args.overwrite))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from sae_lab.pipeline import run_all
+
+    cfg = _run_config(args)
+    if args.print_config:
+        print(cfg.model_dump_json(indent=2))
+        return 0
+    run_all(cfg, resume=args.resume, overwrite=args.overwrite, report=print)
+    return 0
+
+
+COMMANDS: dict[str, Callable] = {"cache": cmd_cache, "verify": cmd_verify, "train": cmd_train, "run": cmd_run}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     _config_parser(sub, "cache", CacheConfig, "cache activations of a model at hook points on disk")
+    from sae_lab.pipeline import RunConfig
+    from sae_lab.saes.config import SAEConfig
+
+    sae_help = ["  saes.N.* — each SAE of the sweep:", *config_help(SAEConfig, "saes.N.")]
+    for name, summary in (("train", "train a sweep of SAEs from a run config (cache must exist, or cache: null)"),
+                          ("run", "the whole job: cache, train, evaluate and analyse a run config")):
+        p = _config_parser(sub, name, RunConfig, summary, sae_help)
+        p.add_argument("--resume", choices=["auto", "never", "must"], default="auto",
+                       help="auto: continue a run dir with the same config; never: refuse an existing run; "
+                            "must: fail if there is nothing to resume")
+        p.add_argument("--overwrite", action="store_true", help="with --resume never: delete the old run first")
     p = sub.add_parser("verify", help="check a cache's shards; exits non-zero and names bad shards")
     p.add_argument("cache", help="the activation cache directory")
     p.add_argument("--quick", action="store_true", help="only check that files exist (skip SHA-256)")
@@ -88,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ConfigError, ValueError, RuntimeError, OSError) as e:
+    except (ConfigError, ValueError, RuntimeError, OSError, ArithmeticError) as e:
         if args.verbose:
             raise
         print(f"sae-lab {args.command}: error: {e}", file=sys.stderr)

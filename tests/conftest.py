@@ -21,3 +21,21 @@ def embedded_model():
     from sae_lab.models import load_model
 
     return load_model("embedded", device="cpu")
+
+
+EMBEDDED_CACHE_ARGS = ["data.max_tokens=20480", "data.context_length=128", "shard_contexts=32",
+                       "activations.hooks=[blocks.15.hook_resid_post]", "activations.exclude_outliers=10",
+                       "activations.batch_size=16", "storage_dtype=float16"]
+
+
+@pytest.fixture(scope="session")
+def embedded_cache(tmp_path_factory, embedded_model):
+    """~20k tokens of layer-15 residuals of the real embedded model, cached in-process."""
+    from sae_lab.activations.cache_writer import build_cache
+    from sae_lab.activations.config import CacheConfig
+    from sae_lab.configbase import load_config
+
+    root = tmp_path_factory.mktemp("embedded") / "cache"
+    cfg = load_config(CacheConfig, None, [f"output={root}", *EMBEDDED_CACHE_ARGS])
+    build_cache(cfg, model=embedded_model, progress=False)
+    return root

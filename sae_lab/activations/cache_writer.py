@@ -22,7 +22,7 @@ from sae_lab.activations import cache_format as fmt
 from sae_lab.activations.config import CacheConfig
 from sae_lab.activations.generate import ActivationGenerator, HookStats, estimate_hook_stats, keep_mask
 from sae_lab.activations.hooks import hook_slug
-from sae_lab.data.packing import iter_contexts
+from sae_lab.data.packing import count_contexts, iter_contexts
 from sae_lab.data.sources import describe_source
 from sae_lab.distributed import all_ok, barrier, broadcast_object, local_device, world
 from sae_lab.models import LoadedModel, load_model
@@ -118,7 +118,7 @@ def _write_own_shards(root: Path, cfg: CacheConfig, gen: ActivationGenerator, st
                       rank: int, world_size: int, show: bool) -> None:
     fmt.remove_stale_tmp(root) if rank == 0 else None
     done = set(fmt.completed_shards(root))
-    total = cfg.data.max_contexts
+    total = count_contexts(cfg.data, gen.model.tokenizer)
     bar = tqdm(total=None if total is None else total * cfg.data.context_length // world_size, unit="tok",
                unit_scale=True, desc=f"caching {','.join(gen.hooks)}", disable=not show, dynamic_ncols=True)
     for index, chunk in enumerate(_chunks(iter_contexts(cfg.data, gen.model.tokenizer), cfg.shard_contexts)):

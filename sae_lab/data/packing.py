@@ -70,3 +70,12 @@ def special_token_mask(tokens: np.ndarray, tokenizer) -> np.ndarray:
     """True where a position holds BOS, EOS or pad (positions users exclude from training)."""
     ids = [i for i in special_ids(tokenizer).values() if i is not None]
     return np.isin(tokens, np.asarray(sorted(set(ids)), dtype=tokens.dtype))
+
+
+def count_contexts(cfg: DataConfig, tokenizer) -> int | None:
+    """How many contexts ``cfg`` yields, when that is cheap to know (a token limit or the embedded corpus)."""
+    if cfg.max_contexts is not None and cfg.source != "embedded":
+        return cfg.max_contexts
+    if cfg.source == "embedded":
+        return sum(1 for _ in iter_contexts(cfg, tokenizer))
+    return None

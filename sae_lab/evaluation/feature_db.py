@@ -1,0 +1,265 @@
+"""The feature database: one SQLite file per SAE (schema in README.md here), its writer, checks and reader.
+
+Writing goes to ``<name>.tmp<pid>``, ends with a completion record in ``meta``, is fsynced and then renamed
+into place; a ``<name>.sha256`` sidecar holds the file's hash. Opening checks, in order: the SQLite header
+(magic, and file size == page size x page count, which catches truncation), ``PRAGMA quick_check``, the
+completion record and the row counts it lists; ``verify='full'`` also compares the SHA-256 sidecar. Any
+failure raises ``FeatureDBError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import struct
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE features (id INTEGER PRIMARY KEY, n_active INTEGER NOT NULL, density REAL NOT NULL,
+  mean_act REAL NOT NULL, max_act REAL NOT NULL, hist_max REAL NOT NULL, hist BLOB NOT NULL,
+  decoder_norm REAL NOT NULL);
+CREATE TABLE examples (feature INTEGER NOT NULL, kind TEXT NOT NULL, interval INTEGER NOT NULL,
+  rank INTEGER NOT NULL, value REAL NOT NULL, token_index INTEGER NOT NULL, context INTEGER NOT NULL,
+  position INTEGER NOT NULL, start INTEGER NOT NULL, token_ids BLOB NOT NULL, acts BLOB NOT NULL,
+  PRIMARY KEY (feature, kind, interval, rank)) WITHOUT ROWID;
+CREATE TABLE intervals (feature INTEGER NOT NULL, interval INTEGER NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL,
+  count INTEGER NOT NULL, PRIMARY KEY (feature, interval)) WITHOUT ROWID;
+CREATE TABLE logits (feature INTEGER NOT NULL, sign INTEGER NOT NULL, rank INTEGER NOT NULL,
+  token_id INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY (feature, sign, rank)) WITHOUT ROWID;
+CREATE TABLE neighbours (feature INTEGER NOT NULL, rank INTEGER NOT NULL, other INTEGER NOT NULL,
+  cosine REAL NOT NULL, PRIMARY KEY (feature, rank)) WITHOUT ROWID;
+CREATE TABLE cooccurrence (feature INTEGER NOT NULL, rank INTEGER NOT NULL, other INTEGER NOT NULL,
+  count INTEGER NOT NULL, fraction REAL NOT NULL, PRIMARY KEY (feature, rank)) WITHOUT ROWID;
+CREATE TABLE tokens (id INTEGER PRIMARY KEY, str TEXT NOT NULL);
+"""
+INDEXES = """
+CREATE INDEX features_by_density ON features (density);
+CREATE INDEX logits_by_token ON logits (token_id, sign, rank);
+CREATE INDEX tokens_by_str ON tokens (str);
+"""
+TABLES = ("features", "examples", "intervals", "logits", "neighbours", "cooccurrence", "tokens")
+
+
+class FeatureDBError(RuntimeError):
+    """A feature database that is missing, truncated, corrupt or incomplete; the message names the file."""
+
+
+# ---- writing -----------------------------------------------------------------------------------------
+
+
+def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> Path:
+    """Write a complete database atomically: rows of each table, then indexes, then the completion record."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    con = sqlite3.connect(tmp)
+    try:
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("PRAGMA synchronous=OFF")
+        con.executescript(SCHEMA)
+        counts = {}
+        for name in TABLES:
+            rows = list(tables.get(name, ()))
+            if rows:
+                con.executemany(f"INSERT INTO {name} VALUES ({','.join('?' * len(rows[0]))})", rows)
+            counts[name] = len(rows)
+        con.executescript(INDEXES)
+        entries = {**meta, "schema_version": SCHEMA_VERSION}
+        con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in entries.items()])
+        con.execute("INSERT INTO meta VALUES ('complete', ?)", (json.dumps({"row_counts": counts}),))
+        con.commit()
+    finally:
+        con.close()
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    sidecar = path.with_name(path.name + ".sha256")
+    sidecar_tmp = sidecar.with_name(sidecar.name + ".tmp")
+    sidecar_tmp.write_text(_sha256(tmp) + "\n")
+    os.replace(sidecar_tmp, sidecar)
+    os.replace(tmp, path)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- checks --------------------------------------------------------------------------------------------
+
+
+def check_header(path: Path) -> None:
+    """The SQLite magic and file size == page_size x page_count (header fields), else FeatureDBError."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        raise FeatureDBError(f"feature database '{path}' is not an SQLite file (truncated or overwritten); "
+                             f"rerun `sae-lab analyze` to rebuild it")
+    page_size = struct.unpack(">H", head[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    change, n_pages, valid_for = struct.unpack(">I", head[24:28])[0], struct.unpack(">I", head[28:32])[0], \
+        struct.unpack(">I", head[92:96])[0]
+    if change == valid_for and size != page_size * n_pages:
+        raise FeatureDBError(f"feature database '{path}' is truncated or damaged: {size} bytes on disk, header says "
+                             f"{page_size * n_pages}; rerun `sae-lab analyze` to rebuild it")
+
+
+def check_database(path: Path, con: sqlite3.Connection, verify: str) -> dict:
+    """quick_check, completion record and row counts (and the sidecar hash for verify='full'); returns meta."""
+    how = "rerun `sae-lab analyze` to rebuild it"
+    try:
+        result = con.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            raise FeatureDBError(f"feature database '{path}' is corrupt (quick_check: {result}); {how}")
+        meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
+    except sqlite3.DatabaseError as e:
+        raise FeatureDBError(f"feature database '{path}' is corrupt ({e}); {how}") from None
+    if "complete" not in meta:
+        raise FeatureDBError(f"feature database '{path}' is incomplete (no completion record); {how}")
+    for table, n in meta["complete"]["row_counts"].items():
+        have = con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        if have != n:
+            raise FeatureDBError(f"feature database '{path}': table {table} has {have} rows, the completion record "
+                                 f"says {n}; {how}")
+    if verify == "full":
+        sidecar = path.with_name(path.name + ".sha256")
+        if not sidecar.is_file() or sidecar.read_text().strip() != _sha256(path):
+            raise FeatureDBError(f"feature database '{path}' does not match its recorded SHA-256 ({sidecar}); {how}")
+    return meta
+
+
+# ---- reading -------------------------------------------------------------------------------------------
+
+
+class FeatureDB:
+    """Read-only access to one SAE's feature database; checked on open (see the module docstring)."""
+
+    def __init__(self, path: str | Path, verify: str = "quick"):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FeatureDBError(f"feature database '{self.path}' does not exist; run `sae-lab analyze` first")
+        if verify not in ("quick", "full"):
+            raise ValueError(f"verify must be 'quick' or 'full', got {verify!r}")
+        check_header(self.path)
+        try:
+            self.con = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        except sqlite3.DatabaseError as e:
+            raise FeatureDBError(f"feature database '{self.path}' cannot be opened: {e}") from None
+        self.meta = check_database(self.path, self.con, verify)
+        self.n_features = int(self.meta["d_sae"])
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "FeatureDB":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def summary(self) -> dict:
+        """The SAE, data and config the database was built from, plus dead/dense counts."""
+        q = self.con.execute("SELECT COUNT(*), SUM(n_active = 0), SUM(density > 0.1), AVG(density) FROM features")
+        n, dead, dense, mean_density = q.fetchone()
+        return {**{k: v for k, v in self.meta.items() if k != "complete"}, "n_features": n, "n_dead": dead or 0,
+                "n_dense": dense or 0, "mean_density": mean_density, "path": str(self.path)}
+
+    def _check_id(self, i: int) -> int:
+        i = int(i)
+        if not 0 <= i < self.n_features:
+            raise IndexError(f"feature {i} is out of range: this SAE has features 0..{self.n_features - 1}")
+        return i
+
+    def token_strings(self, ids: Iterable[int]) -> dict[int, str]:
+        ids = sorted({int(i) for i in ids if i >= 0})
+        if not ids:
+            return {}
+        q = f"SELECT id, str FROM tokens WHERE id IN ({','.join('?' * len(ids))})"
+        return dict(self.con.execute(q, ids).fetchall())
+
+    def feature(self, i: int) -> dict:
+        """The features row of ``i`` with its histogram (counts and bin edges)."""
+        i = self._check_id(i)
+        row = self.con.execute("SELECT n_active, density, mean_act, max_act, hist_max, hist, decoder_norm "
+                               "FROM features WHERE id = ?", (i,)).fetchone()
+        n_active, density, mean_act, max_act, hist_max, hist, dnorm = row
+        counts = np.frombuffer(hist, dtype="<i8").tolist()
+        edges = np.linspace(0.0, hist_max, len(counts) + 1).tolist()
+        return {"id": i, "n_active": n_active, "density": density, "mean_act": mean_act, "max_act": max_act,
+                "hist_counts": counts, "hist_edges": edges, "decoder_norm": dnorm}
+
+    def _examples(self, where: str, args: tuple) -> list[dict]:
+        rows = self.con.execute(f"SELECT interval, rank, value, token_index, context, position, start, token_ids, acts "
+                                f"FROM examples WHERE {where} ORDER BY interval, rank", args).fetchall()
+        ids = [np.frombuffer(r[7], dtype="<i4") for r in rows]
+        strings = self.token_strings(np.concatenate(ids).tolist() if ids else [])
+        out = []
+        for r, tok in zip(rows, ids):
+            out.append({"interval": r[0], "rank": r[1], "value": r[2], "token_index": r[3], "context": r[4],
+                        "position": r[5], "start": r[6], "highlight": r[5] - r[6], "token_ids": tok.tolist(),
+                        "tokens": [strings.get(int(t), f"<{t}>") for t in tok],
+                        "acts": np.frombuffer(r[8], dtype="<f4").tolist()})
+        return out
+
+    def top_examples(self, i: int, n: int | None = None) -> list[dict]:
+        """The ``n`` (default all stored) highest-activating examples of feature ``i``, highest first."""
+        i = self._check_id(i)
+        limit = -1 if n is None else int(n)
+        return self._examples("feature = ? AND kind = 'top' AND rank < ?", (i, limit if limit >= 0 else 1 << 30))
+
+    def interval_examples(self, i: int) -> list[dict]:
+        """Activation intervals of feature ``i`` (lo, hi, count) with their sampled examples."""
+        i = self._check_id(i)
+        ex = self._examples("feature = ? AND kind = 'interval'", (i,))
+        rows = self.con.execute("SELECT interval, lo, hi, count FROM intervals WHERE feature = ? ORDER BY interval",
+                                (i,)).fetchall()
+        return [{"interval": j, "lo": lo, "hi": hi, "count": c, "examples": [e for e in ex if e["interval"] == j]}
+                for j, lo, hi, c in rows]
+
+    def logits(self, i: int) -> dict[str, list[dict]]:
+        """Top positive and negative logit effects of feature ``i``."""
+        i = self._check_id(i)
+        rows = self.con.execute("SELECT sign, rank, token_id, value FROM logits WHERE feature = ? ORDER BY sign DESC, "
+                                "rank", (i,)).fetchall()
+        strings = self.token_strings(r[2] for r in rows)
+        out: dict[str, list[dict]] = {"positive": [], "negative": []}
+        for sign, _, tid, value in rows:
+            out["positive" if sign > 0 else "negative"].append({"token_id": tid, "token": strings.get(tid, ""),
+                                                                 "value": value})
+        return out
+
+    def neighbours(self, i: int) -> list[dict]:
+        i = self._check_id(i)
+        return [{"feature": o, "cosine": c} for o, c in self.con.execute(
+            "SELECT other, cosine FROM neighbours WHERE feature = ? ORDER BY rank", (i,))]
+
+    def cooccurring(self, i: int) -> list[dict]:
+        i = self._check_id(i)
+        return [{"feature": o, "count": c, "fraction": f} for o, c, f in self.con.execute(
+            "SELECT other, count, fraction FROM cooccurrence WHERE feature = ? ORDER BY rank", (i,))]
+
+    def feature_page(self, i: int) -> dict:
+        """Everything the dashboard shows for feature ``i``."""
+        return {**self.feature(i), "top_examples": self.top_examples(i), "intervals": self.interval_examples(i),
+                "logits": self.logits(i), "neighbours": self.neighbours(i), "cooccurring": self.cooccurring(i)}
+
+    def features_with_logit(self, token: str, top: bool = True, rank_below: int | None = None) -> list[dict]:
+        """Features whose top positive (``top=True``) or negative logit effects include the token string ``token``
+        (exact string, e.g. ' Paris'), strongest first; ``rank_below`` limits to the first ranks."""
+        limit = 1 << 30 if rank_below is None else int(rank_below)
+        rows = self.con.execute(
+            "SELECT l.feature, l.rank, l.value, t.id FROM tokens t JOIN logits l ON l.token_id = t.id "
+            "WHERE t.str = ? AND l.sign = ? AND l.rank < ?", (token, 1 if top else -1, limit)).fetchall()
+        rows.sort(key=lambda r: -abs(r[2]))
+        return [{"feature": f, "rank": r, "value": v, "token_id": t} for f, r, v, t in rows]

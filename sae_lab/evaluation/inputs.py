@@ -1,0 +1,164 @@
+"""What eval and analyze share: the SAEs of a run, the model, compatibility checks, held-out batches, masks."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import yaml
+
+from sae_lab.configbase import ConfigError
+from sae_lab.data.packing import iter_contexts, special_token_mask
+from sae_lab.data.sources import describe_source
+from sae_lab.evaluation.config import HeldOutData
+from sae_lab.models import LoadedModel, ModelConfig, resolve_device
+
+
+class SAEMismatchError(ConfigError):
+    """An SAE that does not fit the model (unknown hook, or d_in != the hook's activation width)."""
+
+
+@dataclass
+class Target:
+    """One SAE to evaluate/analyse and the directory its results go to."""
+
+    name: str
+    sae: torch.nn.Module
+    out_dir: Path
+
+    @property
+    def hook(self) -> str:
+        return self.sae.cfg.hook_name
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"'{run_dir}' is not a run directory: it has no config.yaml")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def run_targets(run_dir: str | Path) -> list[Target]:
+    """Every trained SAE under run_dir/saes/ (loaded on CPU, as saved: applies to raw activations)."""
+    from sae_lab.saes.saelens_format import load_sae
+
+    saes = Path(run_dir) / "saes"
+    dirs = sorted(p for p in saes.iterdir() if p.is_dir() and not p.name.startswith(".")) if saes.is_dir() else []
+    if not dirs:
+        raise ConfigError(f"run directory '{run_dir}' holds no trained SAE under saes/ (has training finished?)")
+    return [Target(d.name, load_sae(d).eval(), d) for d in dirs]
+
+
+def sae_dir_target(sae_dir: str | Path) -> Target:
+    """A single SAE directory (ours or SAELens format, e.g. downloaded Gemma Scope / GPT-2 SAEs)."""
+    from sae_lab.saes.saelens_format import load_sae
+
+    d = Path(sae_dir)
+    sae = load_sae(d).eval()
+    if not sae.cfg.hook_name:
+        raise ConfigError(f"SAE directory '{d}' has no hook_name in cfg.json; cannot tell where it applies")
+    return Target(d.name, sae, d)
+
+
+def model_for(run_cfg: dict, model: LoadedModel | None) -> LoadedModel:
+    """The explicit model, else the one named in the run's ``model`` section (default: embedded)."""
+    if model is not None:
+        return model
+    return ModelConfig.model_validate(run_cfg.get("model") or {}).load()
+
+
+def outlier_multiple(cfg: HeldOutData, run_cfg: dict | None) -> float | None:
+    if cfg.exclude_outliers == "none":
+        return None
+    if cfg.exclude_outliers == "run":
+        return ((run_cfg or {}).get("activations") or {}).get("exclude_outliers")
+    return float(cfg.exclude_outliers)
+
+
+def activation_widths(model: LoadedModel, hooks: list[str]) -> dict[str, int]:
+    """The flattened width of each hook's activation, from a 2-token forward."""
+    from sae_lab.activations.generate import ActivationGenerator
+
+    bos = model.tokenizer.bos_token_id if model.tokenizer.bos_token_id is not None else 0
+    acts = ActivationGenerator(model, hooks, exclude_special=False).forward(np.array([[bos, bos]]))
+    return {h: int(a.shape[-1]) for h, a in acts.items()}
+
+
+def check_targets(targets: list[Target], model: LoadedModel) -> None:
+    """Refuse SAEs whose hook is not in the model or whose d_in differs from the hook's width, naming both."""
+    known = set(model.hook_names)
+    for t in targets:
+        if t.hook not in known:
+            from difflib import get_close_matches
+
+            close = get_close_matches(t.hook, model.hook_names, n=3, cutoff=0.5)
+            raise SAEMismatchError(
+                f"SAE '{t.name}' ({t.out_dir}) reads hook '{t.hook}', which model '{model.name}' does not have"
+                f"{'; closest: ' + ', '.join(close) if close else ''}. Evaluate it with the model it was trained on.")
+    widths = activation_widths(model, sorted({t.hook for t in targets}))
+    for t in targets:
+        if t.sae.cfg.d_in != widths[t.hook]:
+            raise SAEMismatchError(
+                f"SAE '{t.name}' ({t.out_dir}) has d_in={t.sae.cfg.d_in} but hook '{t.hook}' of model "
+                f"'{model.name}' has width {widths[t.hook]}. Evaluate it with the model it was trained on.")
+
+
+def place_saes(targets: list[Target], cfg: HeldOutData, model: LoadedModel) -> torch.device:
+    device = model.device if cfg.device == "auto" else resolve_device(cfg.device)
+    for t in targets:
+        t.sae.to(device)
+    return device
+
+
+def iter_batches(cfg: HeldOutData, tokenizer, skip_contexts: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """(index of the first context, tokens [b, T]) over the first ``cfg.n_contexts`` held-out contexts."""
+    stream = itertools.islice(iter_contexts(cfg.data, tokenizer), skip_contexts, cfg.n_contexts)
+    start = skip_contexts
+    while True:
+        chunk = list(itertools.islice(stream, cfg.batch_size))
+        if not chunk:
+            return
+        yield start, np.stack(chunk)
+        start += len(chunk)
+
+
+def first_batch(cfg: HeldOutData, tokenizer) -> np.ndarray:
+    for _, tokens in iter_batches(cfg, tokenizer):
+        return tokens
+    raise ConfigError(f"data source '{cfg.data.source}' (split '{cfg.data.split}') produced no complete context "
+                      f"of {cfg.data.context_length} tokens; use more data or a shorter context_length")
+
+
+def special_mask(tokens: np.ndarray, tokenizer, cfg: HeldOutData) -> np.ndarray:
+    if not cfg.data.exclude_special:
+        return np.zeros(tokens.shape, dtype=bool)
+    return special_token_mask(tokens, tokenizer)
+
+
+def outlier_thresholds(acts: dict[str, torch.Tensor], special: np.ndarray, multiple: float | None) -> dict[str, float | None]:
+    """Per hook: ``multiple`` x the median ||x|| of non-special positions of the first batch (None: keep all)."""
+    out: dict[str, float | None] = {}
+    for hook, a in acts.items():
+        norms = a.norm(dim=-1)[torch.from_numpy(~special)]
+        out[hook] = None if multiple is None or norms.numel() == 0 else multiple * float(norms.median())
+    return out
+
+
+def keep_mask(act: torch.Tensor, special: np.ndarray, threshold: float | None) -> torch.Tensor:
+    """bool [b, T]: positions every statistic uses (not special, not an outlier)."""
+    keep = torch.from_numpy(~special).to(act.device)
+    if threshold is not None:
+        keep &= act.norm(dim=-1) <= threshold
+    return keep
+
+
+def data_record(cfg: HeldOutData, multiple: float | None, thresholds: dict, n_contexts: int, n_tokens: int,
+                n_used: dict[str, int]) -> dict:
+    """What eval.json / the DB record about the data, so numbers are comparable across runs."""
+    return {"data": describe_source(cfg.data), "n_contexts": n_contexts, "n_tokens": n_tokens,
+            "context_length": cfg.data.context_length, "exclude_special": cfg.data.exclude_special,
+            "exclude_outliers_multiple": multiple, "outlier_thresholds": thresholds, "tokens_used": n_used}

@@ -1,0 +1,129 @@
+"""The run config and the steps that turn it into a run directory: cache → train (→ eval → analyze).
+
+A run config is one YAML file::
+
+    run_dir: runs/my-sweep
+    model: {name: embedded}
+    data: {source: embedded, context_length: 128}
+    activations: {hooks: [blocks.15.hook_resid_post]}
+    cache: {path: caches/my-cache}        # or `cache: null` to stream from the model
+    train: {total_tokens: 500000, batch_size: 1024}
+    saes: [{architecture: topk, expansion_factor: 4, k: 32}, ...]
+
+``d_in`` and ``hook_name`` of each SAE default to those of the activation source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from sae_lab.activations.config import ActivationConfig, CacheConfig
+from sae_lab.configbase import ConfigError, StrictModel, build_config
+from sae_lab.data.config import DataConfig
+from sae_lab.models import ModelConfig
+from sae_lab.saes.config import SAEConfig
+from sae_lab.training.config import TrainConfig
+
+
+class CacheSection(StrictModel):
+    """Where the run's activation cache lives (built by `sae-lab cache` / `sae-lab run`)."""
+
+    path: str = Field(..., description="activation cache directory")
+    storage_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    shard_contexts: int = Field(128, ge=1)
+    buffer_tokens: int = Field(1 << 17, ge=1, description="shuffle window of the reader, in tokens")
+    verify: Literal["none", "quick", "full"] = Field("full", description="check shard SHA-256s before training")
+
+
+class RunConfig(StrictModel):
+    """A whole experiment: the data and model, the cache, the SAEs of the sweep and how to train them."""
+
+    run_dir: str = Field(..., description="the run directory (resumed if it exists with the same config)")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    activations: ActivationConfig = Field(default_factory=ActivationConfig)
+    cache: CacheSection | None = Field(None, description="null: stream activations from the model")
+    hook: str | None = Field(None, description="the hook to train on (default: the first of activations.hooks)")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    saes: list[dict] = Field(..., min_length=1, description="SAE configs; d_in and hook_name default from the data")
+    eval: dict | None = Field(None, description="evaluation options (see `sae-lab eval --help`)")
+    analyze: dict | None = Field(None, description="feature analysis options (see `sae-lab analyze --help`)")
+
+    @field_validator("saes")
+    @classmethod
+    def _saes_are_mappings(cls, v: list) -> list:
+        for i, s in enumerate(v):
+            if not isinstance(s, dict) or "architecture" not in s:
+                raise ValueError(f"saes.{i} must be a mapping with at least an 'architecture' key")
+        return v
+
+    @property
+    def hook_name(self) -> str:
+        return self.hook or self.activations.hooks[0]
+
+    def cache_config(self) -> CacheConfig:
+        """The `sae-lab cache` config implied by this run."""
+        if self.cache is None:
+            raise ConfigError("this run streams activations (cache: null); there is no cache to build")
+        return CacheConfig(model=self.model, data=self.data, activations=self.activations,
+                           output=self.cache.path, storage_dtype=self.cache.storage_dtype,
+                           shard_contexts=self.cache.shard_contexts)
+
+
+def sae_configs(cfg: RunConfig, d_in: int) -> list[SAEConfig]:
+    """Validate the sweep's SAE configs, filling d_in and hook_name from the activation source."""
+    out = []
+    for i, raw in enumerate(cfg.saes):
+        full = {"d_in": d_in, "hook_name": cfg.hook_name, **raw}
+        out.append(build_config(SAEConfig, full, where=f"saes.{i}"))
+    return out
+
+
+def open_source(cfg: RunConfig, model=None):
+    """The run's ActivationSource: the cache (which must exist and be sound) or a live stream."""
+    if cfg.cache is not None:
+        from sae_lab.activations.cache_reader import ActivationCache
+
+        cache = ActivationCache(cfg.cache.path, verify=cfg.cache.verify)
+        return cache.source(cfg.hook_name, buffer_tokens=cfg.cache.buffer_tokens)
+    from sae_lab.activations.stream import StreamingSource
+
+    model = model or cfg.model.load()
+    return StreamingSource(model, cfg.data, cfg.activations, cfg.hook_name)
+
+
+def build_cache_for(cfg: RunConfig, model=None) -> dict | None:
+    """Create or resume the run's cache (no-op for a streaming run)."""
+    if cfg.cache is None:
+        return None
+    from sae_lab.activations.cache_writer import build_cache
+
+    return build_cache(cfg.cache_config(), model=model)
+
+
+def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, model=None):
+    """Train the sweep of ``cfg`` into ``cfg.run_dir``; returns the trainer's SweepResult."""
+    from sae_lab.training import train_sweep
+
+    source = open_source(cfg, model)
+    saes = sae_configs(cfg, source.d_in)
+    extra = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("train", "saes", "run_dir")}
+    return train_sweep(saes, source, cfg.train, Path(cfg.run_dir), resume=resume, overwrite=overwrite,
+                       extra_config=extra)
+
+
+def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, report=print) -> dict:
+    """The main job: build/resume the cache, train the sweep, then evaluate and analyse every SAE."""
+    model = cfg.model.load()
+    report(f"[1/2] activations: {'cache ' + cfg.cache.path if cfg.cache else 'streaming from the model'}")
+    build_cache_for(cfg, model)
+    report(f"[2/2] training {len(cfg.saes)} SAE(s) into {cfg.run_dir}")
+    result = train_run(cfg, resume=resume, overwrite=overwrite, model=model)
+    for r in result.results.values():
+        m = r.metrics
+        report(f"  {r.name:>24}: train fvu {m.get('fvu', float('nan')):.4f}  l0 {m.get('l0', float('nan')):.1f}"
+               f"  dead {len(r.dead_latents)}")
+    return {"train": result}

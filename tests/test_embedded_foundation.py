@@ -1,0 +1,119 @@
+"""The foundation on the real embedded model: loading, caching ~20k tokens, resume after kill -9,
+corruption detection, and a 2-process torchrun cache that matches the 1-process one."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from cache_helpers import all_tokens
+from conftest import EMBEDDED_CACHE_ARGS
+from sae_lab.activations.cache_reader import ActivationCache, verify_cache
+from sae_lab.models import ModelLoadError, embedded_store_dir, load_model
+
+pytestmark = pytest.mark.embedded
+HOOK = "blocks.15.hook_resid_post"
+
+
+def test_embedded_model_is_the_real_smollm2(embedded_model):
+    assert (embedded_model.d_model, embedded_model.n_layers, embedded_model.n_heads) == (576, 30, 9)
+    tok = embedded_model.tokenizer
+    ids = torch.tensor([tok("The capital of France is", add_special_tokens=False).input_ids])
+    with torch.no_grad():
+        logits = embedded_model.bridge(ids)
+    assert tok.decode(logits[0, -1].argmax()) == " Paris"
+
+
+def test_hub_model_offline_fails_clearly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=r"could not load model 'gpt2'.*HF_HUB_OFFLINE.*embedded"):
+        load_model("gpt2", device="cpu")
+
+
+def test_corrupt_model_store_is_rebuilt(tmp_path, monkeypatch, embedded_model):
+    store = embedded_store_dir()
+    monkeypatch.setenv("SAE_LAB_CACHE", str(tmp_path))
+    copy = embedded_store_dir()
+    shutil.copytree(store, copy)
+    weights = copy / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.seek(weights.stat().st_size // 2)
+        f.write(b"\x00garbage\x00")
+    model = load_model("embedded", device="cpu")
+    assert model.weights_hash == embedded_model.weights_hash
+    meta = json.loads((copy / "store.json").read_text())
+    assert meta["weights_sha256"] == embedded_model.weights_hash
+
+
+def test_cached_activations_equal_a_direct_forward(embedded_cache, embedded_model):
+    cache = ActivationCache(embedded_cache, verify="full")
+    m = cache.manifest
+    assert m["totals"]["tokens"] == 20480 and m["model"]["weights_sha256"] == embedded_model.weights_hash
+    assert m["totals"]["excluded_outliers"][HOOK] > 0  # the attention sinks
+    tokens = torch.as_tensor(np.asarray(cache.tokens(2)), dtype=torch.long)
+    with torch.no_grad():
+        hidden = embedded_model.bridge.original_model(tokens[:4], output_hidden_states=True).hidden_states[16]
+    cached = cache.acts(2, HOOK)[:4]
+    rel = (cached - hidden).norm() / hidden.norm()
+    assert rel < 1e-3  # float16 storage
+    batch = next(cache.source(HOOK).iter_batches(1024, seed=0))
+    assert abs(batch.norm(dim=-1).mean().item() - 24.0) < 3.0  # normalised: mean ||x|| ~ sqrt(576)
+
+
+def _cli_cache(output, nproc=1):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if nproc > 1 else dict(os.environ)
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+                if nproc > 1 else [sys.executable])
+    return launcher + ["-m", "sae_lab", "cache", f"output={output}", "model.device=cpu", *EMBEDDED_CACHE_ARGS], env
+
+
+def _assert_same_contents(a, b):
+    ca, cb = ActivationCache(a, verify="full"), ActivationCache(b, verify="full")
+    assert np.array_equal(all_tokens(ca), all_tokens(cb))  # same contexts, none missing or repeated
+    assert [s["n_contexts"] for s in ca.shards] == [s["n_contexts"] for s in cb.shards]
+    for i in range(len(ca.shards)):
+        assert torch.allclose(ca.acts(i, HOOK), cb.acts(i, HOOK), rtol=1e-2, atol=1e-2)
+
+
+def test_resume_after_kill_9(embedded_cache, tmp_path):
+    out = tmp_path / "killed"
+    cmd, env = _cli_cache(out)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "shards").glob("0000*"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "shards").glob("0000*")))
+    assert 2 <= done < 5, "the kill should land mid-run"
+    assert verify_cache(out)  # reported incomplete
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    assert verify_cache(out) == []
+    _assert_same_contents(embedded_cache, out)
+
+
+def test_corruption_is_detected(embedded_cache, tmp_path):
+    copy = tmp_path / "c"
+    shutil.copytree(embedded_cache, copy)
+    victim = copy / "shards" / "000001" / f"{HOOK}.npy"
+    with open(victim, "r+b") as f:
+        f.seek(4096)
+        f.write(b"\xff\xff")
+    proc = subprocess.run([sys.executable, "-m", "sae_lab", "verify", str(copy)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "shard 000001" in proc.stdout and "corrupt" in proc.stdout
+
+
+def test_two_process_torchrun_cache_matches_one_process(embedded_cache, tmp_path):
+    cmd, env = _cli_cache(tmp_path / "two", nproc=2)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = {s["name"]: s["index"] % 2 for s in ActivationCache(tmp_path / "two").shards}
+    assert set(ranks.values()) == {0, 1}
+    _assert_same_contents(embedded_cache, tmp_path / "two")

@@ -1,0 +1,46 @@
+"""End to end on the real embedded model: `sae-lab train` on cached layer-15 residuals, all four architectures."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import sae_lab
+from sae_lab.activations.cache_reader import ActivationCache
+from sae_lab.cli import main as cli_main
+
+pytestmark = pytest.mark.embedded
+HOOK = "blocks.15.hook_resid_post"
+ARCHS = ["topk", "mutual_choice", "feature_choice", "matching_pursuit"]
+
+
+def raw_rows(cache_dir, shard=0):
+    cache = ActivationCache(cache_dir)
+    acts, keep = cache.acts(shard, HOOK), torch.from_numpy(np.array(cache.keep(shard, HOOK)))
+    return acts[keep]
+
+
+def test_train_sweep_on_cached_embedded_activations(embedded_cache, tmp_path, capsys):
+    run = tmp_path / "run"
+    saes = "[" + ",".join(f"{{architecture: {a}, d_sae: 1152, k: 16, name: {a}}}" for a in ARCHS) + "]"
+    args = ["train", f"run_dir={run}", f"cache.path={embedded_cache}", f"saes={saes}",
+            "train.total_tokens=40960", "train.batch_size=512", "train.lr=0.001", "train.log_every_steps=5",
+            "train.checkpoint_every_tokens=20480", "train.progress=false"]
+    assert cli_main(args) == 0
+    assert "topk" in capsys.readouterr().out
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    x = raw_rows(embedded_cache)
+    baseline = ((x - x.mean(0)) ** 2).sum()
+    for arch in ARCHS:
+        fvus = [l["fvu"] for l in lines if l["sae"] == arch]
+        assert fvus[-1] < 0.7 * fvus[0], arch
+        sae = sae_lab.load_sae(run / "saes" / arch)
+        with torch.no_grad():
+            fvu = ((sae(x) - x) ** 2).sum() / baseline  # the saved SAE works on RAW activations
+            l0 = (sae.encode(x) != 0).sum(-1).float().mean()
+        assert fvu < 0.6, (arch, float(fvu))
+        assert 4 <= l0 <= 40, (arch, float(l0))
+    # a second identical command resumes the finished run instead of overwriting it
+    assert cli_main(args) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == len(lines)
