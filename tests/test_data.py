@@ -68,11 +68,18 @@ def test_missing_path_and_missing_field_are_clear(tmp_path):
         list(iter_documents(DataConfig(source=str(tmp_path / "*.parquet"))))
 
 
-def test_hub_dataset_offline_fails_clearly(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DataSourceError, match="could not stream Hub dataset 'someone/some-corpus'.*offline"):
-        list(iter_documents(DataConfig(source="hf:someone/some-corpus")))
+def test_hub_dataset_offline_fails_clearly():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # read at import time
+    code = ("from sae_lab.data.sources import iter_documents; from sae_lab.data.config import DataConfig; "
+            "list(iter_documents(DataConfig(source='hf:someone/some-corpus')))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "DataSourceError: could not stream Hub dataset 'someone/some-corpus'" in proc.stderr
+    assert "while offline" in proc.stderr and "data.source=embedded" in proc.stderr
 
 
 def test_max_tokens_and_special_mask(tiny_model):

@@ -16,7 +16,7 @@ import torch
 from cache_helpers import all_tokens
 from conftest import EMBEDDED_CACHE_ARGS
 from sae_lab.activations.cache_reader import ActivationCache, verify_cache
-from sae_lab.models import ModelLoadError, embedded_store_dir, load_model
+from sae_lab.models import embedded_store_dir, load_model
 
 pytestmark = pytest.mark.embedded
 HOOK = "blocks.15.hook_resid_post"
@@ -31,10 +31,13 @@ def test_embedded_model_is_the_real_smollm2(embedded_model):
     assert tok.decode(logits[0, -1].argmax()) == " Paris"
 
 
-def test_hub_model_offline_fails_clearly(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError, match=r"could not load model 'gpt2'.*HF_HUB_OFFLINE.*embedded"):
-        load_model("gpt2", device="cpu")
+def test_hub_model_offline_fails_clearly():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # read by huggingface_hub at import: set it for a new process
+    proc = subprocess.run([sys.executable, "-m", "sae_lab", "cache", "output=unused", "model.name=gpt2"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "could not load model 'gpt2' from the Hugging Face Hub (HF_HUB_OFFLINE=1 is set)" in proc.stderr
+    assert "model.name=embedded" in proc.stderr
 
 
 def test_corrupt_model_store_is_rebuilt(tmp_path, monkeypatch, embedded_model):

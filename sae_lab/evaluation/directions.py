@@ -60,8 +60,8 @@ def logit_effects(dirs: torch.Tensor, model, n: int, chunk: int = 512) -> dict[s
     for s in range(0, dirs.shape[0], chunk):
         logits = dirs[s:s + chunk] @ W_U
         pv, pi = logits.topk(n, dim=1)
-        nv, ni = (-logits).topk(n, dim=1)
-        out["pos_ids"].append(pi), out["pos_vals"].append(pv), out["neg_ids"].append(ni), out["neg_vals"].append(-nv)
+        nv, ni = logits.topk(n, dim=1, largest=False)
+        out["pos_ids"].append(pi), out["pos_vals"].append(pv), out["neg_ids"].append(ni), out["neg_vals"].append(nv)
     return {k: torch.cat(v).cpu() for k, v in out.items()}
 
 

@@ -59,14 +59,15 @@ def evaluate_targets(targets: list[I.Target], model: LoadedModel, cfg: EvalConfi
     t0 = time.time()
     hooks = sorted({t.hook for t in targets})
     gen = ActivationGenerator(model, hooks, exclude_special=False)
-    first = I.first_batch(cfg, model.tokenizer)
-    thresholds = I.outlier_thresholds(gen.forward(first), I.special_mask(first, model.tokenizer, cfg), multiple)
+    thresholds = I.first_batch_thresholds(gen, cfg, multiple)
     means = hook_means(gen, cfg, thresholds) if cfg.ce_loss else {}
     state = _State(targets, hooks)
     n_contexts = 0
     for _, tokens in I.iter_batches(cfg, model.tokenizer):
         _eval_batch(model, tokens, targets, cfg, thresholds, means, state)
         n_contexts += len(tokens)
+    if n_contexts == 0:
+        I.first_batch(cfg, model.tokenizer)  # raises a clear error: the data yields no complete context
     data = I.data_record(cfg, multiple, thresholds, n_contexts, n_contexts * cfg.data.context_length,
                          {t.name: state.recon[t.name].n for t in targets})
     return {t.name: _record(t, state, cfg, data, model, time.time() - t0) for t in targets}

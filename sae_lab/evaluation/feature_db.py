@@ -66,10 +66,7 @@ def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tu
         con.executescript(SCHEMA)
         counts = {}
         for name in TABLES:
-            rows = list(tables.get(name, ()))
-            if rows:
-                con.executemany(f"INSERT INTO {name} VALUES ({','.join('?' * len(rows[0]))})", rows)
-            counts[name] = len(rows)
+            counts[name] = _insert(con, name, tables.get(name, ()))
         con.executescript(INDEXES)
         entries = {**meta, "schema_version": SCHEMA_VERSION}
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in entries.items()])
@@ -85,6 +82,21 @@ def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tu
     os.replace(sidecar_tmp, sidecar)
     os.replace(tmp, path)
     return path
+
+
+def _insert(con: sqlite3.Connection, table: str, rows: Iterable[tuple]) -> int:
+    """Insert rows from any iterable (streamed, never materialised); returns how many."""
+    n = 0
+
+    def counted():
+        nonlocal n
+        for row in rows:
+            n += 1
+            yield row
+
+    width = len(con.execute(f"SELECT * FROM {table} LIMIT 0").description)
+    con.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * width)})", counted())
+    return n
 
 
 def _sha256(path: Path) -> str:

@@ -148,6 +148,14 @@ def outlier_thresholds(acts: dict[str, torch.Tensor], special: np.ndarray, multi
     return out
 
 
+def first_batch_thresholds(gen, cfg: HeldOutData, multiple: float | None) -> dict[str, float | None]:
+    """Outlier thresholds per hook from the first batch (no forward when outliers are kept)."""
+    if multiple is None:
+        return {h: None for h in gen.hooks}
+    first = first_batch(cfg, gen.model.tokenizer)
+    return outlier_thresholds(gen.forward(first), special_mask(first, gen.model.tokenizer, cfg), multiple)
+
+
 def keep_mask(act: torch.Tensor, special: np.ndarray, threshold: float | None) -> torch.Tensor:
     """bool [b, T]: positions every statistic uses (not special, not an outlier)."""
     keep = torch.from_numpy(~special).to(act.device)

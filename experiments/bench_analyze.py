@@ -1,0 +1,116 @@
+"""Benchmark: `analyze` throughput vs caching throughput, and feature-page query latency.
+
+    python experiments/bench_analyze.py [--tokens 8192] [--hook blocks.15.hook_resid_post] [--d-sae 4608]
+
+1. Caching throughput: ActivationGenerator.forward alone (the forward that `sae-lab cache` runs) over the
+   held-out tokens. 2. `analyze_sae_dir` on the same tokens with a random TopK SAE (k=32): the streaming pass
+   alone and end to end (+ logit effects, neighbours, database). The ratio is analyze / caching tokens/s.
+3. feature_page latency on a synthetic database of 16,384 latents (the default analyze settings' sizes):
+   median and p95 over 200 random features. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sae_lab.activations.generate import ActivationGenerator
+from sae_lab.data.config import DataConfig
+from sae_lab.evaluation import AnalyzeConfig, FeatureDB, analyze_sae_dir
+from sae_lab.evaluation.inputs import iter_batches
+from sae_lab.models import load_model
+from sae_lab.saes import SAEConfig, build_sae
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from synthetic_db import write_synthetic_db  # noqa: E402
+
+
+def bench_forward(model, cfg: AnalyzeConfig, hook: str) -> float:
+    gen = ActivationGenerator(model, [hook], exclude_special=False)
+    batches = [tokens for _, tokens in iter_batches(cfg, model.tokenizer)]
+    t0 = time.perf_counter()
+    for tokens in batches:
+        gen.forward(tokens)
+    return sum(b.size for b in batches) / (time.perf_counter() - t0)
+
+
+def bench_analyze(model, cfg: AnalyzeConfig, hook: str, d_sae: int, root: Path) -> dict:
+    torch.manual_seed(0)
+    sae = build_sae(SAEConfig(architecture="topk", d_in=model.d_model, d_sae=d_sae, k=32, hook_name=hook, name="bench"))
+    sae.save(root / "bench")
+    import sae_lab.evaluation.analyze as A
+
+    stream = {"t": 0.0}
+    orig = A.write_db
+
+    def timed_write(*args, **kw):  # the streaming pass ends where the database work starts
+        stream["t"] = time.perf_counter() - t0
+        return orig(*args, **kw)
+
+    A.write_db = timed_write
+    t0 = time.perf_counter()
+    out = analyze_sae_dir(root / "bench", model, cfg)
+    total = time.perf_counter() - t0
+    A.write_db = orig
+    return {"tokens": out["tokens"], "stream_tok_s": out["tokens"] / stream["t"], "end_to_end_tok_s": out["tokens"] / total,
+            "finalise_s": total - stream["t"], "db": out["databases"]["bench"]}
+
+
+def bench_queries(root: Path, n_features: int = 16_384, n: int = 200) -> dict:
+    path = write_synthetic_db(root / "synthetic16k.sqlite", n_features)
+    t0 = time.perf_counter()
+    db = FeatureDB(path)
+    open_s = time.perf_counter() - t0
+    rng = random.Random(0)
+    times = []
+    for _ in range(n):
+        i = rng.randrange(n_features)
+        t = time.perf_counter()
+        db.feature_page(i)
+        times.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    hits = db.features_with_logit(" Paris")
+    logit_ms = (time.perf_counter() - t) * 1000
+    return {"n_features": n_features, "db_mb": round(path.stat().st_size / 2**20, 1), "open_s": round(open_s, 3),
+            "page_ms_median": round(statistics.median(times), 2), "page_ms_p95": round(float(np.percentile(times, 95)), 2),
+            "features_with_logit_ms": round(logit_ms, 2), "features_with_logit_hits": len(hits)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=8192)
+    ap.add_argument("--hook", default="blocks.15.hook_resid_post")
+    ap.add_argument("--d-sae", type=int, default=4608)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--skip-model", action="store_true", help="only the query benchmark")
+    args = ap.parse_args()
+    result = {"torch_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if not args.skip_model:
+            model = load_model("embedded", device="cpu")
+            cfg = AnalyzeConfig(data=DataConfig(split="validation", context_length=128), n_tokens=args.tokens,
+                                batch_size=args.batch_size, checkpoint_every_tokens=10**9)
+            fwd = bench_forward(model, cfg, args.hook)
+            an = bench_analyze(model, cfg, args.hook, args.d_sae, root)
+            result.update({"hook": args.hook, "d_sae": args.d_sae, "tokens": an["tokens"],
+                           "forward_tok_s": round(fwd, 1), "analyze_stream_tok_s": round(an["stream_tok_s"], 1),
+                           "analyze_end_to_end_tok_s": round(an["end_to_end_tok_s"], 1),
+                           "ratio_stream": round(an["stream_tok_s"] / fwd, 3),
+                           "ratio_end_to_end": round(an["end_to_end_tok_s"] / fwd, 3),
+                           "finalise_s": round(an["finalise_s"], 2)})
+        result["query"] = bench_queries(root)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Feature statistics and the database against brute force on the tiny model; resume; pretrained SAEs."""
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from eval_helpers import HOOK_Z, RESID, T, analyze_cfg, brute_acts, contexts, make_run, one_thread, sae  # noqa: F401
+from sae_lab.evaluation import FeatureDB, analyze_run, analyze_sae_dir
+from sae_lab.evaluation.analyze import CKPT_NAME
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny_model, tmp_path_factory):
+    saes = [sae("topk", RESID, name="resid", k=8), sae("topk", HOOK_Z, name="z", k=8, seed=2)]
+    run = make_run(tmp_path_factory.mktemp("an") / "run", saes)
+    out = analyze_run(run, analyze_cfg(), model=tiny_model)
+    return run, out, {s.cfg.name: s for s in saes}
+
+
+def _brute(model, cfg, s):
+    tokens = contexts(model, cfg)
+    _, acts, keep = brute_acts(model, tokens, s.cfg.hook_name)
+    with torch.no_grad():
+        z = s.encode(acts).clamp_min(0) * keep[..., None]
+    return tokens, z.reshape(-1, z.shape[-1])
+
+
+@pytest.mark.parametrize("name", ["resid", "z"])
+def test_statistics_match_a_brute_force_pass(tiny_model, analysed, name):
+    run, out, saes = analysed
+    cfg = analyze_cfg()
+    tokens, z = _brute(tiny_model, cfg, saes[name])
+    assert out["status"] == "done" and out["tokens"] == tokens.size
+    flat_tokens = tokens.reshape(-1)
+    with FeatureDB(run / "saes" / name / "features.sqlite") as db:
+        active = (z > 0).sum(0)
+        assert db.summary()["n_dead"] == int((active == 0).sum())
+        checked = 0
+        for f in torch.argsort(active, descending=True)[:12].tolist():
+            page = db.feature_page(f)
+            col = z[:, f]
+            assert page["n_active"] == int(active[f]) and page["max_act"] == pytest.approx(float(col.max()))
+            # top examples are the true maxima, with the right windows
+            want = col.topk(cfg.top_k).values
+            got = [e["value"] for e in page["top_examples"]]
+            assert got == pytest.approx(want[want > 0].tolist())
+            for e in page["top_examples"]:
+                g = e["token_index"]
+                assert col[g] == pytest.approx(e["value"]) and e["position"] == g % T and e["context"] == g // T
+                lo = g - (g % T) + e["start"]
+                assert e["token_ids"] == flat_tokens[lo: lo + len(e["token_ids"])].tolist()
+                assert e["acts"] == pytest.approx(col[lo: lo + len(e["acts"])].tolist())
+                assert e["tokens"][e["highlight"]] == tiny_model.tokenizer.decode([int(flat_tokens[g])])
+            # histogram: exact counts on [0, hist_max) with hist_bins bins
+            edges = torch.tensor(page["hist_edges"], dtype=torch.float64)
+            v = col[col > 0].double()
+            assert edges[-1] > v.max() and edges[-1] / 2 <= v.max()
+            want_hist = torch.histc(v, bins=len(edges) - 1, min=0, max=float(edges[-1]))
+            assert page["hist_counts"] == want_hist.long().tolist()
+            # interval samples lie in their interval; interval counts are exact
+            for iv in page["intervals"]:
+                inside = ((col >= iv["lo"]) & (col < iv["hi"]) & (col > 0))
+                assert iv["count"] == int(inside.sum())
+                assert len(iv["examples"]) == min(cfg.samples_per_interval, iv["count"])
+                assert all(iv["lo"] <= e["value"] < iv["hi"] and col[e["token_index"]] == pytest.approx(e["value"])
+                           for e in iv["examples"])
+            # co-occurrence counts
+            A = (z > 0).float()
+            counts = (A[:, f:f + 1] * A).sum(0)
+            counts[f] = 0
+            for c in page["cooccurring"]:
+                assert c["count"] == int(counts[c["feature"]]) and c["fraction"] == pytest.approx(c["count"] / int(active[f]))
+            assert page["cooccurring"][0]["count"] == int(counts.max())
+            checked += 1
+        assert checked == 12
+
+
+def test_logit_effects_and_neighbours_match_the_weights(tiny_model, analysed):
+    run, _, saes = analysed
+    bridge = tiny_model.bridge
+    gamma = bridge.original_model.model.norm.weight.detach()
+    W_U = bridge.original_model.lm_head.weight.detach().t()
+    for name, s in saes.items():
+        d = s.W_dec.detach()
+        if name == "z":  # through W_O: o_proj maps the flattened heads to the residual stream
+            d = d @ bridge.original_model.model.layers[2].self_attn.o_proj.weight.detach().t()
+        effects = (d * gamma) @ W_U
+        W = s.W_dec.detach() / s.W_dec.detach().norm(dim=1, keepdim=True)
+        cos = W @ W.t()
+        cos.fill_diagonal_(-2)
+        with FeatureDB(run / "saes" / name / "features.sqlite") as db:
+            for f in (0, 7, 100):
+                lg = db.logits(f)
+                assert [x["token_id"] for x in lg["positive"]] == effects[f].topk(5).indices.tolist()
+                assert [x["value"] for x in lg["negative"]] == pytest.approx(effects[f].topk(5, largest=False).values.tolist(), rel=1e-4)
+                assert [x["feature"] for x in db.neighbours(f)] == cos[f].topk(4).indices.tolist()
+            best = lg["positive"][0]
+            assert {"feature": 100, "rank": 0} in [{"feature": h["feature"], "rank": h["rank"]}
+                                                    for h in db.features_with_logit(best["token"])]
+
+
+def _dump(path):
+    con = sqlite3.connect(path)
+    out = {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall())
+           for t in ("features", "examples", "intervals", "logits", "neighbours", "cooccurrence", "tokens", "meta")}
+    con.close()
+    return out
+
+
+def test_an_interrupted_analysis_resumes_to_the_same_database(tiny_model, analysed, tmp_path):
+    run, _, saes = analysed
+    again = make_run(tmp_path / "again", list(saes.values()))
+    stopped = analyze_run(again, analyze_cfg(), model=tiny_model, stop_after_tokens=200)
+    assert stopped["status"] == "stopped" and (again / CKPT_NAME).is_file()
+    assert not (again / "saes" / "resid" / "features.sqlite").exists()
+    done = analyze_run(again, analyze_cfg(), model=tiny_model)
+    assert done["status"] == "done" and not (again / CKPT_NAME).exists()
+    assert done["resumed_from_contexts"] == stopped["contexts"] > 0
+    for name in saes:
+        a, b = _dump(run / "saes" / name / "features.sqlite"), _dump(again / "saes" / name / "features.sqlite")
+        assert a == b
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_model, analysed, tmp_path):
+    run, _, saes = analysed
+    again = make_run(tmp_path / "again", [saes["resid"]])
+    analyze_run(again, analyze_cfg(), model=tiny_model, stop_after_tokens=200)
+    done = analyze_run(again, analyze_cfg(top_k=4), model=tiny_model)  # a different statistic: start over
+    with FeatureDB(again / "saes" / "resid" / "features.sqlite") as db:
+        assert db.meta["analyze_config"]["top_k"] == 4 and done["resumed_from_contexts"] == 0
+        assert len(db.top_examples(int(torch.tensor([f["n_active"] for f in map(db.feature, range(128))]).argmax()))) == 4
+
+
+def test_a_saelens_directory_is_analysed(tiny_model, tmp_path):
+    ref = sae("topk", RESID, seed=5, k=8)
+    d = tmp_path / "pretrained"
+    d.mkdir()
+    save_file({k: getattr(ref, k).detach().contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec")},
+              str(d / "sae_weights.safetensors"))
+    (d / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": 64, "d_sae": 128, "k": 8, "hook_name": RESID}))
+    out = analyze_sae_dir(d, tiny_model, analyze_cfg(n_tokens=192))
+    _, z = _brute(tiny_model, analyze_cfg(n_tokens=192), ref)
+    with FeatureDB(out["databases"]["pretrained"]) as db:
+        assert db.summary()["hook_name"] == RESID
+        f = int((z > 0).sum(0).argmax())
+        assert db.top_examples(f, 1)[0]["value"] == pytest.approx(float(z[:, f].max()))
