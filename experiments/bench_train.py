@@ -72,6 +72,7 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
         import sae_lab
         from sae_lab.saes.registry import build_sae
         from sae_lab.training import TrainConfig, train_step
+        from sae_lab.training.step import make_optimizer
         from sae_lab.training.schedule import make_scheduler
     except Exception as e:  # noqa: BLE001 - any import failure means "not ready"
         raise SaeLabNotReady(f"sae_lab training API not importable: {type(e).__name__}: {e}") from e
@@ -90,7 +91,7 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
             sae = build_sae({"architecture": architecture, "d_in": int(train.shape[1]), "d_sae": d_sae, "k": k})
     except Exception as e:  # noqa: BLE001
         raise SaeLabNotReady(f"cannot build sae_lab '{architecture}' SAE: {type(e).__name__}: {e}") from e
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    opt = make_optimizer(sae, cfg.lr, cfg.betas, cfg.eps)  # the trainer's own optimiser (fused Adam on CPU)
     sched = make_scheduler(opt, cfg)
     sample = train[: cfg.b_dec_init_tokens]
     sae.train()

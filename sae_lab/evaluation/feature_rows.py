@@ -44,7 +44,7 @@ def top_example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> 
 
 
 def interval_example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> Iterator[tuple]:
-    I, S = cfg.n_intervals, cfg.samples_per_interval
+    I = cfg.n_intervals
     val = torch.where(torch.isfinite(s["s_key"]), s["s_val"].double(), -1.0)  # [F*I, S]
     val, order = val.sort(dim=1, descending=True)  # highest value first within an interval
     g, r = np.nonzero((val >= 0).numpy())
@@ -80,7 +80,8 @@ def neighbour_rows(ids: torch.Tensor, cos: torch.Tensor) -> Iterator[tuple]:
 
 
 def cooccurrence_rows(s: dict[str, torch.Tensor], n: int) -> Iterator[tuple]:
-    counts, other = s["cooc"].topk(min(n, s["cooc"].shape[1]), dim=1)
+    cooc = s["cooc"] + s["cooc"].t()  # stored for i < j only
+    counts, other = cooc.topk(min(n, cooc.shape[1]), dim=1)
     fired = s["fired"].numpy()
     counts, other = counts.numpy(), other.numpy()
     for f, r in zip(*np.nonzero(counts > 0)):

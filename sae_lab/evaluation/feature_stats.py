@@ -11,7 +11,7 @@ State (F latents, K top examples, W = window, I intervals, S samples per interva
   pseudo-random key from a hash of (global token index, feature); each interval keeps the S entries with the
   smallest keys (bottom-S sampling: a uniform sample without replacement that merges exactly when intervals
   merge, and is independent of batching, so a resumed run gives the same samples).
-- Co-occurrence counts [F, F] (int32, dense) over pairs among each token's ``cooc_max_active`` largest codes.
+- Co-occurrence counts (int32, dense [F, F], pairs i < j stored once) over pairs among each token's ``cooc_max_active`` largest codes.
 Only activations > 0 count (our SAEs' codes are non-negative; negative MP coefficients are ignored).
 """
 
@@ -24,6 +24,8 @@ import torch
 from sae_lab.evaluation.config import AnalyzeConfig
 
 UNSET = -1000  # exponent of a feature that has not fired yet
+SAMPLE_FILL = {"s_key": math.inf, "s_val": 0.0, "s_idx": -1, "s_ids": -1, "s_acts": 0.0}
+SAMPLE_KEYS = tuple(SAMPLE_FILL)
 
 
 def hash_keys(gidx: torch.Tensor, col: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -83,14 +85,15 @@ class FeatureStats:
         t["sum_act"].index_add_(0, cols, vals.double())
         batch_max = z.amax(0)
         t["max_act"] = torch.maximum(t["max_act"], batch_max)
-        self._grow_ranges(batch_max)
+        grown = self._grow_ranges(batch_max)
         self._histogram(cols, vals)
         self._top_k(z, ids, T, first_index)
-        self._samples(rows, cols, vals, z, ids, T, first_index)
+        self._samples(rows, cols, vals, z, ids, T, first_index, grown)
         self._cooccurrence(z)
 
-    def _grow_ranges(self, batch_max: torch.Tensor) -> None:
-        """Raise M_f = 2^e_f above the batch max, merging histogram bins pairwise per doubling."""
+    def _grow_ranges(self, batch_max: torch.Tensor) -> torch.Tensor:
+        """Raise M_f = 2^e_f above the batch max, merging histogram bins pairwise per doubling; returns the
+        features whose range grew (their interval samples must be re-bucketed)."""
         t, B = self.t, self.cfg.hist_bins
         need = torch.where(batch_max > 0, torch.floor(torch.log2(batch_max.double())).long() + 1, UNSET)
         # log2 may round at exact powers of two: enforce value < 2^e exactly
@@ -104,6 +107,7 @@ class FeatureStats:
             merged = t["hist"][f].reshape(len(f), B // g, g).sum(-1)
             t["hist"][f] = torch.nn.functional.pad(merged, (0, B - B // g))
         t["exp"] = new
+        return grow.nonzero().squeeze(1)
 
     def _bin(self, cols: torch.Tensor, vals: torch.Tensor, n: int) -> torch.Tensor:
         """floor(val / M_f * n), exact (powers of two), clamped to [0, n-1]."""
@@ -115,66 +119,77 @@ class FeatureStats:
         self.t["hist"].view(-1).index_add_(0, cols * B + self._bin(cols, vals, B), torch.ones_like(cols))
 
     def _top_k(self, z: torch.Tensor, ids: torch.Tensor, T: int, first_index: int) -> None:
+        """Merge the batch's per-feature top-K into the running top-K; windows only for new winners."""
         t, K, c = self.t, self.cfg.top_k, self.cfg
         vals, rows = z.topk(min(K, z.shape[0]), dim=0)  # [K', F]
         vals, rows = vals.t(), rows.t()
-        cols = torch.arange(self.F, device=z.device).unsqueeze(1).expand_as(rows)
-        w_ids, w_acts = windows(rows, cols, z, ids, T, c.context_left, c.context_right)
-        all_val = torch.cat([t["top_val"], vals], 1)
-        best, sel = all_val.topk(K, dim=1)
-        t["top_val"] = best
-        t["top_idx"] = torch.cat([t["top_idx"], rows + first_index], 1).gather(1, sel)
-        sel3 = sel.unsqueeze(-1).expand(-1, -1, c.window)
-        t["top_ids"] = torch.cat([t["top_ids"], w_ids], 1).gather(1, sel3)
-        t["top_acts"] = torch.cat([t["top_acts"], w_acts], 1).gather(1, sel3)
+        best, sel = torch.cat([t["top_val"], vals], 1).topk(K, dim=1)
+        kept = sel.clamp(max=K - 1)
+        new_idx, new_ids = t["top_idx"].gather(1, kept), t["top_ids"].gather(1, kept[..., None].expand(-1, -1, c.window))
+        new_acts = t["top_acts"].gather(1, kept[..., None].expand(-1, -1, c.window))
+        fi, si = (sel >= K).nonzero(as_tuple=True)
+        r = rows[fi, sel[fi, si] - K]
+        new_idx[fi, si] = r + first_index
+        new_ids[fi, si], new_acts[fi, si] = windows(r, fi, z, ids, T, c.context_left, c.context_right)
+        t.update(top_val=best, top_idx=new_idx, top_ids=new_ids, top_acts=new_acts)
 
-    def _samples(self, rows, cols, vals, z, ids, T: int, first_index: int) -> None:
-        """Bottom-S hash-key sampling per (feature, interval) over the state and this batch's entries."""
-        t, I, S = self.t, self.cfg.n_intervals, self.cfg.samples_per_interval
-        old = torch.isfinite(t["s_key"]).view(-1).nonzero().squeeze(1)  # flat slots holding a sample
-        old_f = old // (I * S)
-        old_val = t["s_val"].view(-1)[old]
+    def _samples(self, rows, cols, vals, z, ids, T: int, first_index: int, grown: torch.Tensor) -> None:
+        """Bottom-S hash-key sampling per (feature, interval): re-bucket features whose range grew, then merge
+        the batch entries whose key beats their interval's current S-th key (the others cannot enter)."""
+        t, I, S, c = self.t, self.cfg.n_intervals, self.cfg.samples_per_interval, self.cfg
+        if grown.numel():
+            g = (grown.unsqueeze(1) * I + torch.arange(I, device=grown.device)).reshape(-1)
+            self._merge(g, self._empty_pool())
         gidx = rows + first_index
-        group = torch.cat([old_f * I + self._bin(old_f, old_val, I), cols * I + self._bin(cols, vals, I)])
-        key = torch.cat([t["s_key"].view(-1)[old], hash_keys(gidx, cols, self.F)])
-        order = torch.argsort(key, stable=True)
-        order = order[torch.argsort(group[order], stable=True)]
-        g = group[order]
-        _, counts = torch.unique_consecutive(g, return_counts=True)
-        starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        rank = torch.arange(len(g), device=g.device) - starts
-        win = rank < S
-        src, dst = order[win], g[win] * S + rank[win]
-        self._write_samples(src, dst, old, rows, cols, vals, gidx, key, z, ids, T)
+        key = hash_keys(gidx, cols, self.F)
+        group = cols * I + self._bin(cols, vals, I)
+        win = key < t["s_key"].amax(1)[group]  # inf while an interval has free slots
+        rows, cols, vals, gidx, key, group = rows[win], cols[win], vals[win], gidx[win], key[win], group[win]
+        w_ids, w_acts = windows(rows, cols, z, ids, T, c.context_left, c.context_right)
+        pool = {"s_key": key, "s_val": vals, "s_idx": gidx, "s_ids": w_ids, "s_acts": w_acts, "group": group}
+        self._merge(torch.unique(group), pool)
 
-    def _write_samples(self, src, dst, old, rows, cols, vals, gidx, key, z, ids, T: int) -> None:
-        t, c = self.t, self.cfg
-        n_old = len(old)
-        from_old = src < n_old
-        o, b = old[src[from_old]], src[~from_old] - n_old
-        new = {k: torch.full_like(t[k], fill) for k, fill in
-               (("s_key", math.inf), ("s_val", 0), ("s_idx", -1), ("s_ids", -1), ("s_acts", 0))}
-        flat = {k: v.view(-1, *v.shape[2:]) for k, v in new.items()}
-        old_flat = {k: t[k].view(-1, *t[k].shape[2:]) for k in new}
-        d_old, d_new = dst[from_old], dst[~from_old]
-        for k in new:
-            flat[k][d_old] = old_flat[k][o]
-        w_ids, w_acts = windows(rows[b], cols[b], z, ids, T, c.context_left, c.context_right)
-        flat["s_key"][d_new], flat["s_val"][d_new], flat["s_idx"][d_new] = key[src[~from_old]], vals[b], gidx[b]
-        flat["s_ids"][d_new], flat["s_acts"][d_new] = w_ids, w_acts
-        t.update(new)
+    def _empty_pool(self) -> dict[str, torch.Tensor]:
+        return {k: self.t[k][:0].reshape(0, *self.t[k].shape[2:]) for k in SAMPLE_KEYS} | {
+            "group": torch.zeros(0, dtype=torch.long, device=self.t["s_key"].device)}
+
+    def _merge(self, groups: torch.Tensor, pool: dict[str, torch.Tensor]) -> None:
+        """Recompute the S smallest-key samples of ``groups`` (flat feature*I + interval rows) from their current
+        samples (re-bucketed by value) and the new entries in ``pool``."""
+        t, I, S = self.t, self.cfg.n_intervals, self.cfg.samples_per_interval
+        held = {k: t[k][groups].reshape(-1, *t[k].shape[2:]) for k in SAMPLE_KEYS}
+        live = torch.isfinite(held["s_key"])
+        held = {k: v[live] for k, v in held.items()}
+        f = (groups // I).repeat_interleave(S)[live]
+        held["group"] = f * I + self._bin(f, held["s_val"], I)
+        cand = {k: torch.cat([held[k], pool[k]]) for k in pool}
+        order = torch.argsort(cand["s_key"], stable=True)
+        order = order[torch.argsort(cand["group"][order], stable=True)]
+        g = cand["group"][order]
+        _, counts = torch.unique_consecutive(g, return_counts=True)
+        rank = torch.arange(len(g), device=g.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        keep = rank < S
+        src, dst_row, dst_slot = order[keep], g[keep], rank[keep]
+        for k, fill in SAMPLE_FILL.items():
+            t[k][groups] = fill
+            t[k][dst_row, dst_slot] = cand[k][src].to(t[k].dtype)
 
     def _cooccurrence(self, z: torch.Tensor) -> None:
-        """Count pairs (i, j), i != j, of features active on the same token (both orders)."""
+        """Count pairs i < j of features active on the same token (symmetrised when read: see cooccurrence())."""
         l0 = (z > 0).sum(1)
         c = min(int(l0.max()) if l0.numel() else 0, self.cfg.cooc_max_active)
         if c < 2:
             return
         vals, idx = z.topk(c, dim=1)
         live = vals > 0
-        pair = live.unsqueeze(2) & live.unsqueeze(1) & ~torch.eye(c, dtype=torch.bool, device=z.device)
+        pair = live.unsqueeze(2) & live.unsqueeze(1) & (idx.unsqueeze(2) < idx.unsqueeze(1))
         keys = (idx.unsqueeze(2) * self.F + idx.unsqueeze(1))[pair]
         self.t["cooc"].view(-1).index_add_(0, keys, torch.ones_like(keys, dtype=torch.int32))
+
+    def cooccurrence(self) -> torch.Tensor:
+        """Symmetric [F, F] counts of tokens on which both features are active (zero diagonal)."""
+        c = self.t["cooc"]
+        return c + c.t()
 
     # ---- checkpoint ---------------------------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:
