@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from sae_lab.cli_help import config_help
@@ -98,7 +99,57 @@ def cmd_run(args) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable] = {"cache": cmd_cache, "verify": cmd_verify, "train": cmd_train, "run": cmd_run}
+def _section_config(target: str, section: str, model_cls, overrides: list[str]):
+    """A run's `eval`/`analyze` section from its config.yaml (if any), with overrides applied."""
+    import yaml
+
+    from sae_lab.configbase import apply_overrides, build_config
+
+    cfg_path = Path(target) / "config.yaml"
+    data = ((yaml.safe_load(cfg_path.read_text()) or {}).get(section) or {}) if cfg_path.is_file() else {}
+    return build_config(model_cls, apply_overrides(data, overrides), where=f"the {section} section")
+
+
+def _target_and_model(args):
+    """(is a run dir, model or None): a run dir uses its config's model; an SAE dir needs --model."""
+    target = Path(args.target)
+    if not target.exists():
+        raise ConfigError(f"'{target}' does not exist; pass a run directory or an SAE directory")
+    if (target / "saes").is_dir():
+        return True, None
+    if not (target / "cfg.json").is_file():
+        raise ConfigError(f"'{target}' is neither a run directory (with saes/) nor an SAE directory (with cfg.json)")
+    from sae_lab.models import load_model
+
+    return False, load_model(args.model, args.device)
+
+
+def cmd_eval(args) -> int:
+    from sae_lab.evaluation import EvalConfig, evaluate_run, evaluate_sae_dir
+    from sae_lab.pipeline import format_eval_table
+
+    cfg = _section_config(args.target, "eval", EvalConfig, args.overrides)
+    is_run, model = _target_and_model(args)
+    if is_run:
+        print(format_eval_table(evaluate_run(args.target, cfg)))
+    else:
+        rec = evaluate_sae_dir(args.target, model, cfg)
+        print(format_eval_table({"saes": {Path(args.target).name: rec["metrics"]}}))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from sae_lab.evaluation import AnalyzeConfig, analyze_run, analyze_sae_dir
+
+    cfg = _section_config(args.target, "analyze", AnalyzeConfig, args.overrides)
+    is_run, model = _target_and_model(args)
+    result = analyze_run(args.target, cfg) if is_run else analyze_sae_dir(args.target, model, cfg)
+    for name, path in result.get("databases", {}).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+COMMANDS: dict[str, Callable] = {"eval": cmd_eval, "analyze": cmd_analyze, "cache": cmd_cache, "verify": cmd_verify, "train": cmd_train, "run": cmd_run}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: continue a run dir with the same config; never: refuse an existing run; "
                             "must: fail if there is nothing to resume")
         p.add_argument("--overwrite", action="store_true", help="with --resume never: delete the old run first")
+    from sae_lab.evaluation import AnalyzeConfig, EvalConfig
+
+    for name, model, summary in (("eval", EvalConfig, "faithfulness metrics of a run's SAEs -> eval.json"),
+                                 ("analyze", AnalyzeConfig, "feature statistics -> features.sqlite per SAE")):
+        p = sub.add_parser(name, help=summary, description=summary, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="Options (key=value; defaults come from the run's config.yaml):\n"
+                                  + "\n".join(config_help(model)))
+        p.add_argument("target", help="a run directory, or an SAE directory (ours or SAELens format)")
+        p.add_argument("overrides", nargs="*", help="key.subkey=value overrides")
+        p.add_argument("--model", default="embedded", help="model for an SAE directory (default: embedded)")
+        p.add_argument("--device", default="auto")
     p = sub.add_parser("verify", help="check a cache's shards; exits non-zero and names bad shards")
     p.add_argument("cache", help="the activation cache directory")
     p.add_argument("--quick", action="store_true", help="only check that files exist (skip SHA-256)")

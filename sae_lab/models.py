@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 
 from sae_lab.configbase import StrictModel
+from sae_lab.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +199,6 @@ def _load_embedded_hf():
     return model, tok, digest
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_store(store: Path) -> str | None:
     """Return the weights hash if the store is complete and intact, else None (and say why)."""
     meta_path = store / "store.json"
@@ -214,7 +207,7 @@ def _check_store(store: Path) -> str | None:
     try:
         meta = json.loads(meta_path.read_text())
         weights = store / "model.safetensors"
-        if weights.stat().st_size != meta["weights_bytes"] or _file_sha256(weights) != meta["weights_sha256"]:
+        if weights.stat().st_size != meta["weights_bytes"] or sha256_file(weights) != meta["weights_sha256"]:
             raise ValueError("weights file does not match its recorded size/hash")
     except (OSError, ValueError, KeyError) as e:
         log.warning("embedded model store %s is corrupt (%s); rebuilding it from the GGUF file", store, e)
@@ -241,7 +234,7 @@ def _build_store(store: Path) -> str:
     tok.save_pretrained(tmp)
     weights = tmp / "model.safetensors"
     meta = {"version": STORE_VERSION, "source": str(gguf), "hf_id": EMBEDDED_HF_ID,
-            "weights_bytes": weights.stat().st_size, "weights_sha256": _file_sha256(weights)}
+            "weights_bytes": weights.stat().st_size, "weights_sha256": sha256_file(weights)}
     (tmp / "store.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(store, ignore_errors=True)
     os.replace(tmp, store)

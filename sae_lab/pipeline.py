@@ -23,6 +23,7 @@ from pydantic import Field, field_validator
 from sae_lab.activations.config import ActivationConfig, CacheConfig
 from sae_lab.configbase import ConfigError, StrictModel, build_config
 from sae_lab.data.config import DataConfig
+from sae_lab.evaluation.config import AnalyzeConfig, EvalConfig
 from sae_lab.models import ModelConfig
 from sae_lab.saes.config import SAEConfig
 from sae_lab.training.config import TrainConfig
@@ -49,8 +50,8 @@ class RunConfig(StrictModel):
     hook: str | None = Field(None, description="the hook to train on (default: the first of activations.hooks)")
     train: TrainConfig = Field(default_factory=TrainConfig)
     saes: list[dict] = Field(..., min_length=1, description="SAE configs; d_in and hook_name default from the data")
-    eval: dict | None = Field(None, description="evaluation options (see `sae-lab eval --help`)")
-    analyze: dict | None = Field(None, description="feature analysis options (see `sae-lab analyze --help`)")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="held-out evaluation (sae-lab eval)")
+    analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig, description="feature database (sae-lab analyze)")
 
     @field_validator("saes")
     @classmethod
@@ -117,13 +118,30 @@ def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, mod
 
 def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, report=print) -> dict:
     """The main job: build/resume the cache, train the sweep, then evaluate and analyse every SAE."""
+    from sae_lab.evaluation import analyze_run, evaluate_run
+
     model = cfg.model.load()
-    report(f"[1/2] activations: {'cache ' + cfg.cache.path if cfg.cache else 'streaming from the model'}")
+    report(f"[1/4] activations: {'cache ' + cfg.cache.path if cfg.cache else 'streaming from the model'}")
     build_cache_for(cfg, model)
-    report(f"[2/2] training {len(cfg.saes)} SAE(s) into {cfg.run_dir}")
+    report(f"[2/4] training {len(cfg.saes)} SAE(s) into {cfg.run_dir}")
     result = train_run(cfg, resume=resume, overwrite=overwrite, model=model)
-    for r in result.results.values():
-        m = r.metrics
-        report(f"  {r.name:>24}: train fvu {m.get('fvu', float('nan')):.4f}  l0 {m.get('l0', float('nan')):.1f}"
-               f"  dead {len(r.dead_latents)}")
-    return {"train": result}
+    report(f"[3/4] evaluating on {cfg.eval.n_tokens} held-out tokens")
+    summary = evaluate_run(cfg.run_dir, cfg.eval, model)
+    report(format_eval_table(summary))
+    report(f"[4/4] analysing features on {cfg.analyze.n_tokens} tokens into feature databases")
+    analysis = analyze_run(cfg.run_dir, cfg.analyze, model)
+    for name, path in analysis.get("databases", {}).items():
+        report(f"  {name:>24}: {path}")
+    return {"train": result, "eval": summary, "analyze": analysis}
+
+
+def format_eval_table(summary: dict) -> str:
+    """A plain-text table of the headline metrics of every SAE in an eval summary."""
+    cols = [("fvu", "FVU", ".4f"), ("l0_mean", "L0", ".1f"), ("dead_frac", "dead", ".3f"),
+            ("loss_recovered_zero", "CE rec(0)", ".3f"), ("loss_recovered_mean", "CE rec(mean)", ".3f"),
+            ("kl_sae", "KL", ".4f")]
+    lines = ["  " + f"{'sae':>24} " + " ".join(f"{h:>12}" for _, h, _ in cols)]
+    for name, m in summary["saes"].items():
+        cells = [format(m[k], f) if isinstance(m.get(k), (int, float)) else "-" for k, _, f in cols]
+        lines.append("  " + f"{name:>24} " + " ".join(f"{c:>12}" for c in cells))
+    return "\n".join(lines)

@@ -17,7 +17,6 @@ has its final name is complete. The manifest is always rebuilt from the shard di
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from sae_lab.fileio import atomic_write_text, fsync_dir, sha256_file  # noqa: F401  (re-exported)
 
 FORMAT = "sae-lab-activation-cache"
 VERSION = 1
@@ -38,33 +39,6 @@ class CacheError(RuntimeError):
 
 def shard_name(index: int) -> str:
     return f"{index:06d}"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def to_storage(t: torch.Tensor, dtype: str) -> np.ndarray:

@@ -136,7 +136,7 @@ class FeatureStats:
     def _samples(self, rows, cols, vals, z, ids, T: int, first_index: int, grown: torch.Tensor) -> None:
         """Bottom-S hash-key sampling per (feature, interval): re-bucket features whose range grew, then merge
         the batch entries whose key beats their interval's current S-th key (the others cannot enter)."""
-        t, I, S, c = self.t, self.cfg.n_intervals, self.cfg.samples_per_interval, self.cfg
+        t, I, c = self.t, self.cfg.n_intervals, self.cfg
         if grown.numel():
             g = (grown.unsqueeze(1) * I + torch.arange(I, device=grown.device)).reshape(-1)
             self._merge(g, self._empty_pool())
