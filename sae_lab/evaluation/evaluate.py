@@ -63,7 +63,7 @@ def evaluate_targets(targets: list[I.Target], model: LoadedModel, cfg: EvalConfi
     means = hook_means(gen, cfg, thresholds) if cfg.ce_loss else {}
     state = _State(targets, hooks)
     n_contexts = 0
-    for _, tokens in I.iter_batches(cfg, model.tokenizer):
+    for _, tokens in I.iter_batches(cfg, model.tokenizer, desc=f"evaluating {len(targets)} SAE(s)"):
         _eval_batch(model, tokens, targets, cfg, thresholds, means, state)
         n_contexts += len(tokens)
     if n_contexts == 0:
@@ -85,7 +85,7 @@ def hook_means(gen: ActivationGenerator, cfg: EvalConfig, thresholds: dict) -> d
     """Exact mean activation [d_in] per hook over the kept positions of the eval set."""
     sums = {h: 0.0 for h in gen.hooks}
     counts = {h: 0 for h in gen.hooks}
-    for _, tokens in I.iter_batches(cfg, gen.model.tokenizer):
+    for _, tokens in I.iter_batches(cfg, gen.model.tokenizer, desc="mean activations (for mean-ablation)"):
         special = I.special_mask(tokens, gen.model.tokenizer, cfg)
         for h, a in gen.forward(tokens).items():
             keep = I.keep_mask(a, special, thresholds[h])

@@ -10,6 +10,7 @@ from typing import Iterator
 import numpy as np
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from sae_lab.configbase import ConfigError
 from sae_lab.data.packing import iter_contexts, special_token_mask
@@ -114,16 +115,25 @@ def place_saes(targets: list[Target], cfg: HeldOutData, model: LoadedModel) -> t
     return device
 
 
-def iter_batches(cfg: HeldOutData, tokenizer, skip_contexts: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """(index of the first context, tokens [b, T]) over the first ``cfg.n_contexts`` held-out contexts."""
+def iter_batches(cfg: HeldOutData, tokenizer, skip_contexts: int = 0,
+                 desc: str | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(index of the first context, tokens [b, T]) over the first ``cfg.n_contexts`` held-out contexts.
+
+    With ``desc``, a progress bar (tokens/s, ETA against the requested token count) is shown on stderr.
+    """
     stream = itertools.islice(iter_contexts(cfg.data, tokenizer), skip_contexts, cfg.n_contexts)
     start = skip_contexts
+    T = cfg.data.context_length
+    bar = tqdm(total=cfg.n_contexts * T, initial=skip_contexts * T, unit="tok", unit_scale=True, desc=desc,
+               disable=desc is None, dynamic_ncols=True)
     while True:
         chunk = list(itertools.islice(stream, cfg.batch_size))
         if not chunk:
+            bar.close()
             return
         yield start, np.stack(chunk)
         start += len(chunk)
+        bar.update(len(chunk) * T)
 
 
 def first_batch(cfg: HeldOutData, tokenizer) -> np.ndarray:
