@@ -24,6 +24,9 @@ import numpy as np
 import torch
 
 from sae_lab.activations.generate import ActivationGenerator
+from bench_cache import cache_rate  # the same cache-writer timing as experiments/bench_cache.py
+from sae_lab.activations.config import CacheConfig
+from sae_lab.configbase import build_config
 from sae_lab.data.config import DataConfig
 from sae_lab.evaluation import AnalyzeConfig, FeatureDB, analyze_sae_dir
 from sae_lab.evaluation.inputs import iter_batches
@@ -91,6 +94,7 @@ def main() -> None:
     ap.add_argument("--hook", default="blocks.15.hook_resid_post")
     ap.add_argument("--d-sae", type=int, default=4608)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--split", default="train", help="embedded corpus split (train ~100k tokens, validation ~11k)")
     ap.add_argument("--skip-model", action="store_true", help="only the query benchmark")
     args = ap.parse_args()
     result = {"torch_threads": torch.get_num_threads()}
@@ -98,12 +102,19 @@ def main() -> None:
         root = Path(tmp)
         if not args.skip_model:
             model = load_model("embedded", device="cpu")
-            cfg = AnalyzeConfig(data=DataConfig(split="validation", context_length=128), n_tokens=args.tokens,
+            cfg = AnalyzeConfig(data=DataConfig(split=args.split, context_length=128), n_tokens=args.tokens,
                                 batch_size=args.batch_size, checkpoint_every_tokens=10**9)
             fwd = bench_forward(model, cfg, args.hook)
+            cache_cfg = build_config(CacheConfig, {
+                "output": str(root / "cache"), "shard_contexts": 32,
+                "data": {**cfg.data.model_dump(), "max_tokens": cfg.n_contexts * cfg.data.context_length},
+                "activations": {"hooks": [args.hook], "batch_size": args.batch_size, "norm_sample_contexts": 8}})
+            caching = cache_rate(cache_cfg, model, cfg.n_contexts * cfg.data.context_length)
             an = bench_analyze(model, cfg, args.hook, args.d_sae, root)
             result.update({"hook": args.hook, "d_sae": args.d_sae, "tokens": an["tokens"],
-                           "forward_tok_s": round(fwd, 1), "analyze_stream_tok_s": round(an["stream_tok_s"], 1),
+                           "forward_tok_s": round(fwd, 1), "caching_tok_s": round(caching, 1),
+                           "ratio_end_to_end_vs_caching": round(an["end_to_end_tok_s"] / caching, 3),
+                           "analyze_stream_tok_s": round(an["stream_tok_s"], 1),
                            "analyze_end_to_end_tok_s": round(an["end_to_end_tok_s"], 1),
                            "ratio_stream": round(an["stream_tok_s"] / fwd, 3),
                            "ratio_end_to_end": round(an["end_to_end_tok_s"] / fwd, 3),
