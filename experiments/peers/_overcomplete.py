@@ -34,3 +34,35 @@ def import_overcomplete_sae():
     pkg.__spec__ = spec
     sys.modules["overcomplete"] = pkg
     return importlib.import_module("overcomplete.sae")
+
+
+def train_and_report(args, make_sae, criterion, arch: str, note: str) -> None:
+    """Shared body of the overcomplete runners: train one epoch with ``train_sae``, evaluate, write JSON.
+
+    ``make_sae(d_in)`` builds the library's SAE (seeded here); ``criterion`` is the loss given to train_sae.
+    """
+    import torch
+
+    from _common import active_from_dense, dist_version, heldout_metrics, load_data, make_batches, timer, write_result
+
+    train_sae = import_overcomplete_sae().train_sae
+    train, heldout = load_data(args)
+    batches = make_batches(train, args.batch, 1)
+    n_train = len(batches) * args.batch * args.epochs
+    lr = args.lr if args.lr is not None else 5e-4
+    torch.manual_seed(args.seed)
+    sae = make_sae(train.shape[1])
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
+    with timer() as t:
+        train_sae(sae, batches, criterion, optimizer, scheduler=None, nb_epochs=args.epochs,
+                  clip_grad=1.0, monitoring=0, device="cpu")
+    sae.eval()
+
+    def recon_and_active(x: torch.Tensor):
+        _, z = sae.encode(x)
+        return sae.decode(z), active_from_dense(z)
+
+    metrics = heldout_metrics(heldout, recon_and_active, args.d_sae, args.eval_chunk)
+    write_result(args, {"library": "overcomplete", "version": dist_version("overcomplete"), "arch": arch,
+                        "tokens_per_s": n_train / t["seconds"], "train_seconds": t["seconds"], "n_train": n_train,
+                        "lr": lr, "optimizer": note, **metrics})

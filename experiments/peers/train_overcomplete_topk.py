@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import sys
 
-import torch
+from _common import parse_args
+from _overcomplete import import_overcomplete_sae, train_and_report
 
-from _overcomplete import import_overcomplete_sae
-from _common import active_from_dense, dist_version, heldout_metrics, load_data, make_batches, parse_args, timer, write_result
+
+def mse(x, x_hat, pre_codes, codes, dictionary):
+    return (x - x_hat).square().mean()
 
 
 def main() -> None:
@@ -31,46 +33,11 @@ def main() -> None:
         del sys.argv[i : i + 2]
     args = parse_args(__doc__.splitlines()[0], "overcomplete README's 5e-4 (Adam)")
     oc_sae = import_overcomplete_sae()
-    TopKSAE, train_sae = oc_sae.TopKSAE, oc_sae.train_sae
     from overcomplete.sae.losses import top_k_auxiliary_loss
 
-    def mse(x, x_hat, pre_codes, codes, dictionary):
-        return (x - x_hat).square().mean()
-
     criterion = {"mse": mse, "auxk": top_k_auxiliary_loss}[criterion_name]
-
-    train, heldout = load_data(args)
-    d_in = train.shape[1]
-    batches = make_batches(train, args.batch, 1)
-    n_train = len(batches) * args.batch * args.epochs
-    lr = args.lr if args.lr is not None else 5e-4
-
-    torch.manual_seed(args.seed)
-    sae = TopKSAE(d_in, nb_concepts=args.d_sae, top_k=args.k, device="cpu")
-    optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
-
-    with timer() as t:
-        train_sae(sae, batches, criterion, optimizer, scheduler=None, nb_epochs=args.epochs,
-                  clip_grad=1.0, monitoring=0, device="cpu")
-
-    sae.eval()
-
-    def recon_and_active(x: torch.Tensor):
-        _, z = sae.encode(x)
-        return sae.decode(z), active_from_dense(z)
-
-    metrics = heldout_metrics(heldout, recon_and_active, args.d_sae, args.eval_chunk)
-    write_result(args, {
-        "library": "overcomplete",
-        "version": dist_version("overcomplete"),
-        "arch": "topk",
-        "tokens_per_s": n_train / t["seconds"],
-        "train_seconds": t["seconds"],
-        "n_train": n_train,
-        "lr": lr,
-        "optimizer": f"Adam, clip_grad 1.0, criterion={criterion_name} [train_sae]",
-        **metrics,
-    })
+    train_and_report(args, lambda d_in: oc_sae.TopKSAE(d_in, nb_concepts=args.d_sae, top_k=args.k, device="cpu"),
+                     criterion, "topk", f"Adam, clip_grad 1.0, criterion={criterion_name} [train_sae]")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ failure raises ``FeatureDBError`` naming the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from sae_lab.fileio import sha256_file
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -78,7 +79,7 @@ def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tu
         os.fsync(f.fileno())
     sidecar = path.with_name(path.name + ".sha256")
     sidecar_tmp = sidecar.with_name(sidecar.name + ".tmp")
-    sidecar_tmp.write_text(_sha256(tmp) + "\n")
+    sidecar_tmp.write_text(sha256_file(tmp) + "\n")
     os.replace(sidecar_tmp, sidecar)
     os.replace(tmp, path)
     return path
@@ -97,14 +98,6 @@ def _insert(con: sqlite3.Connection, table: str, rows: Iterable[tuple]) -> int:
     width = len(con.execute(f"SELECT * FROM {table} LIMIT 0").description)
     con.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * width)})", counted())
     return n
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---- checks --------------------------------------------------------------------------------------------
@@ -146,7 +139,7 @@ def check_database(path: Path, con: sqlite3.Connection, verify: str) -> dict:
                                  f"says {n}; {how}")
     if verify == "full":
         sidecar = path.with_name(path.name + ".sha256")
-        if not sidecar.is_file() or sidecar.read_text().strip() != _sha256(path):
+        if not sidecar.is_file() or sidecar.read_text().strip() != sha256_file(path):
             raise FeatureDBError(f"feature database '{path}' does not match its recorded SHA-256 ({sidecar}); {how}")
     return meta
 
