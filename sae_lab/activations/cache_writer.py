@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -121,17 +122,26 @@ def _write_own_shards(root: Path, cfg: CacheConfig, gen: ActivationGenerator, st
     total = count_contexts(cfg.data, gen.model.tokenizer)
     bar = tqdm(total=None if total is None else total * cfg.data.context_length // world_size, unit="tok",
                unit_scale=True, desc=f"caching {','.join(gen.hooks)}", disable=not show, dynamic_ncols=True)
-    for index, chunk in enumerate(_chunks(iter_contexts(cfg.data, gen.model.tokenizer), cfg.shard_contexts)):
-        if index % world_size != rank:
-            continue
-        if index not in done:
-            _write_one_shard(root, cfg, gen, stats, index, np.stack(chunk))
-        bar.update(len(chunk) * cfg.data.context_length)
+    # One shard is written (np.save, SHA-256, fsync: all release the GIL) while the next one's forward runs.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+        pending = None
+        for index, chunk in enumerate(_chunks(iter_contexts(cfg.data, gen.model.tokenizer), cfg.shard_contexts)):
+            if index % world_size != rank:
+                continue
+            if index not in done:
+                arrays, info = _compute_shard(cfg, gen, stats, index, np.stack(chunk))
+                if pending is not None:
+                    pending.result()  # re-raises a write error (e.g. disk full) before going on
+                pending = writer.submit(fmt.write_shard, root, index, arrays, info)
+            bar.update(len(chunk) * cfg.data.context_length)
+        if pending is not None:
+            pending.result()
     bar.close()
 
 
-def _write_one_shard(root: Path, cfg: CacheConfig, gen: ActivationGenerator, stats: dict[str, HookStats],
-                     index: int, tokens: np.ndarray) -> None:
+def _compute_shard(cfg: CacheConfig, gen: ActivationGenerator, stats: dict[str, HookStats],
+                   index: int, tokens: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and shard.json fields of one shard (forward passes, masks, storage dtype)."""
     special = gen.special_mask(tokens)
     arrays: dict[str, np.ndarray] = {"tokens": tokens}
     info = {"index": index, "first_context": index * cfg.shard_contexts, "n_contexts": int(len(tokens)),
@@ -148,4 +158,4 @@ def _write_one_shard(root: Path, cfg: CacheConfig, gen: ActivationGenerator, sta
         arrays[f"{slug}.keep"] = keep
         info["n_keep"][h] = int(keep.sum())
         info["n_outliers"][h] = int((~special).sum() - keep.sum())
-    fmt.write_shard(root, index, arrays, info)
+    return arrays, info
