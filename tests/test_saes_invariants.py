@@ -147,6 +147,20 @@ def test_sparse_ops_match_dense_autograd_gradcheck():
     assert torch.autograd.gradcheck(lambda v, W: sparse_decode(v, W, topk_code), (vals, W_dec))
 
 
+def test_row_dot_kernels_agree_with_a_direct_computation():
+    """The CPU sampled_addmm kernel and the gather fallback (bf16, CUDA) give <row_data[row], table[col]>,
+    with empty rows, repeated (row, col) entries and uniform TopK rows."""
+    torch.manual_seed(0)
+    g, table = torch.randn(6, 5), torch.randn(9, 5)
+    codes = [SparseCode.from_rows_cols(torch.tensor([0, 0, 0, 2, 5, 5]), torch.tensor([4, 4, 1, 8, 0, 3]), 6, 9),
+             SparseCode.from_topk(torch.randint(0, 9, (6, 3)), 9)]
+    for code in codes:
+        expect = (g[code.rows] * table[code.cols]).sum(1)
+        assert torch.allclose(code._row_dot_sddmm(g, table), expect, atol=1e-6)
+        assert torch.allclose(code._row_dot_gather(g, table), expect, atol=1e-6)
+        assert torch.allclose(code.row_dot(g.bfloat16(), table.bfloat16()).float(), expect, atol=0.1)
+
+
 def test_topk_sparse_step_matches_dense_reference():
     sae, x = make("topk", aux_coef=0.0), data()
     with torch.no_grad():
@@ -239,3 +253,14 @@ def test_geometric_median_minimises_distance_sum():
     for _ in range(20):
         assert cost(gm) <= cost(gm + 0.05 * torch.randn(3)) + 1e-4
     assert gm.norm() < 2.0 < pts.mean(0).norm()
+
+
+def test_blocked_row_max_equals_max():
+    from sae_lab.saes.matching_pursuit import row_max
+
+    torch.manual_seed(0)
+    for width in (256, 4608, 200):  # blocked (multiples of 128) and the plain fallback
+        c = torch.randn(37, width)
+        c[3, 5] = c[3, 130] = c[3].max() + 1  # a tie across blocks: the first index wins, as for Tensor.max
+        v, i = row_max(c)
+        assert torch.equal(v, c.max(-1).values) and torch.equal(i, c.argmax(-1)) and i[3] == 5

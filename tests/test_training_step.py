@@ -75,3 +75,32 @@ def test_seed_fixes_the_initial_weights():
     a, b = build_saes([sae_cfg()], seed=0)[0], build_saes([sae_cfg()], seed=0)[0]
     c = build_saes([sae_cfg()], seed=1)[0]
     assert torch.equal(a.W_enc, b.W_enc) and not torch.equal(a.W_enc, c.W_enc)
+
+
+@pytest.mark.parametrize("arch", architectures())
+def test_bfloat16_compute_trains_every_architecture(tmp_path, arch):
+    """train.dtype=bfloat16 (autocast) trains every architecture about as well as float32; parameters stay
+    float32."""
+    fvu = {}
+    for dtype in ("float32", "bfloat16"):
+        result = train_sweep([sae_cfg(arch)], planted_source(), train_cfg(dtype=dtype), tmp_path / dtype)
+        (sae,) = result.saes.values()
+        assert result.status == "done" and all(p.dtype == torch.float32 for p in sae.parameters())
+        fvu[dtype] = result.results[sae.cfg.name].metrics["fvu"]
+    assert fvu["bfloat16"] == pytest.approx(fvu["float32"], rel=0.05, abs=0.01)
+
+
+def test_matching_pursuit_selection_ignores_autocast():
+    """Greedy selection runs in float32 even under bf16 autocast: the same atoms and coefficients."""
+    from sae_lab.saes.matching_pursuit import pursuit
+
+    sae, x = build_sae(sae_cfg("matching_pursuit", d_sae=512)), planted_data_batch()
+    r0 = x - sae.b_dec.detach()
+    J, A, _ = pursuit(r0, sae.W_dec.detach(), 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        Jb, Ab, _ = pursuit(r0, sae.W_dec.detach(), 4)
+    assert torch.equal(J, Jb) and Ab.dtype == torch.float32 and torch.allclose(A, Ab)
+
+
+def planted_data_batch() -> torch.Tensor:
+    return next(planted_source().iter_batches(BATCH))

@@ -67,6 +67,12 @@ class BaseSAE(nn.Module):
         """(x - b_dec) @ W_enc + b_enc."""
         return torch.nn.functional.linear(x - self.b_dec, self.W_enc.t(), self.b_enc)
 
+    def pre_acts_by_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-activations of a ``[B, d_in]`` batch as a transposed view of a contiguous ``[d_sae, B]``
+        matrix (same values as ``pre_acts``): each latent's column is contiguous, which makes per-latent
+        selections over the batch (Feature Choice) several times faster than on the token-major layout."""
+        return torch.addmm(self.b_enc.unsqueeze(1), self.W_enc.t(), (x - self.b_dec).t()).t()
+
     def check_batch_size(self, batch_size: int) -> None:
         """Raise ConfigError if training batches of this size cannot meet the SAE's rules."""
         self.cfg.check_batch_size(batch_size)

@@ -51,24 +51,28 @@ def allocate_capacities(weights: torch.Tensor, total: int, lo: int, hi: int, ord
 
 def feature_choice_select(pre: torch.Tensor, caps: torch.Tensor) -> tuple[SparseCode, torch.Tensor, torch.Tensor]:
     """Each column i keeps its ``caps[i]`` largest positive entries. Returns the row-sorted code, the values,
-    and per column the caps[i]-th largest ReLU value (0 if it has fewer positives; nan if caps[i] = 0)."""
+    and per column the caps[i]-th largest ReLU value (0 if it has fewer positives; nan if caps[i] = 0).
+
+    Works on latent-major rows: pass ``pre`` as the transposed view of a contiguous ``[F, B]`` matrix (see
+    ``BaseSAE.pre_acts_by_latent``) to avoid a copy; a token-major ``[B, F]`` tensor is transposed once."""
     B, F = pre.shape
+    by_latent = pre.t().contiguous()  # a no-op for a transposed view of a latent-major matrix
     kth = torch.full((F,), float("nan"), device=pre.device, dtype=pre.dtype)
     groups = torch.ceil(torch.log2(caps.clamp_min(1).double())).long()
     rows_l, cols_l, vals_l = [], [], []
     for g in torch.unique(groups[caps > 0]).tolist():
         cols = ((groups == g) & (caps > 0)).nonzero().squeeze(1)
-        sub = pre if cols.numel() == F else pre[:, cols]
+        sub = by_latent if cols.numel() == F else by_latent.index_select(0, cols)
         m = caps[cols]
-        v, r = sub.topk(int(m.max()), dim=0)  # [m_max, n_cols], sorted descending
-        v = v.relu()
-        kth[cols] = v.gather(0, (m - 1).unsqueeze(0)).squeeze(0)
-        keep = (torch.arange(v.shape[0], device=pre.device).unsqueeze(1) < m) & (v > 0)
+        v, r = sub.topk(int(m.max()), dim=1)  # [n_cols, m_max], sorted descending
+        v = v.relu_()
+        kth[cols] = v.gather(1, (m - 1).unsqueeze(1)).squeeze(1)
+        keep = (torch.arange(v.shape[1], device=pre.device) < m.unsqueeze(1)) & (v > 0)
         rows_l.append(r[keep])
-        cols_l.append(cols.unsqueeze(0).expand_as(r)[keep])
+        cols_l.append(cols.unsqueeze(1).expand_as(r)[keep])
         vals_l.append(v[keep])
     rows, cols, vals = torch.cat(rows_l), torch.cat(cols_l), torch.cat(vals_l)
-    order = _stable_argsort(rows * F + cols, B * F)
+    order = _stable_argsort(rows * F + cols)
     return SparseCode.from_rows_cols(rows[order], cols[order], B, F), vals[order], kth
 
 
@@ -101,7 +105,7 @@ class FeatureChoiceSAE(BaseSAE):
 
     def training_forward(self, x: torch.Tensor) -> TrainOutput:
         with torch.no_grad():
-            pre = self.pre_acts(x)
+            pre = self.pre_acts_by_latent(x).relu_()  # only positive entries can be chosen: ReLU once, in place
             caps = self.capacities(x.shape[0])
             code, vals, kth = feature_choice_select(pre, caps)
             self._update_running(pre, kth)
@@ -109,8 +113,9 @@ class FeatureChoiceSAE(BaseSAE):
 
     @torch.no_grad()
     def _update_running(self, pre: torch.Tensor, kth: torch.Tensor) -> None:
+        """Threshold and demand EMAs from the ReLU'd latent-major ``pre`` and the batch's m_i-th values ``kth``."""
         m = self.cfg.threshold_momentum
-        demand = pre.relu().mean(0).to(self.demand_ema.dtype)
+        demand = pre.t().mean(1).to(self.demand_ema.dtype)  # pre is ReLU'd and latent-major: contiguous rows
         has = ~torch.isnan(kth)
         kth = torch.where(has, kth.to(self.threshold.dtype), self.threshold)
         if bool(self.threshold_started):

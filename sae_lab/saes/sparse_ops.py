@@ -3,24 +3,35 @@
 A code is a list of (row, col, value) entries sorted by row (CSR order). Duplicated (row, col) pairs are
 allowed (matching pursuit may pick an atom twice); they add up. Both gradients that would otherwise cost a
 dense ``[B, d_sae] x [B, d_in]`` matmul (grad W_enc and grad W_dec) are computed with ``embedding_bag`` over
-the entries sorted by column, which sums only the nnz selected rows.
+the entries sorted by column, which sums only the nnz selected rows. The gradient of the code values,
+<grad x_hat[row], W_dec[col]> per entry, is a sampled dense-dense product: PyTorch's CSR ``sampled_addmm``
+kernel on CPU, gathered rows elsewhere.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 
-_CHUNK_ENTRIES = 4096  # rows gathered at once in row_dot (one reused buffer)
+_CHUNK_ENTRIES = 4096  # rows gathered at once by the fallback row_dot (one reused buffer)
+_SDDMM_DTYPES = (torch.float32, torch.float64)  # dtypes of torch.sparse.sampled_addmm on CPU
 
 
-def _stable_argsort(keys: torch.Tensor, n_keys: int) -> torch.Tensor:
-    """Stable argsort of small non-negative integers (sorted as floats: int sort is slow on CPU)."""
-    dtype = torch.float32 if n_keys < 2**24 else torch.float64
-    return torch.sort(keys.to(dtype), stable=True).indices
+def csr_matrix(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR matrix for one kernel call, built without invariant checks (the callers' indices are valid
+    by construction) and without PyTorch's "sparse CSR support is in beta" warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
+
+
+def _stable_argsort(keys: torch.Tensor) -> torch.Tensor:
+    """Stable argsort of integer keys (int64 keys take torch's radix sort: ~4x faster on CPU than float keys)."""
+    return torch.sort(keys.long(), stable=True).indices
 
 
 @dataclass
@@ -58,7 +69,7 @@ class SparseCode:
     def by_col(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(permutation sorting the entries by column, per-column offsets into that order)."""
         if self._by_col is None:
-            perm = _stable_argsort(self.cols, self.n_cols)
+            perm = _stable_argsort(self.cols)
             counts = torch.bincount(self.cols, minlength=self.n_cols)
             self._by_col = (perm, torch.cumsum(counts, 0) - counts)
         return self._by_col
@@ -73,7 +84,20 @@ class SparseCode:
         return F.embedding_bag(self.cols, table, self.row_offsets, mode="sum", per_sample_weights=weights)
 
     def row_dot(self, row_data: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """``[nnz]``: <row_data[row], table[col]> for every entry."""
+        """``[nnz]``: <row_data[row], table[col]> for every entry (a sampled dense-dense product)."""
+        if row_data.device.type == "cpu" and row_data.dtype in _SDDMM_DTYPES and table.dtype == row_data.dtype:
+            return self._row_dot_sddmm(row_data, table)
+        return self._row_dot_gather(row_data, table)
+
+    def _row_dot_sddmm(self, row_data: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """PyTorch's CSR ``sampled_addmm`` kernel: 3-8x faster on CPU than gathering rows (no [nnz, d] copies)."""
+        crow = torch.cat([self.row_offsets, self.row_offsets.new_tensor([self.nnz])])
+        values = row_data.new_zeros(self.nnz)  # zeros, not empty: beta=0 still reads them (0 * nan = nan)
+        pattern = csr_matrix(crow, self.cols, values, (self.n_rows, self.n_cols))
+        return torch.sparse.sampled_addmm(pattern, row_data, table.t(), beta=0.0).values()
+
+    def _row_dot_gather(self, row_data: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Fallback for devices/dtypes without a sampled_addmm kernel: gathered rows, chunked."""
         out = row_data.new_empty(self.nnz)
         step = _CHUNK_ENTRIES if self.per_row is None else max(1, _CHUNK_ENTRIES // self.per_row) * self.per_row
         buf = table.new_empty(min(step, self.nnz), table.shape[1])  # reused: no fresh pages per chunk
