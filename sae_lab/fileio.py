@@ -17,8 +17,11 @@ def sha256_file(path: Path) -> str:
 
 
 def fsync_dir(path: Path) -> None:
-    """Flush a directory entry (after a rename) to disk."""
-    fd = os.open(path, os.O_RDONLY)
+    """Flush a directory entry (after a rename) to disk (a no-op where directories cannot be opened: Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
     finally:

@@ -220,3 +220,68 @@ def test_saved_choice_sae_is_saelens_jumprelu(tmp_path):
     x = data(seed=4)
     pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
     assert torch.allclose(pre.relu() * (pre > w["threshold"]), sae.encode(x), atol=1e-5)
+
+
+def saelens_mp_reference(x, W_dec, b_dec, threshold, max_iterations, stop_on_duplicate_support):
+    """SAELens 6's matching-pursuit encode, step by step: relu-argmax, scatter-add, then the stopping rules."""
+    r = x - b_dec
+    acts = torch.zeros(x.shape[0], W_dec.shape[0])
+    prev, done = torch.zeros_like(acts, dtype=torch.bool), torch.zeros(x.shape[0], dtype=torch.bool)
+    for _ in range(max_iterations):
+        idx = (r @ W_dec.T).relu().max(dim=1, keepdim=True).indices
+        sel = W_dec[idx.squeeze(1)]
+        val = (r * sel).sum(-1, keepdim=True).relu() * (~done).unsqueeze(1)
+        acts.scatter_add_(1, idx, val)
+        r = r - val * sel
+        support = acts != 0
+        if stop_on_duplicate_support:
+            done |= (support == prev).all(1)
+            prev = support
+        if threshold > 0:
+            done |= r.norm(dim=-1) < threshold
+        if done.all():
+            break
+    return acts
+
+
+@pytest.mark.parametrize("threshold, iters, dup", [(0.0, 6, False), (1.5, 40, False), (0.0, 40, True), (1.0, None, True)])
+def test_loads_foreign_saelens_matching_pursuit(threshold, iters, dup, tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(2)
+    W_dec = torch.nn.functional.normalize(torch.randn(D_SAE, D_IN, generator=g), dim=1)
+    b_dec = torch.randn(D_IN, generator=g)
+    save_file({"W_dec": W_dec, "b_dec": b_dec, "b_enc": torch.zeros(D_SAE)}, str(tmp_path / "sae_weights.safetensors"))
+    cfg = {"architecture": "matching_pursuit", "d_in": D_IN, "d_sae": D_SAE, "apply_b_dec_to_input": True,
+           "residual_threshold": threshold, "max_iterations": iters, "stop_on_duplicate_support": dup,
+           "metadata": {"hook_name": "blocks.1.hook_resid_post"}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    sae = BaseSAE.load(tmp_path)
+    x = data(seed=9) * 2
+    expect = saelens_mp_reference(x, W_dec, b_dec, threshold, iters or D_IN, dup)
+    got = sae.encode(x)
+    assert torch.allclose(got, expect, atol=1e-4)
+    assert (expect != 0).sum(1).float().std() > 0 or not (dup or threshold)  # the adaptive rules did act
+
+
+@pytest.mark.parametrize("options, mapped", [({}, True), ({"mp_stop": "absolute", "mp_threshold": 0.5}, True),
+                                             ({"mp_stop_on_repeat": True, "mp_k_max": 20}, True),
+                                             ({"mp_nonneg": False}, False),
+                                             ({"mp_stop": "relative", "mp_threshold": 0.3}, False)])
+def test_saved_matching_pursuit_maps_to_saelens_only_when_exact(options, mapped, tmp_path):
+    import json
+
+    sae = make("matching_pursuit", **options)
+    sae.save(tmp_path / "mp", fold_scale=2.0)
+    cfg = json.loads((tmp_path / "mp" / "cfg.json").read_text())
+    assert cfg["architecture"] == ("matching_pursuit" if mapped else "sae_lab_matching_pursuit")
+    if mapped:  # SAELens's own rule, on the file alone, reproduces our folded SAE's codes
+        from safetensors.torch import load_file
+
+        w = load_file(str(tmp_path / "mp" / "sae_weights.safetensors"))
+        x = data(seed=3)
+        expect = saelens_mp_reference(x, w["W_dec"], w["b_dec"], cfg["residual_threshold"], cfg["max_iterations"],
+                                      cfg["stop_on_duplicate_support"])
+        assert torch.allclose(BaseSAE.load(tmp_path / "mp").encode(x), expect, atol=1e-4)

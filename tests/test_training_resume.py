@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from _train_helpers import BATCH, architectures, planted_source, sae_cfg, train_cfg
 from sae_lab.training import train_sweep
@@ -56,6 +61,49 @@ def test_resume_after_kill_is_exact(tmp_path, arch):
     # the metrics log of the resumed run is the uninterrupted one: no duplicated or missing lines
     assert comparable_metrics(tmp_path / "A") == comparable_metrics(tmp_path / "B")
     assert json.loads((tmp_path / "B" / "run.json").read_text())["tokens_seen"] == 20 * BATCH
+
+
+TRAINER = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    from _train_helpers import planted_source, sae_cfg, train_cfg
+    from sae_lab.training import train_sweep
+    kill_tokens, kill_in_checkpoint = {kill_tokens}, {kill_in_checkpoint}
+    if kill_in_checkpoint:  # die with the checkpoint's temp file written but not yet renamed into place
+        real_replace = os.replace
+        def dying_replace(src, dst):
+            if str(dst).endswith("ckpt_%014d.pt" % kill_tokens):
+                os.kill(os.getpid(), 9)
+            return real_replace(src, dst)
+        os.replace = dying_replace
+    def die(info):
+        if info.tokens == kill_tokens and not kill_in_checkpoint:
+            os.kill(os.getpid(), 9)
+    cfgs = [sae_cfg("topk", name="a"), sae_cfg("matching_pursuit", name="b")]
+    train_sweep(cfgs, planted_source(), train_cfg(), {run!r}, callbacks=[die])
+""")
+
+
+@pytest.mark.parametrize("kill_tokens, in_checkpoint", [(12 * BATCH, False), (10 * BATCH, True)])
+def test_kill_9_of_a_training_process_then_resume_is_exact(tmp_path, kill_tokens, in_checkpoint):
+    """A real SIGKILL (between checkpoints, or inside a checkpoint write); rerunning gives the uninterrupted run."""
+    def run(where, kill):
+        script = TRAINER.format(tests=str(Path(__file__).parent), kill_tokens=kill, kill_in_checkpoint=in_checkpoint,
+                                run=str(where))
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+
+    assert run(tmp_path / "A", -1).returncode == 0
+    killed = run(tmp_path / "B", kill_tokens)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "B" / "saes").exists()
+    resumed = run(tmp_path / "B", -1)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in ("a", "b"):
+        straight, again = (load_file(str(tmp_path / r / "saes" / name / "sae_weights.safetensors")) for r in "AB")
+        assert straight.keys() == again.keys()
+        assert all(torch.allclose(straight[k], again[k], atol=1e-6, rtol=1e-5) for k in straight)
+    assert comparable_metrics(tmp_path / "A") == comparable_metrics(tmp_path / "B")
+    assert not list((tmp_path / "B" / "checkpoints").glob("*.tmp"))
 
 
 def test_stop_after_tokens_then_resume_is_exact(tmp_path):

@@ -39,6 +39,9 @@ class SAEConfig(StrictModel):
     mp_stop: Literal["fixed", "relative", "absolute"] = Field("fixed", description="inference stopping rule")
     mp_threshold: float = Field(0.0, ge=0, description="stop when ||r|| < threshold (* ||x - b_dec|| if relative)")
     mp_k_max: int | None = Field(None, gt=0, description="inference step cap (default k)")
+    mp_stop_on_repeat: bool = Field(False, description="inference: stop a token after a step that leaves its support "
+                                    "unchanged (an atom picked again, or a zero coefficient); SAELens's "
+                                    "stop_on_duplicate_support")
     # standard ReLU SAE
     l1_coef: float = Field(5.0, ge=0, description="'standard': L1 weight on z_i * ||d_i||")
 

@@ -24,7 +24,8 @@ batched [k,k]@[k,d] product plus a sparse column sum of ga_s r_0, so no residual
 [B, F] correlation matrix is stored for the backward.
 
 Inference: ``mp_stop='fixed'`` runs k steps; 'relative'/'absolute' stop a token once ||r|| < mp_threshold
-(· ||x - b_dec|| if relative) or after mp_k_max steps.
+(· ||x - b_dec|| if relative) or after mp_k_max steps. ``mp_stop_on_repeat`` also stops a token after a step
+that leaves its support unchanged (SAELens's stop_on_duplicate_support; the cap is then mp_k_max or k).
 
 There is no separate encoder: the first correlations are (x - b_dec) W_decᵀ, so ``W_enc`` is exposed as the
 read-only view W_decᵀ and ``b_enc`` as zeros (not parameters, not saved).
@@ -95,20 +96,21 @@ def row_max(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def pursuit(r0: torch.Tensor, W: torch.Tensor, n_steps: int, nonneg: bool = True, update: str = "gram",
-            stop_norm: torch.Tensor | None = None,
+            stop_norm: torch.Tensor | None = None, stop_on_repeat: bool = False,
             workspace: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Greedy steps from residual ``r0 [B, d]`` over unit-norm atoms ``W [F, d]``, in W's dtype (autocast is
     off: greedy selection needs full precision). ``workspace`` ([F, F], optional) receives the Gram matrix.
 
-    Returns (J long[B, n], A [B, n], final ||r||² [B]). Tokens with ||r|| < stop_norm get a = 0 from then on
-    (and the steps end early once every token has stopped).
+    Returns (J long[B, n], A [B, n], final ||r||² [B]). A token stops (a = 0 from then on) once ||r|| <= stop_norm,
+    or, with ``stop_on_repeat``, after a step that left its support unchanged; the steps end early once every
+    token has stopped.
     """
     with torch.autocast(r0.device.type, enabled=False):
-        return _pursuit(r0.to(W.dtype), W, n_steps, nonneg, update, stop_norm, workspace)
+        return _pursuit(r0.to(W.dtype), W, n_steps, nonneg, update, stop_norm, stop_on_repeat, workspace)
 
 
 def _pursuit(r0: torch.Tensor, W: torch.Tensor, n_steps: int, nonneg: bool, update: str,
-             stop_norm: torch.Tensor | None, workspace: torch.Tensor | None):
+             stop_norm: torch.Tensor | None, stop_on_repeat: bool, workspace: torch.Tensor | None):
     B = r0.shape[0]
     J = torch.zeros(B, n_steps, dtype=torch.long, device=r0.device)
     A = r0.new_zeros(B, n_steps)
@@ -117,12 +119,38 @@ def _pursuit(r0: torch.Tensor, W: torch.Tensor, n_steps: int, nonneg: bool, upda
     used = 0
     for i in range(0, B, CHUNK):
         sl = slice(i, min(i + CHUNK, B))
-        stop = None if stop_norm is None else stop_norm[sl]
-        used = max(used, _pursue(r0[sl], W, J[sl], A[sl], rn2[sl], nonneg, gram, stop))
+        stops = _Stops(None if stop_norm is None else stop_norm[sl], stop_on_repeat)
+        used = max(used, _pursue(r0[sl], W, J[sl], A[sl], rn2[sl], nonneg, gram, stops))
     return J[:, :used], A[:, :used], rn2
 
 
-def _pursue(r0, W, J, A, rn2, nonneg, gram, stop) -> int:
+class _Stops:
+    """Which tokens of a chunk have stopped (adaptive inference); inactive when no rule is set."""
+
+    def __init__(self, stop_norm: torch.Tensor | None, on_repeat: bool):
+        self.stop_norm, self.on_repeat = stop_norm, on_repeat
+        self.active = stop_norm is not None or on_repeat
+        self.done: torch.Tensor | None = None
+
+    def mask(self, a: torch.Tensor, rn2: torch.Tensor) -> torch.Tensor | None:
+        """Zero the coefficients of stopped tokens; None once every token has stopped."""
+        if self.done is None:
+            self.done = torch.zeros_like(rn2, dtype=torch.bool)
+        if self.stop_norm is not None:
+            self.done |= rn2 <= self.stop_norm * self.stop_norm
+        if bool(self.done.all()):
+            return None
+        return a.masked_fill(self.done, 0)
+
+    def after_step(self, J: torch.Tensor, A: torch.Tensor, s: int) -> None:
+        """The step is applied; a token whose support it left unchanged stops (SAELens's rule)."""
+        if self.on_repeat:
+            j, a = J[:, s], A[:, s]
+            seen = ((J[:, :s] == j.unsqueeze(1)) & (A[:, :s] != 0)).any(1)
+            self.done |= (a == 0) | seen
+
+
+def _pursue(r0, W, J, A, rn2, nonneg, gram, stops: _Stops) -> int:
     """k steps for one chunk of tokens, writing J, A, rn2 in place; returns the number of steps taken."""
     c = r0 @ W.t()
     r = r0.clone() if gram is None else None
@@ -134,12 +162,12 @@ def _pursue(r0, W, J, A, rn2, nonneg, gram, stop) -> int:
         else:
             j = row_max(c.abs())[1]
             a = c.gather(1, j.unsqueeze(1)).squeeze(1)
-        if stop is not None:
-            active = rn2 > stop * stop
-            if not bool(active.any()):
+        if stops.active:
+            a = stops.mask(a, rn2)
+            if a is None:
                 return s
-            a = a * active
         J[:, s], A[:, s] = j, a
+        stops.after_step(J, A, s)
         rn2.sub_(a * a)
         if s == n_steps - 1:
             break
@@ -227,11 +255,15 @@ class MatchingPursuitSAE(BaseSAE):
         cfg = self.cfg
         lead, xf = x.shape[:-1], x.reshape(-1, x.shape[-1])
         r0 = xf.to(self.W_dec.dtype) - self.b_dec
-        stop, n = None, cfg.k
-        if cfg.mp_stop != "fixed":
-            n = cfg.mp_k_max or cfg.k
-            stop = r0.norm(dim=-1) * cfg.mp_threshold if cfg.mp_stop == "relative" else torch.full_like(r0[:, 0], cfg.mp_threshold)
-        J, A, _ = pursuit(r0.detach(), self.W_dec.detach(), n, cfg.mp_nonneg, cfg.mp_update, stop)
+        adaptive = cfg.mp_stop != "fixed" or cfg.mp_stop_on_repeat
+        n = (cfg.mp_k_max or cfg.k) if adaptive else cfg.k
+        stop = None
+        if cfg.mp_stop == "relative":
+            stop = r0.norm(dim=-1) * cfg.mp_threshold
+        elif cfg.mp_stop == "absolute":
+            stop = torch.full_like(r0[:, 0], cfg.mp_threshold)
+        J, A, _ = pursuit(r0.detach(), self.W_dec.detach(), n, cfg.mp_nonneg, cfg.mp_update, stop,
+                          cfg.mp_stop_on_repeat)
         z = SparseCode.from_topk(J, cfg.d_sae).to_dense(A.reshape(-1))
         return z.reshape(*lead, cfg.d_sae)
 

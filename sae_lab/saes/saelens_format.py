@@ -3,8 +3,9 @@
 A saved directory holds
 - ``cfg.json`` and ``sae_weights.safetensors`` in SAELens layout wherever SAELens has an equivalent
   architecture (topk -> 'topk', mutual/feature choice -> 'jumprelu' with a threshold vector, standard ->
-  'standard'); matching pursuit has none: its cfg.json says architecture 'matching_pursuit', which SAELens
-  does not know, and the weights file holds only W_dec and b_dec;
+  'standard', non-negative matching pursuit with fixed/absolute stopping -> 'matching_pursuit', whose weights
+  file holds only W_dec and b_dec); other MP variants get the architecture 'sae_lab_matching_pursuit', which
+  SAELens refuses rather than running a different rule;
 - ``sae_lab_state.safetensors``: our extra buffers (dead counters, density EMAs, ...);
 - ``sae_lab.json``: our full config, the class, the fold scale.
 Only JSON and safetensors are ever read (never pickle). See README.md in this folder for the mapping.
@@ -24,7 +25,10 @@ from sae_lab.configbase import ConfigError
 from sae_lab.saes.config import SAEConfig
 from sae_lab.saes.registry import get_sae_class
 
-SAELENS_ARCH = {"topk": "topk", "mutual_choice": "jumprelu", "feature_choice": "jumprelu", "standard": "standard"}
+SAELENS_ARCH = {"topk": "topk", "mutual_choice": "jumprelu", "feature_choice": "jumprelu", "standard": "standard",
+                "matching_pursuit": "matching_pursuit"}
+# written to cfg.json for an MP-SAE that SAELens's matching_pursuit would run differently, so that SAELens refuses it
+UNMAPPED_MP = "sae_lab_matching_pursuit"
 SAELENS_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
 FORMAT = "sae-lab/1"
 
@@ -37,20 +41,36 @@ def save_sae(sae, directory, fold_scale: float | None = None, metadata: dict | N
         state, cfg = sae.folded_tensors(float(fold_scale))
     else:
         state, cfg = {k: v.detach().clone() for k, v in sae.state_dict().items()}, sae.cfg
-    arch, sl_arch = sae.architecture, SAELENS_ARCH.get(sae.architecture)
+    arch, sl_arch = sae.architecture, saelens_architecture(cfg)
     weights = {k: state.pop(k) for k in SAELENS_KEYS if k in state}
     if sl_arch == "jumprelu":
         weights["threshold"] = weights["threshold"].expand(cfg.d_sae)
     weights = {k: v.float().contiguous().cpu() for k, v in weights.items()}
     save_file(weights, str(d / "sae_weights.safetensors"))
     save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(d / "sae_lab_state.safetensors"))
-    (d / "cfg.json").write_text(json.dumps(saelens_cfg(cfg, sl_arch or arch, metadata or {}), indent=2))
+    (d / "cfg.json").write_text(json.dumps(saelens_cfg(cfg, sl_arch or UNMAPPED_MP, metadata or {}), indent=2))
     ours = {"format": FORMAT, "architecture": arch, "config": cfg.model_dump(mode="json"), "fold_scale": fold_scale,
             "saelens_architecture": sl_arch, "metadata": metadata or {}}
     if sl_arch is None:
-        ours["note"] = f"'{arch}' has no SAELens equivalent: SAELens cannot load this directory; sae-lab can."
+        ours["note"] = (f"SAELens's matching_pursuit is non-negative with fixed or absolute stopping; this one "
+                        f"(mp_nonneg={cfg.mp_nonneg}, mp_stop={cfg.mp_stop}) is not: SAELens cannot load it, sae-lab can.")
     (d / "sae_lab.json").write_text(json.dumps(ours, indent=2))
     return d
+
+
+def saelens_architecture(cfg: SAEConfig) -> str | None:
+    """The SAELens architecture that computes exactly this SAE's inference rule, or None."""
+    if cfg.architecture == "matching_pursuit" and not (cfg.mp_nonneg and cfg.mp_stop in ("fixed", "absolute")):
+        return None
+    return SAELENS_ARCH.get(cfg.architecture)
+
+
+def _saelens_mp_fields(cfg: SAEConfig) -> dict:
+    """SAELens matching_pursuit options for our stopping rule (fixed: exactly k steps)."""
+    absolute = cfg.mp_stop == "absolute"
+    return {"residual_threshold": cfg.mp_threshold if absolute else 0.0,
+            "max_iterations": (cfg.mp_k_max or cfg.k) if absolute or cfg.mp_stop_on_repeat else cfg.k,
+            "stop_on_duplicate_support": cfg.mp_stop_on_repeat}
 
 
 def saelens_cfg(cfg: SAEConfig, architecture: str, meta: dict) -> dict:
@@ -67,6 +87,8 @@ def saelens_cfg(cfg: SAEConfig, architecture: str, meta: dict) -> dict:
     if architecture == "topk":
         out["k"] = cfg.k
         out["activation_fn_kwargs"] = {"k": cfg.k}
+    if cfg.architecture == "matching_pursuit":
+        out.update(_saelens_mp_fields(cfg))
     return out
 
 
@@ -123,8 +145,11 @@ def _load_saelens(d: Path):
         sae.threshold_started.fill_(True)
     elif arch == "standard":
         sae = get_sae_class("standard")(SAEConfig(architecture="standard", **fields))
+    elif arch == "matching_pursuit":
+        return _load_saelens_mp(c, W, fields)
     else:
-        raise ConfigError(f"SAELens architecture '{arch}' is not supported; supported: standard, topk, jumprelu")
+        raise ConfigError(f"SAELens architecture '{arch}' is not supported; "
+                          "supported: standard, topk, jumprelu, matching_pursuit")
     b_enc = W["b_enc"]
     if not c.get("apply_b_dec_to_input", True):  # x W + b = (x - b_dec) W + (b + b_dec W)
         b_enc = b_enc + W["b_dec"] @ W["W_enc"]
@@ -132,4 +157,20 @@ def _load_saelens(d: Path):
         for name, value in (("W_enc", W["W_enc"]), ("W_dec", W["W_dec"]), ("b_dec", W["b_dec"]), ("b_enc", b_enc)):
             getattr(sae, name).copy_(value)
     sae.loaded_from = f"saelens:{arch}"
+    return sae
+
+
+def _load_saelens_mp(c: dict, W: dict, fields: dict):
+    """SAELens's (non-negative, tied) matching_pursuit: its stopping rules map onto ours exactly."""
+    steps = int(c.get("max_iterations") or fields["d_in"])  # SAELens: None means d_in
+    threshold = float(c.get("residual_threshold", 1e-2))  # SAELens: 0 disables the residual rule
+    cfg = SAEConfig(architecture="matching_pursuit", k=min(steps, fields["d_sae"]), mp_nonneg=True,
+                    mp_stop="absolute" if threshold > 0 else "fixed", mp_threshold=threshold, mp_k_max=steps,
+                    mp_stop_on_repeat=bool(c.get("stop_on_duplicate_support", True)), **fields)  # SAELens defaults
+    sae = get_sae_class("matching_pursuit")(cfg)
+    b_dec = W["b_dec"] if c.get("apply_b_dec_to_input", True) else torch.zeros_like(W["b_dec"])
+    with torch.no_grad():
+        sae.W_dec.copy_(W["W_dec"])
+        sae.b_dec.copy_(b_dec)
+    sae.loaded_from = "saelens:matching_pursuit"
     return sae

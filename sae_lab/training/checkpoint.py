@@ -15,6 +15,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from sae_lab.fileio import fsync_dir
+
 FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"^ckpt_(\d{14})\.pt$")
 
@@ -108,21 +110,10 @@ def save_checkpoint(directory: Path, state: dict, keep: int = 2) -> Path:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     for old in list_checkpoints(directory)[keep:]:
         old.unlink(missing_ok=True)
     return final
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported on some platforms (Windows)
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
