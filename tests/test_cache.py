@@ -187,7 +187,7 @@ def test_outlier_exclusion_is_recorded(tmp_path, tiny_model):
     threshold = m["hooks"][HOOKS[0]]["stats"]["outlier_threshold"]
     cache = ActivationCache(root)
     acts, keep = cache.acts(0, HOOKS[0]), np.asarray(cache.keep(0, HOOKS[0]))
-    assert (acts[torch.from_numpy(keep)].norm(dim=-1) <= threshold * 1.001).all()
+    assert (acts[torch.from_numpy(np.array(keep))].norm(dim=-1) <= threshold * 1.001).all()
 
 
 def test_stop_at_layer_and_missing_cache_errors(tmp_path):

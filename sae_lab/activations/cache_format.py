@@ -48,11 +48,18 @@ def to_storage(t: torch.Tensor, dtype: str) -> np.ndarray:
     return t.to(getattr(torch, dtype)).numpy()
 
 
-def from_storage(a: np.ndarray, dtype: str) -> torch.Tensor:
-    """Float32 tensor from stored activations."""
+def from_storage(a: np.ndarray, dtype: str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Float32 tensor from stored activations (written into ``out`` if given). Torch converts: its float16 ->
+    float32 path is vectorised, several times faster than NumPy's."""
+    if not (a.flags.writeable and a.flags.c_contiguous):
+        a = np.array(a)  # torch needs a writable array: memory maps are read-only
     if dtype == "bfloat16":
-        return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16).float()
-    return torch.from_numpy(np.array(a, dtype=np.float32))
+        stored = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    else:
+        stored = torch.from_numpy(a)
+    if out is None:
+        return stored.float()
+    return out.copy_(stored)
 
 
 def write_shard(root: Path, index: int, arrays: dict[str, np.ndarray], info: dict) -> dict:

@@ -134,23 +134,29 @@ class CachedSource:
         parts = [np.stack([np.full(len(p), s), p], 1) for s in shards for p in [self._keep_positions[s]]]
         return np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
 
-    def _load_rows(self, ids: np.ndarray) -> np.ndarray:
-        """Float32 normalised rows for (shard, flat position) ids, in the given order."""
-        out = np.empty((len(ids), self.d_in), dtype=np.float32)
-        for s in np.unique(ids[:, 0]):
-            sel = np.flatnonzero(ids[:, 0] == s)
-            flat = self.cache.raw_acts(int(s), self.hook_name).reshape(-1, self.d_in)
-            out[sel] = fmt.from_storage(flat[ids[sel, 1]], self.cache.storage_dtype).numpy()
-        out *= self.norm_scale
-        return out
+    def _load_rows(self, ids: np.ndarray, out: torch.Tensor) -> None:
+        """Write float32 normalised rows for (shard, flat position) ids into ``out``, in the given order."""
+        if len(ids) == 0:
+            return
+        by_shard = bool(np.all(ids[1:, 0] >= ids[:-1, 0]))  # a window's ids are; a shuffled carry-over is not
+        order = None if by_shard else np.argsort(ids[:, 0], kind="stable")
+        grouped = ids if order is None else ids[order]
+        dest = out if order is None else torch.empty_like(out)
+        bounds = np.flatnonzero(np.diff(grouped[:, 0])) + 1
+        for a, b in zip([0, *bounds], [*bounds, len(grouped)]):
+            flat = self.cache.raw_acts(int(grouped[a, 0]), self.hook_name).reshape(-1, self.d_in)
+            fmt.from_storage(flat[grouped[a:b, 1]], self.cache.storage_dtype, out=dest[a:b])
+        dest.mul_(self.norm_scale)
+        if order is not None:
+            out[torch.from_numpy(order)] = dest
 
     def iter_batches(self, batch_size: int, seed: int = 0, skip_batches: int = 0,
                      device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
         """Endless shuffled batches [batch_size, d_in] (normalised); see ActivationSource."""
         if batch_size > self.n_tokens:
             raise ValueError(f"batch_size {batch_size} exceeds the {self.n_tokens} usable tokens in the cache")
-        carry_ids, carry_rows = np.zeros((0, 2), np.int64), np.zeros((0, self.d_in), np.float32)
-        produced, epoch = 0, 0
+        carry_ids, carry_rows = np.zeros((0, 2), np.int64), torch.zeros(0, self.d_in)
+        produced, epoch, buffer = 0, 0, torch.empty(0, self.d_in)
         while True:
             order = np.random.default_rng([seed, epoch]).permutation(len(self.cache.shards))
             for w, start in enumerate(range(0, len(order), self.shards_per_window)):
@@ -162,13 +168,19 @@ class CachedSource:
                     produced += n_batches
                     carry_ids, carry_rows = ids[perm[n_batches * batch_size:]], None
                     continue
+                if len(buffer) < len(ids):  # reused across windows: fresh pages would cost a page fault each
+                    buffer = torch.empty(len(ids), self.d_in)
+                pool = buffer[:len(ids)]  # carried-over rows first, then the window's; batches are copies
                 if carry_rows is None:
-                    carry_rows = self._load_rows(carry_ids)
-                pool = np.concatenate([carry_rows, self._load_rows(ids[len(carry_ids):])])
+                    self._load_rows(carry_ids, pool[:len(carry_ids)])
+                else:
+                    pool[:len(carry_ids)] = carry_rows
+                self._load_rows(ids[len(carry_ids):], pool[len(carry_ids):])
+                perm_t = torch.from_numpy(perm)
                 for b in range(n_batches):
                     if produced >= skip_batches:
-                        yield torch.from_numpy(pool[perm[b * batch_size:(b + 1) * batch_size]]).to(device)
+                        yield pool.index_select(0, perm_t[b * batch_size:(b + 1) * batch_size]).to(device)
                     produced += 1
-                rest = perm[n_batches * batch_size:]
-                carry_ids, carry_rows = ids[rest], pool[rest]
+                rest = perm_t[n_batches * batch_size:]
+                carry_ids, carry_rows = ids[rest.numpy()], pool.index_select(0, rest)
             epoch += 1
