@@ -60,7 +60,7 @@ def test_cached_activations_equal_a_direct_forward(embedded_cache, embedded_mode
     m = cache.manifest
     assert m["totals"]["tokens"] == 20480 and m["model"]["weights_sha256"] == embedded_model.weights_hash
     assert m["totals"]["excluded_outliers"][HOOK] > 0  # the attention sinks
-    tokens = torch.as_tensor(np.asarray(cache.tokens(2)), dtype=torch.long)
+    tokens = torch.as_tensor(np.array(cache.tokens(2)), dtype=torch.long)
     with torch.no_grad():
         hidden = embedded_model.bridge.original_model(tokens[:4], output_hidden_states=True).hidden_states[16]
     cached = cache.acts(2, HOOK)[:4]

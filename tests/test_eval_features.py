@@ -147,3 +147,41 @@ def test_a_saelens_directory_is_analysed(tiny_model, tmp_path):
         assert db.summary()["hook_name"] == RESID
         f = int((z > 0).sum(0).argmax())
         assert db.top_examples(f, 1)[0]["value"] == pytest.approx(float(z[:, f].max()))
+
+
+@pytest.mark.parametrize("cooc_max_active", [64, 3])
+def test_cooccurrence_and_top_examples_match_brute_force_on_a_ragged_code(cooc_max_active):
+    """Tokens with different numbers of active latents: all pairs when L0 <= cooc_max_active, else the pairs
+    among each token's cooc_max_active largest; per-feature top examples equal a dense topk."""
+    from sae_lab.evaluation.feature_stats import FeatureStats, top_per_column
+
+    g = torch.Generator().manual_seed(0)
+    n, F = 96, 40
+    z = torch.rand(n, F, generator=g) * (torch.rand(n, F, generator=g) < torch.rand(n, 1, generator=g) * 0.3)
+    stats = FeatureStats(F, analyze_cfg(cooc_max_active=cooc_max_active))
+    stats.update(z, torch.ones(n, dtype=torch.bool), torch.zeros(n // 8, 8, dtype=torch.long), 0)
+    vals, idx = z.topk(min(cooc_max_active, F), dim=1)
+    used = torch.zeros_like(z).scatter(1, idx, (vals > 0).float())  # each token's counted latents
+    expect = used.t() @ used
+    expect.fill_diagonal_(0)
+    assert torch.equal(stats.cooccurrence().double(), expect.double())
+    assert (z > 0).sum(1).max() > 3  # the ragged case really exceeds the small cap
+
+    rows, cols = z.nonzero(as_tuple=True)
+    top_val, top_row = top_per_column(rows, cols, z[rows, cols], F, 5)
+    dense_val, dense_row = z.topk(5, dim=0)
+    live = dense_val.t() > 0
+    assert torch.equal(top_val[live], dense_val.t()[live]) and (top_val[~live] == -1).all()
+    assert torch.equal(z[top_row[live], live.nonzero()[:, 0]], top_val[live])
+
+
+@pytest.mark.parametrize("width", [49152, 1000, 512])
+def test_blocked_topk_equals_topk(width):
+    from sae_lab.evaluation.directions import blocked_topk
+
+    x = torch.randn(7, width, generator=torch.Generator().manual_seed(width))
+    x[0, 5] = x[0, width - 3] = 50.0  # equal maxima in different blocks: both are in the top k
+    for largest in (True, False):
+        want_v, want_i = x.topk(10, dim=1, largest=largest)
+        got_v, got_i = blocked_topk(x, 10, largest=largest)
+        assert torch.equal(got_v, want_v) and torch.equal(x.gather(1, got_i), want_v)

@@ -79,7 +79,8 @@ def analyze_targets(targets: list[I.Target], model: LoadedModel, cfg: AnalyzeCon
         I.first_batch(cfg, model.tokenizer)  # raises a clear error: the data yields no complete context
     data = I.data_record(cfg, multiple, thresholds, done, done * T,
                          {n: int(s.t["n_tokens"]) for n, s in stats.items()})
-    paths = {t.name: str(write_db(t, stats[t.name], model, cfg, data)) for t in targets}
+    vocab = R.vocabulary(model.tokenizer, int(model.bridge.W_U.shape[1]))  # decoded once for every database
+    paths = {t.name: str(write_db(t, stats[t.name], model, cfg, data, vocab)) for t in targets}
     ckpt.unlink(missing_ok=True)
     return {"status": "done", "contexts": done, "tokens": done * T, "databases": paths, "resumed_from_contexts": resumed,
             "seconds": round(time.time() - t0, 2)}
@@ -143,7 +144,8 @@ def _resume(path: Path, fp: str, stats: dict[str, FeatureStats]) -> int:
     return int(meta["contexts"])
 
 
-def write_db(t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeConfig, data: dict) -> Path:
+def write_db(t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeConfig, data: dict,
+             vocab: list[str]) -> Path:
     """Directions, logit effects and neighbours from the weights, then every table into t.out_dir/features.sqlite."""
     s = stats.state()
     T = cfg.data.context_length
@@ -155,11 +157,11 @@ def write_db(t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeC
             "k": c.k, "model": model.describe(), "analysis_data": data, "analyze_config": cfg.model_dump(mode="json"),
             "logit_effects": "none (hook is not in the residual stream)" if dirs is None else
             "decoder direction (through W_O for hook_z) x final-norm gamma x W_U; 1/rms dropped",
-            "vocab_size": int(model.bridge.W_U.shape[1])}
+            "vocab_size": len(vocab)}
     tables = {"features": R.feature_rows(s, t.sae.W_dec),
               "examples": [*R.top_example_rows(s, cfg, T), *R.interval_example_rows(s, cfg, T)],
               "intervals": R.interval_rows(s, cfg), "logits": R.logit_rows(effects),
               "neighbours": R.neighbour_rows(nb_ids, nb_cos), "cooccurrence": R.cooccurrence_rows(s, cfg.n_cooccurring),
-              "tokens": R.token_rows(model.tokenizer, meta["vocab_size"])}
+              "tokens": enumerate(vocab)}
     t.out_dir.mkdir(parents=True, exist_ok=True)
     return write_feature_db(t.out_dir / DB_NAME, meta, tables)

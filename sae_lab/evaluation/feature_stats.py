@@ -6,7 +6,8 @@ State (F latents, K top examples, W = window, I intervals, S samples per interva
   batch raises M_f, adjacent bins are merged pairwise (bin edges nest, all arithmetic is exact), so the final
   histogram equals the one computed with the final range in one go, whatever the batch order.
 - Top-K examples [F, K] (+ window token ids and the feature's activations over the window [F, K, W]): per batch
-  one ``topk`` over the token axis, merged with the running tensors by a second ``topk``.
+  each feature's K largest nonzero entries (a sort of the batch's nonzero entries), merged with the running
+  tensors by one ``topk``.
 - Interval samples [F, I, S]: interval j of feature f is [j M_f/I, (j+1) M_f/I). Each (token, feature) entry gets a
   pseudo-random key from a hash of (global token index, feature); each interval keeps the S entries with the
   smallest keys (bottom-S sampling: a uniform sample without replacement that merges exactly when intervals
@@ -50,6 +51,24 @@ def windows(rows: torch.Tensor, cols: torch.Tensor, z: torch.Tensor, ids: torch.
     return tok, act
 
 
+def top_per_column(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_cols: int,
+                   K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column, the K largest of the sparse entries (rows, cols, vals): values [n_cols, K] (-1 where a column
+    has fewer entries) and their rows (-1 there). Sorting the nonzero entries is far cheaper than a dense topk
+    over the token axis of a sparse code."""
+    order = torch.argsort(vals, descending=True, stable=True)
+    order = order[torch.sort(cols[order], stable=True).indices]  # by column, largest value first within one
+    col = cols[order]
+    counts = torch.bincount(cols, minlength=n_cols)
+    rank = torch.arange(len(col), device=col.device) - (torch.cumsum(counts, 0) - counts)[col]
+    top = rank < K
+    out_val = torch.full((n_cols, K), -1.0, device=vals.device, dtype=vals.dtype)
+    out_row = torch.full((n_cols, K), -1, device=rows.device, dtype=rows.dtype)
+    out_val[col[top], rank[top]] = vals[order[top]]
+    out_row[col[top], rank[top]] = rows[order[top]]
+    return out_val, out_row
+
+
 class FeatureStats:
     """The streaming state of one SAE's feature statistics (see the module docstring)."""
 
@@ -70,12 +89,14 @@ class FeatureStats:
         }
 
     # ---- streaming ---------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def update(self, z: torch.Tensor, keep: torch.Tensor, tokens: torch.Tensor, first_index: int) -> None:
         """Add one batch: codes ``z`` [b*T, F], kept positions ``keep`` [b*T], ``tokens`` [b, T];
-        ``first_index`` is the global index of the batch's first token (context index * T)."""
+        ``first_index`` is the global index of the batch's first token (context index * T). ``z`` is cleaned
+        in place (negative codes and masked positions set to 0): pass a tensor you no longer need."""
         T = tokens.shape[1]
-        z = torch.where(keep.unsqueeze(1), z.float().clamp_min(0), 0.0)
+        z = z.float().clamp_(min=0)
+        z[~keep] = 0.0
         ids = tokens.reshape(-1).to(z.device)
         rows, cols = z.nonzero(as_tuple=True)
         vals = z[rows, cols]
@@ -83,13 +104,13 @@ class FeatureStats:
         t["n_tokens"] += int(keep.sum())
         t["fired"] += torch.bincount(cols, minlength=self.F)
         t["sum_act"].index_add_(0, cols, vals.double())
-        batch_max = z.amax(0)
+        batch_max = torch.zeros(self.F, device=z.device).scatter_reduce_(0, cols, vals, "amax")
         t["max_act"] = torch.maximum(t["max_act"], batch_max)
         grown = self._grow_ranges(batch_max)
         self._histogram(cols, vals)
-        self._top_k(z, ids, T, first_index)
+        self._top_k(rows, cols, vals, z, ids, T, first_index)
         self._samples(rows, cols, vals, z, ids, T, first_index, grown)
-        self._cooccurrence(z)
+        self._cooccurrence(rows, cols, z)
 
     def _grow_ranges(self, batch_max: torch.Tensor) -> torch.Tensor:
         """Raise M_f = 2^e_f above the batch max, merging histogram bins pairwise per doubling; returns the
@@ -118,17 +139,17 @@ class FeatureStats:
         B = self.cfg.hist_bins
         self.t["hist"].view(-1).index_add_(0, cols * B + self._bin(cols, vals, B), torch.ones_like(cols))
 
-    def _top_k(self, z: torch.Tensor, ids: torch.Tensor, T: int, first_index: int) -> None:
+    def _top_k(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, z: torch.Tensor, ids: torch.Tensor,
+               T: int, first_index: int) -> None:
         """Merge the batch's per-feature top-K into the running top-K; windows only for new winners."""
         t, K, c = self.t, self.cfg.top_k, self.cfg
-        vals, rows = z.topk(min(K, z.shape[0]), dim=0)  # [K', F]
-        vals, rows = vals.t(), rows.t()
-        best, sel = torch.cat([t["top_val"], vals], 1).topk(K, dim=1)
+        cand_val, cand_row = top_per_column(rows, cols, vals, self.F, K)  # [F, K]
+        best, sel = torch.cat([t["top_val"], cand_val], 1).topk(K, dim=1)
         kept = sel.clamp(max=K - 1)
         new_idx, new_ids = t["top_idx"].gather(1, kept), t["top_ids"].gather(1, kept[..., None].expand(-1, -1, c.window))
         new_acts = t["top_acts"].gather(1, kept[..., None].expand(-1, -1, c.window))
         fi, si = (sel >= K).nonzero(as_tuple=True)
-        r = rows[fi, sel[fi, si] - K]
+        r = cand_row[fi, sel[fi, si] - K]
         new_idx[fi, si] = r + first_index
         new_ids[fi, si], new_acts[fi, si] = windows(r, fi, z, ids, T, c.context_left, c.context_right)
         t.update(top_val=best, top_idx=new_idx, top_ids=new_ids, top_acts=new_acts)
@@ -174,16 +195,23 @@ class FeatureStats:
             t[k][groups] = fill
             t[k][dst_row, dst_slot] = cand[k][src].to(t[k].dtype)
 
-    def _cooccurrence(self, z: torch.Tensor) -> None:
+    def _cooccurrence(self, rows: torch.Tensor, cols: torch.Tensor, z: torch.Tensor) -> None:
         """Count pairs i < j of features active on the same token (symmetrised when read: see cooccurrence())."""
-        l0 = (z > 0).sum(1)
-        c = min(int(l0.max()) if l0.numel() else 0, self.cfg.cooc_max_active)
+        F, n = self.F, z.shape[0]
+        l0 = torch.bincount(rows, minlength=n)
+        most = int(l0.max()) if l0.numel() else 0
+        c = min(most, self.cfg.cooc_max_active)
         if c < 2:
             return
-        vals, idx = z.topk(c, dim=1)
-        live = vals > 0
-        pair = live.unsqueeze(2) & live.unsqueeze(1) & (idx.unsqueeze(2) < idx.unsqueeze(1))
-        keys = (idx.unsqueeze(2) * self.F + idx.unsqueeze(1))[pair]
+        if most <= c:  # every active latent: the nonzero entries come row by row, columns ascending
+            idx = torch.full((n, c), F, dtype=torch.long, device=z.device)  # F marks an empty slot
+            idx[rows, torch.arange(len(rows), device=z.device) - (torch.cumsum(l0, 0) - l0)[rows]] = cols
+        else:  # the c largest of each token, in ascending column order
+            vals, idx = z.topk(c, dim=1)
+            idx = torch.where(vals > 0, idx, F).sort(dim=1).values
+        first, second = torch.triu_indices(c, c, 1, device=z.device)
+        a, b = idx[:, first], idx[:, second]  # a < b wherever b is set
+        keys = (a * F + b)[b < F]
         self.t["cooc"].view(-1).index_add_(0, keys, torch.ones_like(keys, dtype=torch.int32))
 
     def cooccurrence(self) -> torch.Tensor:

@@ -16,7 +16,8 @@ class TopKSAE(BaseSAE):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.pre_acts(x)
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
-        return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
+        out = torch.zeros_like(pre) if pre.requires_grad else pre.zero_()  # no autograd: reuse pre's memory
+        return out.scatter_(-1, idx, torch.relu(vals))
 
     def training_forward(self, x: torch.Tensor) -> TrainOutput:
         with torch.no_grad():
