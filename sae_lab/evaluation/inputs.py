@@ -129,6 +129,7 @@ def iter_batches(cfg: HeldOutData, tokenizer, skip_contexts: int = 0,
     while True:
         chunk = list(itertools.islice(stream, cfg.batch_size))
         if not chunk:
+            bar.total = bar.n  # the data held fewer tokens than requested: end the bar at 100%, not short of it
             bar.close()
             return
         yield start, np.stack(chunk)
