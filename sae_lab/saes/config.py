@@ -71,6 +71,13 @@ class SAEConfig(StrictModel):
         return self
 
     @property
+    def mp_inference_steps(self) -> int:
+        """Matching pursuit's step cap at inference: k, or mp_k_max (default k) when a stopping rule can end a
+        token earlier."""
+        adaptive = self.mp_stop != "fixed" or self.mp_stop_on_repeat
+        return (self.mp_k_max or self.k) if adaptive else self.k
+
+    @property
     def resolved_aux_k(self) -> int:
         return self.aux_k if self.aux_k is not None else max(1, min(self.d_in // 2, self.d_sae))
 

@@ -255,15 +255,13 @@ class MatchingPursuitSAE(BaseSAE):
         cfg = self.cfg
         lead, xf = x.shape[:-1], x.reshape(-1, x.shape[-1])
         r0 = xf.to(self.W_dec.dtype) - self.b_dec
-        adaptive = cfg.mp_stop != "fixed" or cfg.mp_stop_on_repeat
-        n = (cfg.mp_k_max or cfg.k) if adaptive else cfg.k
         stop = None
         if cfg.mp_stop == "relative":
             stop = r0.norm(dim=-1) * cfg.mp_threshold
         elif cfg.mp_stop == "absolute":
             stop = torch.full_like(r0[:, 0], cfg.mp_threshold)
-        J, A, _ = pursuit(r0.detach(), self.W_dec.detach(), n, cfg.mp_nonneg, cfg.mp_update, stop,
-                          cfg.mp_stop_on_repeat)
+        J, A, _ = pursuit(r0.detach(), self.W_dec.detach(), cfg.mp_inference_steps, cfg.mp_nonneg, cfg.mp_update,
+                          stop, cfg.mp_stop_on_repeat)
         z = SparseCode.from_topk(J, cfg.d_sae).to_dense(A.reshape(-1))
         return z.reshape(*lead, cfg.d_sae)
 

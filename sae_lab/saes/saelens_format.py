@@ -67,10 +67,8 @@ def saelens_architecture(cfg: SAEConfig) -> str | None:
 
 def _saelens_mp_fields(cfg: SAEConfig) -> dict:
     """SAELens matching_pursuit options for our stopping rule (fixed: exactly k steps)."""
-    absolute = cfg.mp_stop == "absolute"
-    return {"residual_threshold": cfg.mp_threshold if absolute else 0.0,
-            "max_iterations": (cfg.mp_k_max or cfg.k) if absolute or cfg.mp_stop_on_repeat else cfg.k,
-            "stop_on_duplicate_support": cfg.mp_stop_on_repeat}
+    return {"residual_threshold": cfg.mp_threshold if cfg.mp_stop == "absolute" else 0.0,
+            "max_iterations": cfg.mp_inference_steps, "stop_on_duplicate_support": cfg.mp_stop_on_repeat}
 
 
 def saelens_cfg(cfg: SAEConfig, architecture: str, meta: dict) -> dict:
