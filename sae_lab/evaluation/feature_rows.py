@@ -62,9 +62,9 @@ def interval_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig) -> Iterator[tu
         yield int(f), int(j), float(j * top[f] / I), float((j + 1) * top[f] / I), int(counts[f, j])
 
 
-def _ranked(values: np.ndarray, *columns: np.ndarray) -> Iterator[tuple]:
+def _ranked(*columns: np.ndarray) -> Iterator[tuple]:
     """Rows (feature, rank, *columns) of [F, n] arrays, all as Python scalars (one vectorised conversion)."""
-    F, n = values.shape
+    F, n = columns[0].shape
     feature, rank = np.divmod(np.arange(F * n), n)
     return zip(feature.tolist(), rank.tolist(), *(c.reshape(-1).tolist() for c in columns))
 
@@ -74,12 +74,12 @@ def logit_rows(effects: dict[str, torch.Tensor] | None) -> Iterator[tuple]:
         return
     for sign, key in ((1, "pos"), (-1, "neg")):
         ids, vals = effects[f"{key}_ids"].numpy(), effects[f"{key}_vals"].numpy()
-        for f, r, i, v in _ranked(ids, ids, vals):
+        for f, r, i, v in _ranked(ids, vals):
             yield f, sign, r, i, v
 
 
 def neighbour_rows(ids: torch.Tensor, cos: torch.Tensor) -> Iterator[tuple]:
-    return _ranked(ids.numpy(), ids.numpy(), cos.numpy())
+    return _ranked(ids.numpy(), cos.numpy())
 
 
 def cooccurrence_rows(s: dict[str, torch.Tensor], n: int) -> Iterator[tuple]:

@@ -37,7 +37,7 @@ import torch
 
 from sae_lab.saes.base import BaseSAE, TrainOutput
 from sae_lab.saes.registry import register
-from sae_lab.saes.sparse_ops import SparseCode, _stable_argsort, csr_matrix, sparse_decode
+from sae_lab.saes.sparse_ops import SparseCode, _stable_argsort, csr_kernels_serve, csr_matrix, sparse_decode
 
 
 class _GramRows:
@@ -70,7 +70,7 @@ class _GramRows:
     def subtract(self, c: torch.Tensor, j: torch.Tensor, a: torch.Tensor) -> None:
         """c[b] -= a[b] * G[j[b]] for every row b of the correlations ``c``, in place."""
         slots = self._slots(j)
-        if c.device.type == "cpu" and c.dtype in (torch.float32, torch.float64):
+        if csr_kernels_serve(c):
             # a one-entry-per-row CSR matrix times G: gathers, scales and subtracts in one pass (~2x faster)
             crow = torch.arange(len(j) + 1, device=c.device)
             c.addmm_(csr_matrix(crow, slots, a, (len(j), self.G.shape[0])), self.G, alpha=-1)

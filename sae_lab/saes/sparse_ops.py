@@ -18,7 +18,13 @@ import torch.nn.functional as F
 
 
 _CHUNK_ENTRIES = 4096  # rows gathered at once by the fallback row_dot (one reused buffer)
-_SDDMM_DTYPES = (torch.float32, torch.float64)  # dtypes of torch.sparse.sampled_addmm on CPU
+_CSR_DTYPES = (torch.float32, torch.float64)  # dtypes of PyTorch's CPU CSR kernels (sampled_addmm, addmm)
+
+
+def csr_kernels_serve(t: torch.Tensor) -> bool:
+    """Whether PyTorch's CPU CSR kernels (``sampled_addmm``, sparse ``addmm``) take ``t``: on CPU, float32/64.
+    Elsewhere (bf16, CUDA, MPS) the callers gather rows instead."""
+    return t.device.type == "cpu" and t.dtype in _CSR_DTYPES
 
 
 def csr_matrix(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -85,7 +91,7 @@ class SparseCode:
 
     def row_dot(self, row_data: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """``[nnz]``: <row_data[row], table[col]> for every entry (a sampled dense-dense product)."""
-        if row_data.device.type == "cpu" and row_data.dtype in _SDDMM_DTYPES and table.dtype == row_data.dtype:
+        if csr_kernels_serve(row_data) and table.dtype == row_data.dtype:
             return self._row_dot_sddmm(row_data, table)
         return self._row_dot_gather(row_data, table)
 
