@@ -3,12 +3,16 @@ ReLU pre-activations over the token axis); the capacities sum to the budget k·B
 
 Capacities (``capacity_rule``):
 - ``uniform``: m_i = k·B / d_sae, rounded to integers that sum exactly to k·B.
-- ``zipf``: m_i ∝ (rank_i)^(-zipf_alpha), clipped to [min_capacity, B] with the excess redistributed
-  (water-filling), then rounded to integers summing to k·B. rank_i ranks latents by their *demand*: an EMA
-  of the batch-mean ReLU pre-activation (the activation mass a latent would take without a cap). We rank by
-  demand, not by realised density, because under Feature Choice the realised density is the capacity itself,
-  so ranking by it would freeze the initial order. ``zipf_alpha`` must be a number here ('fit' is refused).
+- ``zipf``: m_i = clip(λ·(rank_i+1)^(-zipf_alpha), min_capacity, B) with λ such that Σ m_i = k·B (the exact
+  allocation, by bisection on λ), then rounded to integers summing to k·B by largest remainders. rank_i ranks
+  latents by their *demand*: an EMA of the batch-mean ReLU pre-activation (the activation mass a latent would
+  take without a cap). We rank by demand, not by realised density, because under Feature Choice the realised
+  density is the capacity itself, so ranking by it would freeze the initial order. ``zipf_alpha`` must be a
+  number here ('fit' is refused).
 Rounding: floor, then the remaining units go to the largest fractional parts (ties: higher demand first).
+Latents at the cap B (the top demand ranks when zipf_alpha is large): a latent may take every token of the
+batch, so it fires on every token where its pre-activation is positive — dense by construction. Its threshold is
+then its smallest positive activation in the batch, so at inference it stays (nearly) dense too.
 Inference: per-latent thresholds θ_i = EMA of each batch's m_i-th largest activation of latent i;
 z_i = ReLU(pre_i) · 1[pre_i > θ_i] (a JumpReLU).
 """
@@ -24,26 +28,43 @@ from sae_lab.saes.registry import register
 from sae_lab.saes.sparse_ops import SparseCode, _stable_argsort
 
 
-def allocate_capacities(weights: torch.Tensor, total: int, lo: int, hi: int, order_key: torch.Tensor) -> torch.Tensor:
-    """Integers m_i in [lo, hi], sum = total, proportional to ``weights`` where the bounds allow."""
-    n = weights.numel()
+def clipped_allocation(weights: torch.Tensor, total: float, lo: float, hi: float) -> torch.Tensor:
+    """The real allocation c_i = clip(λ·w_i, lo, hi) with Σ c_i = total (double). Σ clip(λ·w, lo, hi) is continuous
+    and non-decreasing in λ, so bisection brackets the crossing; λ is then solved exactly on the latents left
+    free (strictly between the bounds) at the bracket, so the sum is exact up to rounding error."""
+    w = weights.double()
+    n = w.numel()
     if not n * lo <= total <= n * hi:
         raise ConfigError(f"capacities in [{lo}, {hi}] for {n} latents cannot sum to the budget {total}")
-    w = weights.double()
-    cap = torch.empty_like(w)
-    fixed = torch.zeros(n, dtype=torch.bool, device=w.device)
-    for _ in range(n + 1):  # water-filling: clip, fix the clipped ones, rescale the rest
-        free_total = total - cap[fixed].sum()
-        cap[~fixed] = w[~fixed] * (free_total / w[~fixed].sum().clamp_min(1e-300))
-        over, under = (~fixed) & (cap > hi), (~fixed) & (cap < lo)
-        if not bool(over.any() or under.any()):
+    if not bool((w > 0).all()):
+        raise ConfigError("capacity weights must be positive (a Zipf weight (rank + 1)^-alpha always is)")
+
+    def mass(lam: float) -> float:
+        return float((w * lam).clamp(lo, hi).sum())
+
+    lam_lo, lam_hi = 0.0, hi / float(w.min())  # mass(0) = n·lo <= total <= n·hi = mass(lam_hi)
+    for _ in range(200):  # bisection in double precision; stops once the bracket no longer shrinks
+        mid = 0.5 * (lam_lo + lam_hi)
+        if not lam_lo < mid < lam_hi:
             break
-        cap[over], cap[under] = float(hi), float(lo)
-        fixed |= over | under
+        lam_lo, lam_hi = (mid, lam_hi) if mass(mid) < total else (lam_lo, mid)
+    cap = (w * lam_hi).clamp(lo, hi)
+    free = (w * lam_lo > lo) & (w * lam_hi < hi)  # latents whose value is λ·w on the whole bracket
+    if bool(free.any()):
+        lam = (total - float(cap[~free].sum())) / float(w[free].sum())
+        cap[free] = (w[free] * lam).clamp(lo, hi)
+    return cap
+
+
+def allocate_capacities(weights: torch.Tensor, total: int, lo: int, hi: int, order_key: torch.Tensor) -> torch.Tensor:
+    """Integers m_i in [lo, hi] summing to ``total``: the exact clip(λ·w_i, lo, hi) allocation
+    (``clipped_allocation``) rounded by largest remainders (floor, then one more unit to the largest fractional
+    parts; ties go to the lower ``order_key``). Each m_i is floor(c_i) or ceil(c_i), so the bounds hold."""
+    cap = clipped_allocation(weights, total, lo, hi)
     base = cap.floor().clamp(lo, hi)
-    rest = int(total - base.sum())
+    rest = int(round(total - float(base.sum())))
     if rest > 0:
-        score = (cap - base) - 1e-9 * order_key.double() / n  # ties go to the lower order_key
+        score = (cap - base) - 1e-9 * order_key.double() / weights.numel()
         score[base >= hi] = -float("inf")
         base[score.topk(rest).indices] += 1
     return base.long()
