@@ -8,7 +8,7 @@ from sae_lab.saes import build_sae
 from sae_lab.saes.aux import aux_reconstruction_loss, revival_losses, underutilised_mask, zipf_weights
 from sae_lab.saes.base import geometric_median
 from sae_lab.saes.feature_choice import feature_choice_select
-from sae_lab.saes.matching_pursuit import mp_coefficients, pursuit
+from sae_lab.saes.matching_pursuit import pursuit
 from sae_lab.saes.mutual_choice import batch_topk_select
 from sae_lab.saes.sparse_ops import SparseCode, gather_preacts, sparse_decode
 
@@ -248,7 +248,8 @@ def test_choice_thresholds_track_training_density():
 def test_geometric_median_minimises_distance_sum():
     pts = torch.cat([torch.randn(200, 3), torch.full((20, 3), 50.0)])  # outliers pull the mean, not the median
     gm = geometric_median(pts)
-    cost = lambda y: (pts - y).norm(dim=1).sum()
+    def cost(y):
+        return (pts - y).norm(dim=1).sum()
     assert cost(gm) < cost(pts.mean(0))
     for _ in range(20):
         assert cost(gm) <= cost(gm + 0.05 * torch.randn(3)) + 1e-4
@@ -264,3 +265,46 @@ def test_blocked_row_max_equals_max():
         c[3, 5] = c[3, 130] = c[3].max() + 1  # a tie across blocks: the first index wins, as for Tensor.max
         v, i = row_max(c)
         assert torch.equal(v, c.max(-1).values) and torch.equal(i, c.argmax(-1)) and i[3] == 5
+
+
+def saelens_mp_rule(r0, W, threshold, max_iterations, stop_on_duplicate_support):
+    """Reference: SAELens's MP encoder rule (sae_lens/saes/matching_pursuit_sae.py, `_encode_matching_pursuit`),
+    restated densely. Each iteration: j = argmax ReLU(r Wᵀ); v = ReLU(<r, W_j>) (no division by ||W_j||²);
+    z_j += v and r -= v W_j for tokens not done; then a token is done if its support did not change (when
+    stop_on_duplicate_support) or ||r|| < threshold (when threshold > 0); stop when all are done."""
+    r, z = r0.clone(), torch.zeros(r0.shape[0], W.shape[0], dtype=r0.dtype)
+    prev, done = torch.zeros_like(z, dtype=torch.bool), torch.zeros(r0.shape[0], dtype=torch.bool)
+    for _ in range(max_iterations):
+        j = (r @ W.t()).relu().argmax(1)
+        v = (r * W[j]).sum(1).relu() * (~done)
+        z[torch.arange(len(j)), j] += v
+        r = r - v.unsqueeze(1) * W[j]
+        support = z != 0
+        if stop_on_duplicate_support:
+            done |= (support == prev).all(1)
+            prev = support
+        if threshold > 0:
+            done |= r.norm(dim=1) < threshold
+        if bool(done.all()):
+            break
+    return z, r
+
+
+def test_mp_stopping_rules_match_saelens_with_non_unit_atoms():
+    """SAELens MP SAEs load with their decoder rows as they are (norms 0.5-1.46 here): the residual-norm
+    bookkeeping and both stopping rules must give SAELens's codes on every token."""
+    g = torch.Generator().manual_seed(3)
+    W = torch.nn.functional.normalize(torch.randn(64, 16, generator=g, dtype=torch.double), dim=1)
+    W = W * torch.linspace(0.5, 1.46, 64, dtype=torch.double)[torch.randperm(64, generator=g)].unsqueeze(1)
+    r0 = torch.randn(200, 16, generator=g, dtype=torch.double) * 2
+    for threshold in (0.0, 1.5, 3.0):
+        for on_repeat in (False, True):
+            stop = torch.full((200,), threshold, dtype=torch.double) if threshold else None
+            J, A, rn2 = pursuit(r0, W, 40, nonneg=True, stop_norm=stop, stop_on_repeat=on_repeat)
+            z = SparseCode.from_topk(J, 64).to_dense(A.reshape(-1))
+            z_ref, r_ref = saelens_mp_rule(r0, W, threshold, 40, on_repeat)
+            assert torch.allclose(z, z_ref, atol=1e-9), (threshold, on_repeat)
+            assert torch.allclose(rn2, (r_ref * r_ref).sum(1), atol=1e-8)  # tracked ||r||², never negative
+            if threshold:
+                l0 = (z != 0).sum(1)
+                assert l0.min() < l0.max()  # the rule stops tokens at different steps: the test sees it

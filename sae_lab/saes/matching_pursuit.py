@@ -4,7 +4,9 @@ Encoder = k greedy steps on the residual, starting from r = x - b_dec:
     j = argmax_j <r, d_j>   (mp_nonneg: the largest positive one, coefficient a = max(<r,d_j>, 0);
                              otherwise classic MP: j = argmax |<r,d_j>|, a = <r,d_j>)
     z_j += a ;  r -= a d_j
-and x_hat = z W_dec + b_dec. Atoms are unit norm, so ||r||² drops by a² each step (never grows).
+and x_hat = z W_dec + b_dec. Trained atoms are unit norm, so ||r||² drops by a² each step (never grows). Atoms
+loaded from SAELens keep their norms; the step is then SAELens's (a = <r,d_j>, not the projection
+<r,d_j>/||d_j||²), and ||r||² changes by -a²(2 - ||d_j||²), which the residual-norm bookkeeping uses.
 
 Correlations c = r W_decᵀ are computed once; each step then either recomputes them (``mp_update='full'``,
 O(B·d·F) per step) or updates them through rows of the Gram matrix G = W_dec W_decᵀ (``'gram'``:
@@ -23,8 +25,9 @@ The scalar recursion for ga uses the per-token k x k Gram of the selected atoms;
 batched [k,k]@[k,d] product plus a sparse column sum of ga_s r_0, so no residuals are materialised and no
 [B, F] correlation matrix is stored for the backward.
 
-Inference: ``mp_stop='fixed'`` runs k steps; 'relative'/'absolute' stop a token once ||r|| < mp_threshold
-(· ||x - b_dec|| if relative) or after mp_k_max steps. ``mp_stop_on_repeat`` also stops a token after a step
+Inference: ``mp_stop='fixed'`` runs k steps; 'relative'/'absolute' stop a token after the first step that leaves
+||r|| < mp_threshold (· ||x - b_dec|| if relative), or after mp_k_max steps (SAELens's rule: the first step is
+always taken, the comparison is strict). ``mp_stop_on_repeat`` also stops a token after a step
 that leaves its support unchanged (SAELens's stop_on_duplicate_support; the cap is then mp_k_max or k).
 
 There is no separate encoder: the first correlations are (x - b_dec) W_decᵀ, so ``W_enc`` is exposed as the
@@ -98,12 +101,13 @@ def row_max(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def pursuit(r0: torch.Tensor, W: torch.Tensor, n_steps: int, nonneg: bool = True, update: str = "gram",
             stop_norm: torch.Tensor | None = None, stop_on_repeat: bool = False,
             workspace: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Greedy steps from residual ``r0 [B, d]`` over unit-norm atoms ``W [F, d]``, in W's dtype (autocast is
-    off: greedy selection needs full precision). ``workspace`` ([F, F], optional) receives the Gram matrix.
+    """Greedy steps from residual ``r0 [B, d]`` over atoms ``W [F, d]`` (any norms; a = <r, d_j>), in W's dtype
+    (autocast is off: greedy selection needs full precision). ``workspace`` ([F, F], optional) receives the Gram
+    matrix.
 
-    Returns (J long[B, n], A [B, n], final ||r||² [B]). A token stops (a = 0 from then on) once ||r|| <= stop_norm,
-    or, with ``stop_on_repeat``, after a step that left its support unchanged; the steps end early once every
-    token has stopped.
+    Returns (J long[B, n], A [B, n], final ||r||² [B]). A token stops (a = 0 from then on) after a step that
+    leaves ||r|| < stop_norm, or, with ``stop_on_repeat``, after a step that left its support unchanged; the
+    steps end early once every token has stopped.
     """
     with torch.autocast(r0.device.type, enabled=False):
         return _pursuit(r0.to(W.dtype), W, n_steps, nonneg, update, stop_norm, stop_on_repeat, workspace)
@@ -115,12 +119,13 @@ def _pursuit(r0: torch.Tensor, W: torch.Tensor, n_steps: int, nonneg: bool, upda
     J = torch.zeros(B, n_steps, dtype=torch.long, device=r0.device)
     A = r0.new_zeros(B, n_steps)
     rn2 = (r0 * r0).sum(-1)
+    shrink = 2 - (W * W).sum(1)  # ||r - a d_j||² = ||r||² - a²(2 - ||d_j||²) when a = <r, d_j> (or a = 0)
     gram = _GramRows(W, B * n_steps >= W.shape[0], workspace) if update == "gram" else None
     used = 0
     for i in range(0, B, CHUNK):
         sl = slice(i, min(i + CHUNK, B))
         stops = _Stops(None if stop_norm is None else stop_norm[sl], stop_on_repeat)
-        used = max(used, _pursue(r0[sl], W, J[sl], A[sl], rn2[sl], nonneg, gram, stops))
+        used = max(used, _pursue(r0[sl], W, shrink, J[sl], A[sl], rn2[sl], nonneg, gram, stops))
     return J[:, :used], A[:, :used], rn2
 
 
@@ -132,25 +137,26 @@ class _Stops:
         self.active = stop_norm is not None or on_repeat
         self.done: torch.Tensor | None = None
 
-    def mask(self, a: torch.Tensor, rn2: torch.Tensor) -> torch.Tensor | None:
+    def mask(self, a: torch.Tensor) -> torch.Tensor | None:
         """Zero the coefficients of stopped tokens; None once every token has stopped."""
         if self.done is None:
-            self.done = torch.zeros_like(rn2, dtype=torch.bool)
-        if self.stop_norm is not None:
-            self.done |= rn2 <= self.stop_norm * self.stop_norm
+            self.done = torch.zeros_like(a, dtype=torch.bool)
         if bool(self.done.all()):
             return None
         return a.masked_fill(self.done, 0)
 
-    def after_step(self, J: torch.Tensor, A: torch.Tensor, s: int) -> None:
-        """The step is applied; a token whose support it left unchanged stops (SAELens's rule)."""
+    def after_step(self, J: torch.Tensor, A: torch.Tensor, s: int, rn2: torch.Tensor) -> None:
+        """Step s is applied and ``rn2`` updated: a token stops once ||r|| < stop_norm, or (on_repeat) when the
+        step left its support unchanged (SAELens's rules)."""
+        if self.stop_norm is not None:
+            self.done |= rn2 < self.stop_norm * self.stop_norm
         if self.on_repeat:
             j, a = J[:, s], A[:, s]
             seen = ((J[:, :s] == j.unsqueeze(1)) & (A[:, :s] != 0)).any(1)
             self.done |= (a == 0) | seen
 
 
-def _pursue(r0, W, J, A, rn2, nonneg, gram, stops: _Stops) -> int:
+def _pursue(r0, W, shrink, J, A, rn2, nonneg, gram, stops: _Stops) -> int:
     """k steps for one chunk of tokens, writing J, A, rn2 in place; returns the number of steps taken."""
     c = r0 @ W.t()
     r = r0.clone() if gram is None else None
@@ -163,12 +169,13 @@ def _pursue(r0, W, J, A, rn2, nonneg, gram, stops: _Stops) -> int:
             j = row_max(c.abs())[1]
             a = c.gather(1, j.unsqueeze(1)).squeeze(1)
         if stops.active:
-            a = stops.mask(a, rn2)
+            a = stops.mask(a)
             if a is None:
                 return s
         J[:, s], A[:, s] = j, a
-        stops.after_step(J, A, s)
-        rn2.sub_(a * a)
+        rn2.sub_(a * a * shrink[j])
+        if stops.active:
+            stops.after_step(J, A, s, rn2)
         if s == n_steps - 1:
             break
         if gram is not None:
