@@ -137,7 +137,8 @@ def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, repor
 
 def format_eval_table(summary: dict) -> str:
     """A plain-text table of the headline metrics of every SAE in an eval summary."""
-    cols = [("fvu", "FVU", ".4f"), ("l0_mean", "L0", ".1f"), ("dead_fraction", "dead", ".3f"),
+    cols = [("fvu", "FVU", ".4f"), ("l0_mean", "L0", ".1f"), ("train_l0", "train L0", ".1f"),
+            ("dead_fraction", "dead", ".3f"),
             ("loss_recovered_zero", "CE rec(0)", ".3f"), ("loss_recovered_mean", "CE rec(mean)", ".3f"),
             ("kl_sae", "KL", ".4f")]
     lines = ["  " + f"{'sae':>24} " + " ".join(f"{h:>12}" for _, h, _ in cols)]

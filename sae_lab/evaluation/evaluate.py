@@ -24,6 +24,7 @@ from sae_lab.evaluation import inputs as I
 from sae_lab.evaluation.config import EvalConfig
 from sae_lab.evaluation.metrics import LossStats, ReconStats, kl_per_position, loss_metrics, next_token_ce
 from sae_lab.models import LoadedModel
+from sae_lab.training.run_dir import RunDir
 
 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, model: LoadedModel | None = None) -> dict:
@@ -32,13 +33,23 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, model: Load
     cfg = cfg or EvalConfig.model_validate(run_cfg.get("eval") or {})
     model = I.model_for(run_cfg, model)
     records = evaluate_targets(I.run_targets(run_dir), model, cfg, I.outlier_multiple(cfg, run_cfg))
+    trained = RunDir(run_dir).read_status().get("results") or {}
     for name, rec in records.items():
+        _add_training_l0(rec["metrics"], trained.get(name) or {})
         atomic_write_text(Path(run_dir) / "saes" / name / "eval.json", json.dumps(rec, indent=2))
     first = next(iter(records.values()))
     summary = {"run_dir": str(run_dir), "model": first["model"], "eval_data": first["eval_data"],
                "eval_config": first["eval_config"], "saes": {n: r["metrics"] for n, r in records.items()}}
     atomic_write_text(Path(run_dir) / "eval.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _add_training_l0(metrics: dict, trained: dict) -> None:
+    """Training L0 (training rule, last logging window) beside the held-out L0 (inference rule): they differ when
+    an inference rule misses the training budget (e.g. choice SAEs' thresholds)."""
+    if isinstance(trained.get("l0"), (int, float)):
+        metrics["train_l0"] = trained["l0"]
+        metrics["l0_heldout_over_train"] = metrics["l0_mean"] / trained["l0"] if trained["l0"] else None
 
 
 def evaluate_sae_dir(sae_dir: str | Path, model: LoadedModel, cfg: EvalConfig | None = None) -> dict:

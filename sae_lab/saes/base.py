@@ -73,6 +73,11 @@ class BaseSAE(nn.Module):
         selections over the batch (Feature Choice) several times faster than on the token-major layout."""
         return torch.addmm(self.b_enc.unsqueeze(1), self.W_enc.t(), (x - self.b_dec).t()).t()
 
+    def threshold_calibrator(self, batch_size: int, n_batches: int):
+        """An object with ``add(x)`` per batch and ``finish() -> dict`` that sets the inference thresholds
+        from ``n_batches`` batches (see calibration.py), or None for SAEs without thresholds (the default)."""
+        return None
+
     def check_batch_size(self, batch_size: int) -> None:
         """Raise ConfigError if training batches of this size cannot meet the SAE's rules."""
         self.cfg.check_batch_size(batch_size)

@@ -13,8 +13,9 @@ Rounding: floor, then the remaining units go to the largest fractional parts (ti
 Latents at the cap B (the top demand ranks when zipf_alpha is large): a latent may take every token of the
 batch, so it fires on every token where its pre-activation is positive — dense by construction. Its threshold is
 then its smallest positive activation in the batch, so at inference it stays (nearly) dense too.
-Inference: per-latent thresholds θ_i = EMA of each batch's m_i-th largest activation of latent i;
-z_i = ReLU(pre_i) · 1[pre_i > θ_i] (a JumpReLU).
+Inference: per-latent thresholds, z_i = ReLU(pre_i) · 1[pre_i > θ_i] (a JumpReLU). During training θ_i is the
+EMA of each batch's m_i-th largest activation of latent i; after the last step the trainer calibrates them
+with the final weights (``calibration.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from sae_lab.configbase import ConfigError
 from sae_lab.saes.aux import density_ranks
 from sae_lab.saes.base import BaseSAE, TrainOutput
+from sae_lab.saes.calibration import PerLatentCalibrator
 from sae_lab.saes.registry import register
 from sae_lab.saes.sparse_ops import SparseCode, _stable_argsort
 
@@ -123,6 +125,9 @@ class FeatureChoiceSAE(BaseSAE):
         weights = (ranks + 1).double().pow(-alpha)
         lo = min(self.cfg.min_capacity, self.cfg.k * batch_size // self.cfg.d_sae)
         return allocate_capacities(weights, self.cfg.k * batch_size, lo, batch_size, ranks)
+
+    def threshold_calibrator(self, batch_size: int, n_batches: int) -> PerLatentCalibrator:
+        return PerLatentCalibrator(self, batch_size, n_batches)
 
     def training_forward(self, x: torch.Tensor) -> TrainOutput:
         with torch.no_grad():

@@ -1,6 +1,7 @@
 """Mutual Choice SAE (Ayonrinde 2024): keep the top k·B entries of the whole [B, d_sae] ReLU pre-activation
-matrix (the BatchTopK allocation). Inference is batch-independent: a single global threshold θ, the EMA of
-each training batch's k·B-th largest activation, gives z = ReLU(pre) · 1[pre > θ] (a JumpReLU).
+matrix (the BatchTopK allocation). Inference is batch-independent: a single global threshold θ gives
+z = ReLU(pre) · 1[pre > θ] (a JumpReLU). During training θ is the EMA of each batch's k·B-th largest activation;
+after the last step the trainer calibrates it with the final weights (``calibration.py``), because the EMA lags.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from sae_lab.saes.base import BaseSAE, TrainOutput
+from sae_lab.saes.calibration import GlobalCalibrator
 from sae_lab.saes.registry import register
 from sae_lab.saes.sparse_ops import SparseCode
 
@@ -52,6 +54,9 @@ class MutualChoiceSAE(BaseSAE):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.pre_acts(x)
         return torch.relu(pre) * (pre > self.threshold)
+
+    def threshold_calibrator(self, batch_size: int, n_batches: int) -> GlobalCalibrator:
+        return GlobalCalibrator(self, batch_size, n_batches)
 
     def training_forward(self, x: torch.Tensor) -> TrainOutput:
         with torch.no_grad():

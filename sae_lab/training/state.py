@@ -28,6 +28,7 @@ class Member:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     window: WindowStats = field(default_factory=WindowStats)
     last_record: dict | None = None
+    calibration: dict | None = None  # the threshold calibration at the end of training (choice SAEs)
 
 
 @dataclass
@@ -96,6 +97,7 @@ def checkpoint_state(members: list[Member], pos: Position, chash: str) -> dict:
                 "optimizer": m.optimizer.state_dict(),
                 "scheduler": m.scheduler.state_dict(),
                 "window": m.window.state_dict(),
+                "calibration": m.calibration or {},
             }
             for m in members
         },
@@ -114,5 +116,6 @@ def restore(members: list[Member], state: dict, path: Path, chash: str) -> Posit
         m.optimizer.load_state_dict(s["optimizer"])
         m.scheduler.load_state_dict(s["scheduler"])
         m.window.load_state_dict(s["window"])
+        m.calibration = s.get("calibration") or None
     ckpt.restore_rng(state["rng"])
     return Position(int(state["step"]), int(state["batches_consumed"]), int(state["tokens_seen"]))

@@ -8,6 +8,7 @@ issue: it plugs in through ``grad_hook`` (all-reduce) and a rank-strided data po
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -139,6 +140,8 @@ def _loop(members: list[Member], source, cfg: TrainConfig, run: RunDir, pos: Pos
             n = int(x.shape[0])
             _step_all(members, x, cfg, pos.step + 1, last_ckpt, grad_hook)
             pos.step, pos.batches, pos.tokens = pos.step + 1, pos.batches + 1, pos.tokens + n
+            if pos.step == cfg.total_steps:
+                _calibrate(members, batches, cfg)
             log_now = pos.step % cfg.log_every_steps == 0 or pos.step == cfg.total_steps
             save_now = main and _checkpoint_due(pos, n, cfg)
             if log_now or save_now:
@@ -166,6 +169,23 @@ def _step_all(members: list[Member], x: torch.Tensor, cfg: TrainConfig, step: in
         except NonFiniteValue as e:
             raise _non_finite(m.name, step, e, last_ckpt) from None
         m.window.add(stats, int(x.shape[0]))
+
+
+def _calibrate(members: list[Member], batches, cfg: TrainConfig) -> None:
+    """After the last step: set the choice SAEs' inference thresholds from the next ``calibrate_tokens`` of the
+    stream with the final weights (see sae_lab/saes/calibration.py). Runs before the final checkpoint, so a
+    resumed run never calibrates twice."""
+    n = math.ceil(cfg.calibrate_tokens / cfg.batch_size)
+    cals = [(m, m.sae.threshold_calibrator(cfg.batch_size, n)) for m in members] if n else []
+    cals = [(m, c) for m, c in cals if c is not None]
+    if not cals:
+        return
+    for _ in range(n):
+        x = next(batches)
+        for _, c in cals:
+            c.add(x)
+    for m, c in cals:
+        m.calibration = c.finish()
 
 
 def _check_params(members: list[Member], step: int, last_ckpt: Path | None) -> None:
@@ -204,6 +224,9 @@ def _finish(members: list[Member], source, run: RunDir, pos: Position, status: s
     if is_main():
         summary = {n: {**r.metrics, "n_dead": len(r.dead_latents), "n_underused": len(r.underused_latents)}
                    for n, r in results.items()}
+        for m in members:
+            if m.calibration:
+                summary[m.name]["threshold_calibration"] = m.calibration
         run.write_status(status=status, tokens_seen=pos.tokens, steps=pos.step, results=summary)
     return SweepResult(run.path, status, pos.step, pos.tokens, results, {m.name: m.sae for m in members})
 

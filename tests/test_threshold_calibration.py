@@ -1,0 +1,62 @@
+"""Choice SAEs' inference thresholds calibrated at the end of training (sae_lab/saes/calibration.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _train_helpers import planted_source, sae_cfg, train_cfg
+
+from sae_lab.saes import build_sae
+from sae_lab.training import train_sweep
+
+
+def _sample(n_batches=3, b=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, 16, generator=g) + 0.3 for _ in range(n_batches)]
+
+
+def test_calibrated_thresholds_keep_exactly_the_training_budget_on_the_sample():
+    """Against a dense reference: MC keeps the k·N largest entries of the whole sample, FC latent i its
+    n·m_i largest; the inference rule then fires exactly that often on the calibration sample."""
+    for arch, kw in (("mutual_choice", {}), ("feature_choice", {"capacity_rule": "zipf", "zipf_alpha": 1.0})):
+        torch.manual_seed(0)
+        sae = build_sae(dict(architecture=arch, d_in=16, d_sae=64, k=4, **kw))
+        batches = _sample()
+        sae.training_forward(batches[0])  # sets the EMA state (and FC's demand ranking)
+        cal = sae.threshold_calibrator(64, len(batches))
+        for x in batches:
+            cal.add(x)
+        record = cal.finish()
+        x = torch.cat(batches)
+        pre = sae.pre_acts(x).detach().relu()
+        fired = sae.encode(x) > 0
+        if arch == "mutual_choice":
+            top = pre.reshape(-1).topk(4 * len(x)).values
+            assert int(fired.sum()) == 4 * len(x) and float(top.min()) > float(sae.threshold)
+        else:
+            q = sae.capacities(64) * len(batches)
+            assert torch.equal(fired.sum(0), torch.minimum(q, (pre > 0).sum(0)))
+            full = [i for i in range(64) if int((pre[:, i] > 0).sum()) >= int(q[i])]
+            assert len(full) > 32 and all(float(pre[:, i].topk(int(q[i])).values.min()) > float(sae.threshold[i])
+                                          for i in full)
+        assert record["l0_calibrated"] == pytest.approx(4.0) and record["tokens"] == len(x)
+
+
+def test_training_calibrates_once_records_it_and_resumes_identically(tmp_path):
+    """The sweep calibrates after its last step (before the final checkpoint): run.json records the sample's L0
+    under the EMA and the calibrated thresholds; a killed-and-resumed run ends with the same thresholds."""
+    cfgs = [sae_cfg("mutual_choice", name="mc"), sae_cfg("feature_choice", name="fc")]
+    full = train_sweep(cfgs, planted_source(), train_cfg(calibrate_tokens=256), tmp_path / "a")
+    status = json.loads((tmp_path / "a" / "run.json").read_text())
+    for name in ("mc", "fc"):
+        cal = status["results"][name]["threshold_calibration"]
+        assert cal["tokens"] == 256 and cal["l0_calibrated"] == pytest.approx(4.0, rel=0.02)
+    train_sweep(cfgs, planted_source(), train_cfg(calibrate_tokens=256), tmp_path / "b", stop_after_tokens=640)
+    resumed = train_sweep(cfgs, planted_source(), train_cfg(calibrate_tokens=256), tmp_path / "b")
+    for name in ("mc", "fc"):
+        assert torch.equal(full.saes[name].threshold, resumed.saes[name].threshold)
+    uncalibrated = train_sweep(cfgs, planted_source(), train_cfg(calibrate_tokens=0), tmp_path / "c")
+    assert not torch.equal(full.saes["mc"].threshold, uncalibrated.saes["mc"].threshold)
+    assert "threshold_calibration" not in json.loads((tmp_path / "c" / "run.json").read_text())["results"]["mc"]
