@@ -152,7 +152,7 @@ def write_db(t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeC
     nb_ids, nb_cos = decoder_neighbours(t.sae.W_dec, cfg.n_neighbours)
     c = t.sae.cfg
     meta = {"sae": t.name, "hook_name": t.hook, "architecture": t.sae.architecture, "d_in": c.d_in, "d_sae": c.d_sae,
-            "k": c.k, "model": model.describe(), "analysis_data": data, "analyze_config": cfg.model_dump(mode="json"),
+            "k": getattr(c, "k", None), "model": model.describe(), "analysis_data": data, "analyze_config": cfg.model_dump(mode="json"),
             "logit_effects": "none (hook is not in the residual stream)" if dirs is None else
             "decoder direction (through W_O for hook_z) x final-norm gamma x W_U; 1/rms dropped",
             "vocab_size": len(vocab)}
