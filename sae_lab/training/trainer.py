@@ -94,8 +94,9 @@ def _non_finite(name: str, step: int, err: object, last: Path | None) -> NonFini
 
 
 def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, source, cfg: TrainConfig,
-           device: torch.device, chash: str) -> tuple[Position, Path | None]:
-    """Restore the newest checkpoint when resuming; otherwise seed everything and initialise b_dec."""
+           device: torch.device, chash: str) -> tuple[Position, Path | None, int]:
+    """Restore the newest checkpoint when resuming; otherwise seed everything and initialise b_dec.
+    Also returns the tokens up to which metrics were logged before (0 for a fresh run)."""
     found = ckpt.load_latest(run.checkpoints_dir, map_location="cpu") if mode == "resume" else None
     if found is None:
         if resume == "must":
@@ -106,9 +107,8 @@ def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, so
     else:
         path, state = found
         pos = restore(members, state, path, chash)
-    if is_main():
-        truncate_metrics(run, pos.tokens)  # drop lines logged after the checkpoint by a killed run
-    return pos, path
+    logged = truncate_metrics(run, pos.tokens) if is_main() else 0  # lines a killed run logged after the checkpoint
+    return pos, path, logged
 
 
 def _log(members: list[Member], pos: Position, cfg: TrainConfig, logger: MetricsLogger, bar, clock):
@@ -243,14 +243,14 @@ def train_sweep(
     if is_main():
         check_writable(run.path)
     members = make_members(modules, cfg, cfg.resolved_device())
-    pos, last_ckpt = _start(members, run, mode, resume, source, cfg, cfg.resolved_device(), chash)
+    pos, last_ckpt, logged = _start(members, run, mode, resume, source, cfg, cfg.resolved_device(), chash)
     if is_main():
         run.write_config(resolved)
         run.write_status(status="running", config_hash=chash, total_tokens=cfg.total_steps * cfg.batch_size,
                          saes=[m.name for m in members], error=None)
     for m in members:
         m.sae.train()
-    logger = MetricsLogger(run, cfg, resolved, active=is_main())
+    logger = MetricsLogger(run, cfg, resolved, active=is_main(), logged_tokens=logged)
     try:
         stopped, _ = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
                            callbacks, grad_hook)
