@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from _train_helpers import BATCH, architectures, planted_source, sae_cfg, train_cfg
-from sae_lab.training import train_sweep
-from sae_lab.training.checkpoint import list_checkpoints
 from sae_lab.fileio import is_temp_name
 from sae_lab.rundir import RunDir
+from sae_lab.training import train_sweep
+from sae_lab.training.checkpoint import list_checkpoints
 
 
 class SimulatedKill(Exception):

@@ -26,7 +26,9 @@ def check_names(saes: Sequence) -> None:
             raise ConfigError(f"saes: name '{n}' must be letters, digits, '_', '-' or '.', not starting with a symbol")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ConfigError(f"saes: names must be unique within a sweep; repeated: {', '.join(dupes)} (set each SAE's name)")
+        raise ConfigError(
+            f"saes: names must be unique within a sweep; repeated: {', '.join(dupes)} (set each SAE's name)"
+        )
 
 
 def check_source(saes: Sequence, source) -> None:
