@@ -160,7 +160,7 @@ def write_result(args: argparse.Namespace, result: dict) -> dict:
     if missing:
         raise RuntimeError(f"result lacks {missing}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{args.out}.tmp{os.getpid()}"
+    tmp = f"{args.out}.tmp{os.getpid()}"  # not sae_lab.fileio: this runs in the peers' venvs, without sae_lab
     with open(tmp, "w") as f:
         json.dump(result, f, indent=2)
     os.replace(tmp, args.out)
