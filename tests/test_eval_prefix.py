@@ -4,12 +4,13 @@ metrics are identical to running every variant from the tokens."""
 import numpy as np
 import pytest
 import torch
-from eval_helpers import HOOK_Z, RESID, eval_cfg, sae  # noqa: F401
 
+from eval_helpers import HOOK_Z, RESID, eval_cfg, sae  # noqa: F401
 from sae_lab.data.config import DataConfig
 from sae_lab.evaluation import EvalConfig
 from sae_lab.evaluation import evaluate as E
 from sae_lab.evaluation.inputs import Target
+from sae_lab.hooknames import parse_hook
 from sae_lab.saes import SAEConfig, build_sae
 
 
@@ -25,9 +26,9 @@ def _both(model, targets, cfg, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(E._SharedPrefix, "__init__", spy)
         shared = E.evaluate_targets(targets, model, cfg)
-    assert starts and set(starts) == {min(E.hook_layer(t.hook) for t in targets)}  # the shared path ran
+    assert starts and set(starts) == {min(parse_hook(t.hook).layer for t in targets)}  # the shared path ran
     with monkeypatch.context() as m:
-        m.setattr(E, "hook_layer", lambda hook: None)  # no block index known: no sharing, all from the tokens
+        m.setattr(E, "start_layer", lambda hooks: None)  # no shared block: every forward from the tokens
         full = E.evaluate_targets(targets, model, cfg)
     return {n: r["metrics"] for n, r in shared.items()}, {n: r["metrics"] for n, r in full.items()}
 

@@ -250,6 +250,7 @@ def test_geometric_median_minimises_distance_sum():
     gm = geometric_median(pts)
     def cost(y):
         return (pts - y).norm(dim=1).sum()
+
     assert cost(gm) < cost(pts.mean(0))
     for _ in range(20):
         assert cost(gm) <= cost(gm + 0.05 * torch.randn(3)) + 1e-4

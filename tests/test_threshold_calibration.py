@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from _train_helpers import planted_source, sae_cfg, train_cfg
 
+from _train_helpers import planted_source, sae_cfg, train_cfg
 from sae_lab.saes import build_sae
 from sae_lab.training import train_sweep
 

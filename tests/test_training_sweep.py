@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from _train_helpers import BATCH, architectures, planted_source, sae_cfg, train_cfg
+from sae_lab.rundir import RunDir
 from sae_lab.saes import BaseSAE
 from sae_lab.training import train_sweep
-from sae_lab.training.metrics_log import read_metrics
 from sae_lab.training.state import build_saes
 
 
@@ -32,7 +32,9 @@ class CountingSource:
 
 
 def test_identical_configs_in_one_sweep_end_identical(tmp_path):
-    result = train_sweep([sae_cfg(name="twin_a"), sae_cfg(name="twin_b")], planted_source(), train_cfg(), tmp_path / "r")
+    result = train_sweep(
+        [sae_cfg(name="twin_a"), sae_cfg(name="twin_b")], planted_source(), train_cfg(), tmp_path / "r"
+    )
     a, b = result.saes["twin_a"].state_dict(), result.saes["twin_b"].state_dict()
     init = build_saes([sae_cfg(name="twin_a")], seed=0)[0].state_dict()
     assert not torch.allclose(a["W_enc"], init["W_enc"]), "the twins trained"
@@ -45,14 +47,15 @@ def test_each_batch_is_drawn_once_for_the_whole_sweep(tmp_path):
     cfgs = [sae_cfg(a, name=f"{a}_x") for a in architectures()] + [sae_cfg("topk", name="topk_k2", k=2)]
     train_sweep(cfgs, source, train_cfg(), tmp_path / "r")
     sample_batches = 256 // BATCH  # b_dec_init_tokens from the start of the stream
+    calibration_batches = 256 // BATCH  # calibrate_tokens after the last step (the sweep has choice SAEs)
     assert source.iterators == 2
-    assert source.yielded == 20 + sample_batches
+    assert source.yielded == 20 + sample_batches + calibration_batches
 
 
 @pytest.mark.parametrize("arch", architectures())
 def test_loss_decreases_on_a_planted_problem(tmp_path, arch):
     result = train_sweep([sae_cfg(arch)], planted_source(), train_cfg(total_tokens=40 * BATCH), tmp_path / "r")
-    records = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    records = RunDir(tmp_path / "r").metrics()
     first, last = records[0], records[-1]
     assert last["fvu"] < 0.75 * first["fvu"], (first["fvu"], last["fvu"])
     assert last["loss"] < first["loss"]
@@ -63,11 +66,23 @@ def test_loss_decreases_on_a_planted_problem(tmp_path, arch):
 def test_metrics_log_has_one_line_per_logged_step_per_sae(tmp_path):
     cfgs = [sae_cfg(name="one"), sae_cfg(name="two", k=2)]
     train_sweep(cfgs, planted_source(), train_cfg(), tmp_path / "r")
-    records = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    records = RunDir(tmp_path / "r").metrics()
     assert len(records) == 2 * 10  # 20 steps logged every 2, two SAEs
     for r in records:
-        expected = {"sae", "step", "tokens", "lr", "loss", "mse", "fvu", "l0", "grad_norm", "dead_frac", "rare_frac",
-                    "underused_frac"}
+        expected = {
+            "sae",
+            "step",
+            "tokens",
+            "lr",
+            "loss",
+            "mse",
+            "fvu",
+            "l0",
+            "grad_norm",
+            "dead_frac",
+            "rare_frac",
+            "underused_frac",
+        }
         assert expected | {"tokens_per_s"} <= set(r)
         assert r["tokens"] == r["step"] * BATCH
         assert 0 <= r["dead_frac"] <= 1 and r["tokens_per_s"] > 0
@@ -98,7 +113,9 @@ def test_dead_latents_are_reported(tmp_path):
     data = torch.randn(2, 16)[torch.randint(0, 2, (1024,))] + 0.01 * torch.randn(1024, 16)
     from sae_lab.activations.source import TensorSource
 
-    result = train_sweep([sae_cfg(k=1, aux_coef=0.0)], TensorSource(data, hook_name="tensor"), train_cfg(), tmp_path / "r")
+    result = train_sweep(
+        [sae_cfg(k=1, aux_coef=0.0)], TensorSource(data, hook_name="tensor"), train_cfg(), tmp_path / "r"
+    )
     dead = result.results["topk_k1"].dead_latents
     assert len(dead) > 32
     assert dead == torch.nonzero(result.saes["topk_k1"].dead_mask()).flatten().tolist()
@@ -125,7 +142,7 @@ def test_a_torn_metrics_line_from_a_kill_is_dropped_on_resume(tmp_path):
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"sae": "topk_k4", "step": 11, "tok')  # killed mid-write
     train_sweep([sae_cfg()], planted_source(), train_cfg(), run)
-    records = read_metrics(run / "metrics.jsonl")
+    records = RunDir(run).metrics()
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(records) == 10
     assert [r["step"] for r in records] == list(range(2, 21, 2))
