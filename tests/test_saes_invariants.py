@@ -309,3 +309,30 @@ def test_mp_stopping_rules_match_saelens_with_non_unit_atoms():
             if threshold:
                 l0 = (z != 0).sum(1)
                 assert l0.min() < l0.max()  # the rule stops tokens at different steps: the test sees it
+
+
+def test_mp_auxk_is_a_pursuit_step_over_dead_atoms_against_a_dense_reference():
+    """MP's AuxK (aux_coef > 0): per token the top-aux_k dead atoms by <e, d_j> with e the detached residual;
+    loss and gradients match a dense autograd computation, and only dead atoms receive gradient."""
+    sae = make("matching_pursuit", k=4, aux_coef=0.5, aux_k=3, dead_tokens=10)
+    x = data()
+    with torch.no_grad():
+        sae.tokens_since_fired[::3] = 100  # every third atom dead
+    dead = sae.dead_mask().clone()
+    out = sae.training_forward(x)
+    sae.zero_grad()
+    out.aux_losses["auxk"].backward()
+    got = sae.W_dec.grad.clone()
+
+    W = sae.W_dec.detach().clone().requires_grad_(True)
+    e = (x - out.x_hat).detach()
+    c = e @ W.t()
+    masked = torch.where(dead, c.detach().clamp_min(0), torch.full_like(c, -1.0))
+    j = masked.topk(3, dim=-1).indices
+    coef = c.gather(1, j).relu()
+    e_hat = (coef.unsqueeze(-1) * W[j]).sum(1)
+    ref = 0.5 * ((e_hat - e) ** 2).sum() / ((e - e.mean(0)) ** 2).sum()
+    ref.backward()
+    assert torch.allclose(out.aux_losses["auxk"], ref, rtol=1e-5)
+    assert torch.allclose(got, W.grad, atol=1e-6) and got[~dead].abs().sum() == 0 and got[dead].abs().sum() > 0
+    assert "auxk" not in make("matching_pursuit", k=4).training_forward(x).aux_losses  # off by default

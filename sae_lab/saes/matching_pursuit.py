@@ -44,7 +44,14 @@ from pydantic import Field, model_validator
 from sae_lab.saes.base import BaseSAE, TrainOutput
 from sae_lab.saes.config import SparseConfig
 from sae_lab.saes.registry import register
-from sae_lab.saes.sparse_ops import SparseCode, _stable_argsort, csr_kernels_serve, csr_matrix, sparse_decode
+from sae_lab.saes.sparse_ops import (
+    SparseCode,
+    _stable_argsort,
+    csr_kernels_serve,
+    csr_matrix,
+    gather_preacts,
+    sparse_decode,
+)
 
 
 class _GramRows:
@@ -257,6 +264,8 @@ class MatchingPursuitConfig(SparseConfig):
     mp_stop: Literal["fixed", "relative", "absolute"] = Field("fixed", description="inference stopping rule")
     mp_threshold: float = Field(0.0, ge=0, description="stop when ||r|| < threshold (* ||x - b_dec|| if relative)")
     mp_k_max: int | None = Field(None, gt=0, description="inference step cap (default k)")
+    aux_coef: float = Field(0.0, ge=0, description="AuxK on dead atoms, residual-guided (see mp_auxk); 0 disables")
+    aux_k: int | None = Field(None, gt=0, description="dead atoms used by AuxK (default d_in // 2, capped at d_sae)")
     mp_stop_on_repeat: bool = Field(False, description="inference: stop a token after a step that leaves its support "
                                     "unchanged (an atom picked again, or a zero coefficient); SAELens's "
                                     "stop_on_duplicate_support")
@@ -272,6 +281,33 @@ class MatchingPursuitConfig(SparseConfig):
         """The step cap at inference: k, or mp_k_max (default k) when a stopping rule can end a token earlier."""
         adaptive = self.mp_stop != "fixed" or self.mp_stop_on_repeat
         return (self.mp_k_max or self.k) if adaptive else self.k
+
+
+def mp_auxk(sae, x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """AuxK for matching pursuit, residual-guided: one more pursuit step restricted to the dead atoms. With the
+    detached residual e = x - x_hat, each token takes its top-aux_k dead atoms by <e, d_j> (the positive ones
+    when mp_nonneg, else by |<e, d_j>|) with coefficients <e, d_j>, and the loss is
+    aux_coef · ||ê - e||² / ||e - mean e||², ê = Σ <e, d_j> d_j: TopK's AuxK with MP's correlations in place of
+    encoder pre-activations. Gradients reach only the dead atoms (coefficients and directions)."""
+    cfg = sae.cfg
+    dead = sae.dead_mask()
+    if not bool(dead.any()):
+        return {}
+    idx = dead.nonzero().squeeze(1)
+    W = sae.W_dec
+    e = (x.to(W.dtype) - x_hat).detach()
+    with torch.no_grad():
+        c = e @ W[idx].t()
+        k_aux = min(cfg.aux_k or max(1, min(cfg.d_in // 2, cfg.d_sae)), idx.numel())
+        j = (c.clamp_min(0) if cfg.mp_nonneg else c.abs()).topk(k_aux, dim=-1, sorted=False).indices
+        vals = c.gather(1, j)
+    code = SparseCode.from_topk(idx[j], cfg.d_sae)
+    zeros = W.new_zeros(W.shape[1])
+    coef = gather_preacts(e, zeros, W, W.new_zeros(cfg.d_sae), code, vals.reshape(-1))
+    coef = coef.relu() if cfg.mp_nonneg else coef
+    e_hat = sparse_decode(coef, W, code)
+    loss = ((e_hat - e) ** 2).sum() / ((e - e.mean(0)) ** 2).sum().clamp_min(1e-12)
+    return {"auxk": cfg.aux_coef * loss}
 
 
 @register("matching_pursuit")
@@ -314,8 +350,10 @@ class MatchingPursuitSAE(BaseSAE):
         x_hat = sparse_decode(coef.reshape(-1), self.W_dec, code) + self.b_dec
         with torch.no_grad():
             fired = self._fired(code, A.reshape(-1))
+        aux = mp_auxk(self, x, x_hat) if cfg.aux_coef > 0 else {}  # the dead set before this batch, as TopK's
+        with torch.no_grad():
             self.update_stats(fired, x.shape[0])
-        return TrainOutput(x_hat, {}, fired, float(fired.sum()) / x.shape[0])
+        return TrainOutput(x_hat, aux, fired, float(fired.sum()) / x.shape[0])
 
     def _gram_workspace(self) -> torch.Tensor:
         """A [d_sae, d_sae] buffer for each training step's Gram matrix, kept between steps (a fresh one costs
