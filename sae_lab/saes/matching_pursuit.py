@@ -274,6 +274,8 @@ class MatchingPursuitConfig(SparseConfig):
     def _check_stop(self) -> "MatchingPursuitConfig":
         if self.mp_stop == "relative" and self.mp_threshold >= 1:
             raise ValueError(f"mp_threshold={self.mp_threshold} with mp_stop='relative' must be in [0, 1)")
+        if self.aux_k is not None and self.d_sae is not None and self.aux_k > self.d_sae:
+            raise ValueError(f"aux_k={self.aux_k} exceeds d_sae={self.d_sae}; aux_k must be in [1, {self.d_sae}]")
         return self
 
     @property
