@@ -50,10 +50,13 @@ class GlobalCalibrator:
 
     @torch.no_grad()
     def finish(self) -> dict:
-        """Set the threshold; returns the sample's L0 under the training-time (EMA) and calibrated thresholds."""
-        self.sae.threshold.fill_(self.top.midpoint())
+        """Set the threshold; returns the sample's L0 under the training-time (EMA) and calibrated thresholds
+        (the calibrated one is below k where latents have fewer positive values than their quota)."""
+        theta = self.top.midpoint()
+        self.sae.threshold.fill_(theta)
+        after = int((self.top.vals > theta).sum())  # every sample value above θ is among the kept top q + 1
         return {"tokens": self.tokens, "l0_ema_threshold": self.before / self.tokens,
-                "l0_calibrated": self.top.q / self.tokens}
+                "l0_calibrated": after / self.tokens}
 
 
 class PerLatentCalibrator:
@@ -80,11 +83,13 @@ class PerLatentCalibrator:
     @torch.no_grad()
     def finish(self) -> dict:
         theta = torch.empty_like(self.sae.threshold)
+        after = 0
         for cols, top in zip(self.groups, self.top):
             q = self.q[cols].unsqueeze(1)
             upper = top.gather(1, (q - 1).clamp_min(0)).squeeze(1)
             mid = (upper + top.gather(1, q).squeeze(1)) / 2
             theta[cols] = torch.where(q.squeeze(1) > 0, mid, torch.full_like(mid, float("inf")))
+            after += int((top > theta[cols].unsqueeze(1)).sum())  # the values above θ_i are all kept
         self.sae.threshold.copy_(theta)
         return {"tokens": self.tokens, "l0_ema_threshold": self.before / self.tokens,
-                "l0_calibrated": float(self.q.sum()) / self.tokens}
+                "l0_calibrated": after / self.tokens}
