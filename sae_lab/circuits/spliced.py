@@ -29,6 +29,14 @@ def sae_key(sae) -> str:
     return sae.cfg.name or sae.cfg.hook_name
 
 
+def _graph_node(t: torch.Tensor) -> torch.Tensor:
+    """With autograd on: a fresh node of the graph (requiring grad even when nothing upstream does)."""
+    if not torch.is_grad_enabled():
+        return t
+    t = t.clone()
+    return t if t.requires_grad else t.requires_grad_(True)
+
+
 class _Node:
     """The splice at one SAE's hook: the model-side hook function plus the SAE's two hook points."""
 
@@ -45,11 +53,11 @@ class _Node:
         sae = self.sae
         x = act.reshape(*act.shape[:2], -1).to(sae.W_dec.dtype)
         z = sae.encode(x)
-        self.z = self.hp_acts(z.clone() if torch.is_grad_enabled() else z)  # its own node for gradients
+        self.z = self.hp_acts(_graph_node(z))  # its own autograd node, so gradients can be taken at it
         out = sae.decode(self.z)
         if self.error_term:
             err = x - sae.decode(z) if self.fixed_error is None else self.fixed_error.to(x)
-            self.err = self.hp_error(err)
+            self.err = self.hp_error(_graph_node(err))
             out = out + self.err
         if self.where is not None:
             out = torch.where(self.where.to(out.device)[..., None], out, x)
