@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -101,24 +100,26 @@ def cmd_run(args) -> int:
 
 def _section_config(target: str, section: str, model_cls, overrides: list[str]):
     """A run's `eval`/`analyze` section from its config.yaml (if any), with overrides applied."""
-    import yaml
-
     from sae_lab.configbase import apply_overrides, build_config
+    from sae_lab.rundir import RunDir
 
-    cfg_path = Path(target) / "config.yaml"
-    data = ((yaml.safe_load(cfg_path.read_text()) or {}).get(section) or {}) if cfg_path.is_file() else {}
+    run = RunDir(target)
+    data = (run.read_config().get(section) or {}) if run.is_run() else {}
     return build_config(model_cls, apply_overrides(data, overrides), where=f"the {section} section")
 
 
 def _target_and_model(args):
     """(is a run dir, model or None): a run dir uses its config's model; an SAE dir needs --model."""
+    from sae_lab.rundir import RunDir
+
     target = Path(args.target)
     if not target.exists():
         raise ConfigError(f"'{target}' does not exist; pass a run directory or an SAE directory")
-    if (target / "saes").is_dir():
+    if RunDir(target).is_run():
         return True, None
     if not (target / "cfg.json").is_file():
-        raise ConfigError(f"'{target}' is neither a run directory (with saes/) nor an SAE directory (with cfg.json)")
+        raise ConfigError(f"'{target}' is neither a run directory (with config.yaml) nor an SAE directory "
+                          "(with cfg.json)")
     from sae_lab.models import load_model
 
     return False, load_model(args.model, args.device)
@@ -161,9 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _config_parser(sub, "cache", CacheConfig, "cache activations of a model at hook points on disk")
     from sae_lab.pipeline import RunConfig
-    from sae_lab.saes.config import SAEConfig
+    from sae_lab.saes import SAEConfig
+    from sae_lab.saes.registry import config_classes
 
-    sae_help = ["  saes.N.* — each SAE of the sweep:", *config_help(SAEConfig, "saes.N.")]
+    sae_help = ["  saes.N.* — each SAE of the sweep; every architecture has:", *config_help(SAEConfig, "saes.N.")]
+    for arch, cls in config_classes().items():
+        sae_help += [f"  architecture: {arch} adds:", *config_help(cls, "saes.N.", tuple(SAEConfig.model_fields))]
     for name, summary in (("train", "train a sweep of SAEs from a run config (cache must exist, or cache: null)"),
                           ("run", "the whole job: cache, train, evaluate and analyse a run config")):
         p = _config_parser(sub, name, RunConfig, summary, sae_help)

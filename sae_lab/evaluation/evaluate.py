@@ -17,27 +17,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sae_lab.activations.cache_format import atomic_write_text
 from sae_lab.activations.generate import ActivationGenerator
+from sae_lab.activations.masks import keep_mask
 from sae_lab.circuits.splice import ablation_hooks, replace_hooks
 from sae_lab.evaluation import inputs as I
 from sae_lab.evaluation.config import EvalConfig
 from sae_lab.evaluation.metrics import LossStats, ReconStats, kl_per_position, loss_metrics, next_token_ce
+from sae_lab.fileio import atomic_write_text
 from sae_lab.models import LoadedModel
+from sae_lab.rundir import RunDir
 
 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, model: LoadedModel | None = None) -> dict:
-    """Evaluate every SAE in ``run_dir/saes``; writes saes/<name>/eval.json and run_dir/eval.json (the summary)."""
-    run_cfg = I.read_run_config(run_dir)
+    """Evaluate every SAE of a run; writes saes/<name>/eval.json and the run's eval.json (the summary)."""
+    run = RunDir(run_dir)
+    run_cfg = run.read_config()
     cfg = cfg or EvalConfig.model_validate(run_cfg.get("eval") or {})
     model = I.model_for(run_cfg, model)
-    records = evaluate_targets(I.run_targets(run_dir), model, cfg, I.outlier_multiple(cfg, run_cfg))
+    records = evaluate_targets(I.run_targets(run), model, cfg, I.outlier_multiple(cfg, run_cfg))
     for name, rec in records.items():
-        atomic_write_text(Path(run_dir) / "saes" / name / "eval.json", json.dumps(rec, indent=2))
+        run.write_sae_eval(name, rec)
     first = next(iter(records.values()))
     summary = {"run_dir": str(run_dir), "model": first["model"], "eval_data": first["eval_data"],
                "eval_config": first["eval_config"], "saes": {n: r["metrics"] for n, r in records.items()}}
-    atomic_write_text(Path(run_dir) / "eval.json", json.dumps(summary, indent=2))
+    run.write_eval_summary(summary)
     return summary
 
 
@@ -47,7 +50,7 @@ def evaluate_sae_dir(sae_dir: str | Path, model: LoadedModel, cfg: EvalConfig | 
     target = I.sae_dir_target(sae_dir)
     multiple = None if cfg.exclude_outliers in ("run", "none") else float(cfg.exclude_outliers)
     rec = evaluate_targets([target], model, cfg, multiple)[target.name]
-    atomic_write_text(Path(sae_dir) / "eval.json", json.dumps(rec, indent=2))
+    atomic_write_text(target.eval_path, json.dumps(rec, indent=2))
     return rec
 
 
@@ -88,7 +91,7 @@ def hook_means(gen: ActivationGenerator, cfg: EvalConfig, thresholds: dict) -> d
     for _, tokens in I.iter_batches(cfg, gen.model.tokenizer, desc="mean activations (for mean-ablation)"):
         special = I.special_mask(tokens, gen.model.tokenizer, cfg)
         for h, a in gen.forward(tokens).items():
-            keep = I.keep_mask(a, special, thresholds[h])
+            keep = keep_mask(a, special, thresholds[h])
             sums[h] = sums[h] + a[keep].double().sum(0)
             counts[h] += int(keep.sum())
     return {h: (sums[h] / max(counts[h], 1)).float() for h in gen.hooks}
@@ -102,7 +105,7 @@ def _eval_batch(model: LoadedModel, tokens: np.ndarray, targets, cfg: EvalConfig
     stop = None if cfg.ce_loss else ActivationGenerator(model, hooks, exclude_special=False).stop_at_layer
     logits, cache = model.bridge.run_with_cache(ids, names_filter=hooks, stop_at_layer=stop)
     acts = {h: cache[h].reshape(*tokens.shape, -1).float() for h in hooks}
-    keep = {h: I.keep_mask(acts[h], special, thresholds[h]) for h in hooks}
+    keep = {h: keep_mask(acts[h], special, thresholds[h]) for h in hooks}
     clean_logp = None
     if cfg.ce_loss:
         state.loss["clean"].update(next_token_ce(logits, ids))
@@ -134,5 +137,5 @@ def _record(t: I.Target, state: _State, cfg: EvalConfig, data: dict, model: Load
         metrics.update(loss_metrics(L["clean"], L[t.name], L[f"zero:{t.hook}"], L[f"mean:{t.hook}"]))
     c = t.sae.cfg
     return {"sae": t.name, "hook_name": t.hook, "architecture": t.sae.architecture, "d_in": c.d_in, "d_sae": c.d_sae,
-            "k": c.k, "inference_rule": "sae.encode", "metrics": metrics, "eval_data": data,
+            "k": getattr(c, "k", None), "inference_rule": "sae.encode", "metrics": metrics, "eval_data": data,
             "model": model.describe(), "eval_config": cfg.model_dump(mode="json"), "seconds": round(seconds, 2)}

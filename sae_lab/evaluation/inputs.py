@@ -9,14 +9,17 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
+from sae_lab.activations.masks import outlier_threshold, special_positions
 from sae_lab.configbase import ConfigError
-from sae_lab.data.packing import iter_contexts, special_token_mask
+from sae_lab.data.packing import iter_contexts
 from sae_lab.data.sources import describe_source
+from sae_lab.devices import resolve_device
 from sae_lab.evaluation.config import HeldOutData
-from sae_lab.models import LoadedModel, ModelConfig, resolve_device
+from sae_lab.models import LoadedModel, ModelConfig
+from sae_lab.rundir import EVAL, FEATURE_DB, RunDir
+from sae_lab.saes.base import BaseSAE
 
 
 class SAEMismatchError(ConfigError):
@@ -28,30 +31,30 @@ class Target:
     """One SAE to evaluate/analyse and the directory its results go to."""
 
     name: str
-    sae: torch.nn.Module
+    sae: BaseSAE
     out_dir: Path
 
     @property
     def hook(self) -> str:
         return self.sae.cfg.hook_name
 
+    @property
+    def eval_path(self) -> Path:
+        return self.out_dir / EVAL
 
-def read_run_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"'{run_dir}' is not a run directory: it has no config.yaml")
-    return yaml.safe_load(path.read_text()) or {}
+    @property
+    def db_path(self) -> Path:
+        return self.out_dir / FEATURE_DB
 
 
-def run_targets(run_dir: str | Path) -> list[Target]:
-    """Every trained SAE under run_dir/saes/ (loaded on CPU, as saved: applies to raw activations)."""
+def run_targets(run: RunDir) -> list[Target]:
+    """Every trained SAE of ``run`` (loaded on CPU, as saved: applies to raw activations)."""
     from sae_lab.saes.saelens_format import load_sae
 
-    saes = Path(run_dir) / "saes"
-    dirs = sorted(p for p in saes.iterdir() if p.is_dir() and not p.name.startswith(".")) if saes.is_dir() else []
-    if not dirs:
-        raise ConfigError(f"run directory '{run_dir}' holds no trained SAE under saes/ (has training finished?)")
-    return [Target(d.name, load_sae(d).eval(), d) for d in dirs]
+    names = run.sae_names()
+    if not names:
+        raise ConfigError(f"run directory '{run.path}' holds no trained SAE under saes/ (has training finished?)")
+    return [Target(n, load_sae(run.sae_dir(n)).eval(), run.sae_dir(n)) for n in names]
 
 
 def sae_dir_target(sae_dir: str | Path) -> Target:
@@ -109,7 +112,7 @@ def check_targets(targets: list[Target], model: LoadedModel) -> None:
 
 
 def place_saes(targets: list[Target], cfg: HeldOutData, model: LoadedModel) -> torch.device:
-    device = model.device if cfg.device == "auto" else resolve_device(cfg.device)
+    device = resolve_device(cfg.device, auto=model.device)
     for t in targets:
         t.sae.to(device)
     return device
@@ -145,17 +148,14 @@ def first_batch(cfg: HeldOutData, tokenizer) -> np.ndarray:
 
 
 def special_mask(tokens: np.ndarray, tokenizer, cfg: HeldOutData) -> np.ndarray:
-    if not cfg.data.exclude_special:
-        return np.zeros(tokens.shape, dtype=bool)
-    return special_token_mask(tokens, tokenizer)
+    return special_positions(tokens, tokenizer, cfg.data.exclude_special)
 
 
 def outlier_thresholds(acts: dict[str, torch.Tensor], special: np.ndarray, multiple: float | None) -> dict[str, float | None]:
     """Per hook: ``multiple`` x the median ||x|| of non-special positions of the first batch (None: keep all)."""
     out: dict[str, float | None] = {}
     for hook, a in acts.items():
-        norms = a.norm(dim=-1)[torch.from_numpy(~special)]
-        out[hook] = None if multiple is None or norms.numel() == 0 else multiple * float(norms.median())
+        out[hook] = outlier_threshold(a.norm(dim=-1)[torch.from_numpy(~special)], multiple)
     return out
 
 
@@ -165,14 +165,6 @@ def first_batch_thresholds(gen, cfg: HeldOutData, multiple: float | None) -> dic
         return {h: None for h in gen.hooks}
     first = first_batch(cfg, gen.model.tokenizer)
     return outlier_thresholds(gen.forward(first), special_mask(first, gen.model.tokenizer, cfg), multiple)
-
-
-def keep_mask(act: torch.Tensor, special: np.ndarray, threshold: float | None) -> torch.Tensor:
-    """bool [b, T]: positions every statistic uses (not special, not an outlier)."""
-    keep = torch.from_numpy(~special).to(act.device)
-    if threshold is not None:
-        keep &= act.norm(dim=-1) <= threshold
-    return keep
 
 
 def data_record(cfg: HeldOutData, multiple: float | None, thresholds: dict, n_contexts: int, n_tokens: int,
