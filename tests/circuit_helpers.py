@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from eval_helpers import sae as make_sae
 
 RESID1, RESID2, HOOK_Z = "blocks.1.hook_resid_post", "blocks.2.hook_resid_post", "blocks.2.attn.hook_z"

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
+
 from circuit_helpers import HOOK_Z, RESID1, RESID2, dense_sae
 from eval_helpers import one_thread  # noqa: F401
 from eval_helpers import sae as make_sae
-
 from sae_lab.circuits import Spliced, logit_diff
 from sae_lab.circuits.attribution import patch_effect, validate
 from sae_lab.circuits.dfa import direct_feature_attribution

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+
 from circuit_helpers import HOOK_Z, RESID1, RESID2, dense_sae
 from eval_helpers import eval_cfg, one_thread  # noqa: F401
 from eval_helpers import sae as make_sae
-
 from sae_lab.circuits import CircuitError, Intervention, Spliced, compare_interventions, logit_diff, prompt_features
 from sae_lab.evaluation.evaluate import evaluate_targets
 from sae_lab.evaluation.inputs import Target

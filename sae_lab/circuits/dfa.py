@@ -9,15 +9,13 @@ bias term. With grouped-query attention query head h reads key/value head ``h //
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 
 from sae_lab.circuits.errors import CircuitError
 from sae_lab.circuits.prompts import Prompt, to_ids, token_strings
-
-_HOOK_Z = re.compile(r"^blocks\.(\d+)\.attn\.hook_z$")
+from sae_lab.hooknames import parse_hook
 
 
 @dataclass
@@ -51,8 +49,8 @@ class DirectFeatureAttribution:
 def direct_feature_attribution(model, sae, prompt: Prompt, feature: int, position: int = -1
                                ) -> DirectFeatureAttribution:
     """Split ``feature``'s pre-activation at ``position`` (default: the last token) by head and source."""
-    m = _HOOK_Z.match(sae.cfg.hook_name)
-    if m is None or not getattr(sae, "has_encoder", True):
+    hook = parse_hook(sae.cfg.hook_name)
+    if not hook.is_attn_z or not getattr(sae, "has_encoder", True):
         raise CircuitError(f"direct feature attribution needs an encoder SAE on blocks.L.attn.hook_z, got "
                            f"{sae.cfg.architecture} on '{sae.cfg.hook_name}'")
     from sae_lab.circuits.interventions import _features
@@ -65,7 +63,7 @@ def direct_feature_attribution(model, sae, prompt: Prompt, feature: int, positio
     t = position + T if position < 0 else position
     if not 0 <= t < T:
         raise CircuitError(f"position {position} is out of range for a prompt of {T} tokens")
-    L = int(m.group(1))
+    L = hook.layer
     names = [f"blocks.{L}.attn.hook_pattern", f"blocks.{L}.attn.hook_v", sae.cfg.hook_name]
     _, cache = model.bridge.run_with_cache(ids, names_filter=names, stop_at_layer=L + 1)
     pattern, v, z = (cache[n][0].to(sae.W_dec.dtype) for n in names)  # [H, T, T], [T, KV, dh], [T, H, dh]

@@ -18,6 +18,7 @@ import torch
 
 from sae_lab.circuits.errors import CircuitError
 from sae_lab.circuits.prompts import Prompt
+from sae_lab.hooknames import parse_hook
 
 
 @dataclass
@@ -69,9 +70,7 @@ class FeatureGraph:
 
 
 def _layer(sae) -> int:
-    from sae_lab.activations.hooks import hook_layer
-
-    layer = hook_layer(sae.cfg.hook_name)
+    layer = parse_hook(sae.cfg.hook_name).layer
     return 10**6 if layer is None else layer
 
 
