@@ -139,7 +139,8 @@ def faithfulness(sp: Spliced, rows: list[dict], feats: dict, keep_n: list[int]) 
     out = []
     for n in keep_n:
         m = metric_with(n)
-        out.append({"n_kept": n, "metric": m, "faithfulness": (m - m_empty) / (m_model - m_empty),
+        gap = m_model - m_empty
+        out.append({"n_kept": n, "metric": m, "faithfulness": (m - m_empty) / gap if abs(gap) > 1e-9 else math.nan,
                     "model": m_model, "empty": m_empty})
     return out
 
@@ -197,7 +198,7 @@ def run(out: Path, reduced: bool = False, model=None) -> dict:
 
 def write(out: Path, r: dict) -> None:
     md = [f"# IOI on the embedded model{' (reduced)' if r['reduced'] else ''}", "",
-          "## Does the model do the task? (32 prompts per template)", "",
+          f"## Does the model do the task? ({r['behaviour'][0]['n']} prompts per template)", "",
           table(r["behaviour"], ["template", "text", "tokens", "accuracy", "mean_logit_diff", "chosen"]), "",
           "## Attribution validated by exact patching", "",
           table(r["validation"], ["template", "nodes", "pearson", "feature_total", "error_total"]), "",

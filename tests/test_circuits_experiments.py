@@ -51,10 +51,11 @@ def test_reduced_ioi_experiment(embedded_model, tmp_path):
 def test_reduced_attention_sae_experiment(embedded_model, tmp_path):
     import attn_sae
 
-    attn_sae.run(tmp_path, reduced=True, model=embedded_model)
+    res = attn_sae.run(tmp_path, reduced=True, model=embedded_model)
+    assert res["eval"]["ce_sae_spliced"] == pytest.approx(res["eval"]["ce_sae"], rel=1e-5)  # Spliced == eval
     t = tables((tmp_path / "results.md").read_text())
     ev, feats = (t[k] for k in t)
-    fvu, *_ = numbers(ev, ["fvu", "l0_mean", "ce_clean", "ce_sae", "loss_recovered_zero"])
+    fvu, *_ = numbers(ev, ["fvu", "l0_mean", "ce_clean", "ce_sae", "ce_sae_spliced", "loss_recovered_zero"])
     assert 0 < fvu < 2
     numbers(feats, ["feature", "density", "activation", "pre_activation", "bias", "top_head", "top_source"])
     assert all(float(r["sum_error"]) < 1e-3 for r in feats) and len(feats) == 2
