@@ -35,13 +35,15 @@ LAYER = 15
 HOOK = f"blocks.{LAYER}.attn.hook_z"
 
 
-def run(out: Path, reduced: bool = False, model=None) -> dict:
+def run(out: Path, reduced: bool = False, model=None, work: Path | None = None) -> dict:
+    """The experiment; results into ``out``, caches and run directories into ``work`` (default out/work)."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
+    work = work or out / "work"
     model = model or load_model("embedded", device="cpu")
     tokens = 8192 if reduced else 98304
-    (sae, run_dir), = train_saes(model, [HOOK], out / "work", tokens=tokens).values()
-    cfg = run_config([HOOK], HOOK, out / "work", tokens, 4, 32)
+    (sae, run_dir), = train_saes(model, [HOOK], work, tokens=tokens).values()
+    cfg = run_config([HOOK], HOOK, work, tokens, 4, 32)
     ev_cfg = cfg.eval.model_copy(update={"n_tokens": 512 if reduced else 4096, "exclude_outliers": "none"})
     an_cfg = cfg.analyze.model_copy(update={"n_tokens": 1024 if reduced else 16384})
     metrics = evaluate_run(run_dir, ev_cfg, model)["saes"][sae.cfg.name]
@@ -134,6 +136,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("experiments/results/attn_sae"))
     ap.add_argument("--reduced", action="store_true", help="a small version (CI)")
+    ap.add_argument("--work", type=Path, default=Path("runs/experiments/attn_sae"), help="caches and SAE runs")
     a = ap.parse_args()
-    run(a.out, a.reduced)
+    run(a.out, a.reduced, work=a.work)
     print((a.out / "results.md").read_text())

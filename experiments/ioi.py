@@ -156,9 +156,11 @@ def table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines + ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows])
 
 
-def run(out: Path, reduced: bool = False, model=None) -> dict:
+def run(out: Path, reduced: bool = False, model=None, work: Path | None = None) -> dict:
+    """The experiment; results into ``out``, caches and run directories into ``work`` (default out/work)."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
+    work = work or out / "work"
     model = model or load_model("embedded", device="cpu")
     n_pairs, n_val, n_top = (4, 2, 8) if reduced else (16, 6, 20)
     behav = []
@@ -171,7 +173,7 @@ def run(out: Path, reduced: bool = False, model=None) -> dict:
     for b in behav:
         b["chosen"] = b["template"] in chosen
     hooks = [f"blocks.{L}.hook_resid_post" for L in LAYERS]
-    saes = train_saes(model, hooks, out / "work", tokens=8192 if reduced else 65536)
+    saes = train_saes(model, hooks, work, tokens=8192 if reduced else 65536)
     sae_list = [saes[h][0] for h in hooks]
     nodes_rows, faith_rows, val = [], [], []
     with Spliced(model, sae_list) as sp:
@@ -236,6 +238,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("experiments/results/ioi"))
     ap.add_argument("--reduced", action="store_true", help="a small version (CI)")
+    ap.add_argument("--work", type=Path, default=Path("runs/experiments/ioi"), help="caches and SAE runs")
     a = ap.parse_args()
-    res = run(a.out, a.reduced)
+    res = run(a.out, a.reduced, work=a.work)
     print((a.out / "results.md").read_text())
