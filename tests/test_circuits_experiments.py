@@ -19,9 +19,8 @@ def tables(md: str) -> dict[str, list[dict]]:
         lines = [ln for ln in section.splitlines() if ln.startswith("|")]
         if len(lines) < 2:
             continue
-        cols = [c.strip() for c in lines[0].strip("|").split("|")]
-        out[section.splitlines()[0]] = [dict(zip(cols, (c.strip() for c in ln.strip("|").split("|"))))
-                                        for ln in lines[2:]]
+        cells = [[c.strip() for c in re.split(r"(?<!\\)\|", ln.strip()[1:-1])] for ln in lines]  # \| is a pipe
+        out[section.splitlines()[0]] = [dict(zip(cells[0], row)) for row in cells[2:]]
     return out
 
 
