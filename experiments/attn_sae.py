@@ -12,7 +12,6 @@ attn_sae.html (one heatmap per feature) into --out.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from circuit_saes import run_config, train_saes  # noqa: E402
+from circuit_saes import main, run_config, train_saes  # noqa: E402
 from ioi import table  # noqa: E402
 
 from sae_lab.circuits import Spliced  # noqa: E402
@@ -133,10 +132,4 @@ def _figure(r: dict):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=Path("experiments/results/attn_sae"))
-    ap.add_argument("--reduced", action="store_true", help="a small version (CI)")
-    ap.add_argument("--work", type=Path, default=Path("runs/experiments/attn_sae"), help="caches and SAE runs")
-    a = ap.parse_args()
-    run(a.out, a.reduced, work=a.work)
-    print((a.out / "results.md").read_text())
+    main(run, "attn_sae")

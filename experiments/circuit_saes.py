@@ -54,3 +54,16 @@ def train_saes(model, hooks: list[str], out_dir: Path, tokens: int, expansion: i
         run_dir = RunDir(cfg.run_dir)
         out[h] = (load_sae(run_dir.sae_dir(sae_name(h))).eval(), run_dir.path)
     return out
+
+
+def main(run, name: str) -> None:
+    """The command line of a circuit experiment: ``--out`` (results), ``--work`` (caches, runs), ``--reduced``."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path(f"experiments/results/{name}"))
+    ap.add_argument("--reduced", action="store_true", help="a small version (CI)")
+    ap.add_argument("--work", type=Path, default=Path(f"runs/experiments/{name}"), help="caches and SAE runs")
+    a = ap.parse_args()
+    run(a.out, a.reduced, work=a.work)
+    print((a.out / "results.md").read_text())

@@ -17,7 +17,6 @@ Writes results.md (tables), results.json and ioi.html (Plotly) into --out.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from circuit_saes import train_saes  # noqa: E402
+from circuit_saes import main, train_saes  # noqa: E402
 
 from sae_lab.circuits import Spliced, logit_diff  # noqa: E402
 from sae_lab.circuits.attribution import patch_effect  # noqa: E402
@@ -235,10 +234,4 @@ def _figure(r: dict):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=Path("experiments/results/ioi"))
-    ap.add_argument("--reduced", action="store_true", help="a small version (CI)")
-    ap.add_argument("--work", type=Path, default=Path("runs/experiments/ioi"), help="caches and SAE runs")
-    a = ap.parse_args()
-    res = run(a.out, a.reduced, work=a.work)
-    print((a.out / "results.md").read_text())
+    main(run, "ioi")
