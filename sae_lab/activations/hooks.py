@@ -38,15 +38,6 @@ def stop_layer(hooks: list[str]) -> int | None:
     return max(layers) + 1  # type: ignore[type-var]
 
 
-def start_layer(hooks: list[str]) -> int | None:
-    """The first block holding any of ``hooks``: the forward before it is the same whatever the hooks do there,
-    so it can be shared (``start_at_layer``). None when a hook lies outside the blocks or in block 0."""
-    layers = [parse_hook(h).layer for h in hooks]
-    if any(layer is None or layer < 1 for layer in layers):
-        return None
-    return min(layers)  # type: ignore[type-var]
-
-
 def hook_slug(hook: str) -> str:
     """A filesystem-safe name for a hook's files."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", hook)

@@ -2,11 +2,10 @@
 
 Per batch the clean model runs once (logits + every needed hook); each SAE encodes its hook's activations
 with its inference rule (``sae.encode``) and then one spliced forward per SAE gives its CE loss and KL;
-zero- and mean-ablation forwards run once per hook. The forward up to the first block holding a hook is the
-same for all of these, so it runs once per batch (``stop_at_layer``) and every variant runs only the blocks
-from there on (``start_at_layer``): bit-identical logits, (L + n_variants·(n_layers − L)) block forwards
-instead of n_variants·n_layers. Without CE loss, only activations are needed: the forward stops after the
-deepest hook. Splicing and ablation touch only the kept positions
+zero- and mean-ablation forwards run once per hook. Without CE loss, only activations are needed: the forward
+stops after the deepest hook. (Sharing the forward up to the hook's block through the bridge's
+``start_at_layer`` was measured and dropped: TransformerLens 4's bridge still runs blocks 0..L-1 and discards
+their output, so it saved nothing.) Splicing and ablation touch only the kept positions
 (BOS/EOS/pad and outliers keep their clean activations), the positions the reconstruction metrics use.
 The mean for mean-ablation is the exact mean over the eval set's kept positions (a cheap first pass that
 stops after the hook's layer).
@@ -22,7 +21,6 @@ import numpy as np
 import torch
 
 from sae_lab.activations.generate import ActivationGenerator
-from sae_lab.activations.hooks import start_layer
 from sae_lab.activations.masks import keep_mask
 from sae_lab.circuits.splice import ablation_hooks, replace_hooks
 from sae_lab.evaluation import inputs as I
@@ -117,12 +115,8 @@ def _eval_batch(model: LoadedModel, tokens: np.ndarray, targets, cfg: EvalConfig
     ids = torch.as_tensor(tokens, dtype=torch.long, device=model.device)
     hooks = sorted({t.hook for t in targets})
     special = I.special_mask(tokens, model.tokenizer, cfg)
-    if cfg.ce_loss:
-        prefix = _SharedPrefix(model, ids, hooks)
-        logits, cache = model.bridge.run_with_cache(prefix.input, names_filter=hooks, **prefix.kwargs)
-    else:
-        stop = ActivationGenerator(model, hooks, exclude_special=False).stop_at_layer
-        logits, cache = model.bridge.run_with_cache(ids, names_filter=hooks, stop_at_layer=stop)
+    stop = None if cfg.ce_loss else ActivationGenerator(model, hooks, exclude_special=False).stop_at_layer
+    logits, cache = model.bridge.run_with_cache(ids, names_filter=hooks, stop_at_layer=stop)
     acts = {h: cache[h].reshape(*tokens.shape, -1).float() for h in hooks}
     keep = {h: keep_mask(acts[h], special, thresholds[h]) for h in hooks}
     clean_logp = None
@@ -137,26 +131,16 @@ def _eval_batch(model: LoadedModel, tokens: np.ndarray, targets, cfg: EvalConfig
         m = keep[t.hook].to(dev)
         state.recon[t.name].update(x[m], z[m], x_hat[m])
         if cfg.ce_loss:
-            prefix.spliced(replace_hooks(t.hook, x_hat, keep[t.hook]), clean_logp, state.loss[t.name])
+            _spliced(model, ids, replace_hooks(t.hook, x_hat, keep[t.hook]), clean_logp, state.loss[t.name])
     if cfg.ce_loss:
         for h in hooks:
-            prefix.spliced(ablation_hooks(h, "zero", None, keep[h]), clean_logp, state.loss[f"zero:{h}"])
-            prefix.spliced(ablation_hooks(h, "mean", means[h], keep[h]), clean_logp, state.loss[f"mean:{h}"])
+            _spliced(model, ids, ablation_hooks(h, "zero", None, keep[h]), clean_logp, state.loss[f"zero:{h}"])
+            _spliced(model, ids, ablation_hooks(h, "mean", means[h], keep[h]), clean_logp, state.loss[f"mean:{h}"])
 
 
-class _SharedPrefix:
-    """The residual stream entering the first block that holds a hook, computed once per batch; every forward
-    of the batch (clean, spliced, ablated) starts there. Hooks outside the blocks: no sharing (from the tokens)."""
-
-    def __init__(self, model: LoadedModel, ids: torch.Tensor, hooks: list[str]):
-        start = start_layer(hooks)
-        self.model, self.ids = model, ids
-        self.input = ids if start is None else model.bridge(ids, stop_at_layer=start)
-        self.kwargs = {} if start is None else {"start_at_layer": start}
-
-    def spliced(self, hooks, clean_logp: torch.Tensor, acc: LossStats) -> None:
-        logits = self.model.bridge.run_with_hooks(self.input, fwd_hooks=hooks, **self.kwargs)
-        acc.update(next_token_ce(logits, self.ids), kl_per_position(clean_logp, logits))
+def _spliced(model: LoadedModel, ids: torch.Tensor, hooks, clean_logp: torch.Tensor, acc: LossStats) -> None:
+    logits = model.bridge.run_with_hooks(ids, fwd_hooks=hooks)
+    acc.update(next_token_ce(logits, ids), kl_per_position(clean_logp, logits))
 
 
 def _record(t: I.Target, state: _State, cfg: EvalConfig, data: dict, model: LoadedModel, seconds: float) -> dict:
