@@ -74,7 +74,18 @@ class LoadedModel:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' picks CUDA, then MPS, then CPU."""
     if str(device) != "auto":
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError as e:
+            raise ModelLoadError(f"device '{device}' is not a device name ({e}); use auto, cpu, cuda, cuda:N "
+                                 "or mps") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError(f"device '{device}' was asked for but CUDA is not available here; "
+                                 "use device=auto or cpu")
+        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ModelLoadError(f"device '{device}' was asked for but MPS is not available here; "
+                                 "use device=auto or cpu")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

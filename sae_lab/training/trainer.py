@@ -21,6 +21,7 @@ from sae_lab.distributed import world
 from sae_lab.training import checkpoint as ckpt
 from sae_lab.training.checks import preflight
 from sae_lab.training.config import TrainConfig
+from sae_lab.training.divergence import DivergedError, DivergenceGuard, diverged_message
 from sae_lab.training.metrics_log import MetricsLogger, read_metrics, require_optional_loggers, truncate_metrics
 from sae_lab.training.report import make_record, postfix, underused_mask
 from sae_lab.training.run_dir import (ResumeMode, RunDir, RunDirError, check_writable, prepare, resolved_config,
@@ -59,7 +60,7 @@ class SweepResult:
     stream (the copies in ``saes/<name>/`` have the scale folded in and apply to raw activations)."""
 
     run_dir: Path
-    status: str  # "done" or "stopped"
+    status: str  # "done" or "stopped" (a diverged run raises DivergedError; run.json says "diverged")
     steps: int
     tokens_seen: int
     results: dict[str, SAEResult]
@@ -103,13 +104,17 @@ def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, so
     return pos, path
 
 
-def _log(members: list[Member], pos: Position, cfg: TrainConfig, logger: MetricsLogger, bar, clock):
+def _log(members: list[Member], pos: Position, cfg: TrainConfig, logger: MetricsLogger, bar, clock,
+         guard: DivergenceGuard, last_ckpt: Path | None):
     now = time.perf_counter()
     tokens_per_s = (pos.tokens - clock[1]) / max(now - clock[0], 1e-9)
     records = [make_record(m, pos, cfg, tokens_per_s) for m in members]
     for r in records:
         logger.log(r)
     bar.set_postfix_str(postfix(records), refresh=False)
+    diverged = [r["sae"] for r in records if guard.update(r["sae"], r["fvu"])]
+    if diverged:
+        raise DivergedError(diverged_message(diverged, guard, pos.step, last_ckpt))
     return now, pos.tokens
 
 
@@ -121,7 +126,8 @@ def _save_checkpoint(members: list[Member], pos: Position, run: RunDir, cfg: Tra
 
 def _loop(members: list[Member], source, cfg: TrainConfig, run: RunDir, pos: Position, chash: str,
           logger: MetricsLogger, last_ckpt: Path | None, stop_after_tokens: int | None,
-          callbacks: Iterable[Callable[[StepInfo], None]], grad_hook) -> tuple[bool, Path | None]:
+          callbacks: Iterable[Callable[[StepInfo], None]], grad_hook,
+          guard: DivergenceGuard) -> tuple[bool, Path | None]:
     """Train until total_steps (returns False) or stop_after_tokens (returns True); checkpoints as it goes."""
     main, device = is_main(), cfg.resolved_device()
     batches = source.iter_batches(cfg.batch_size, seed=cfg.seed, skip_batches=pos.batches, device=device)
@@ -144,7 +150,7 @@ def _loop(members: list[Member], source, cfg: TrainConfig, run: RunDir, pos: Pos
             if log_now or save_now:
                 _check_params(members, pos.step, last_ckpt)
             if log_now:
-                clock = _log(members, pos, cfg, logger, bar, clock)
+                clock = _log(members, pos, cfg, logger, bar, clock, guard, last_ckpt)
             saved = None
             if save_now:
                 saved = last_ckpt = _save_checkpoint(members, pos, run, cfg, chash)
@@ -191,11 +197,15 @@ def _last_logged(run: RunDir, name: str) -> dict:
     return records[-1] if records else {}
 
 
-def _finish(members: list[Member], source, run: RunDir, pos: Position, status: str) -> SweepResult:
-    """Save the final SAEs (when done), record the results in run.json and build the return value."""
+def _finish(members: list[Member], source, run: RunDir, pos: Position, status: str,
+            guard: DivergenceGuard, last_ckpt: Path | None) -> SweepResult:
+    """Save the final SAEs (when done), record the results in run.json and build the return value.
+
+    SAEs that diverged (see training.divergence) are not saved; the run is then "diverged" and raises."""
+    diverged = [m.name for m in members if guard.failed_at_end(m.name)] if status == "done" else []
     results = {}
     for m in members:
-        sae_dir = run.sae_dir(m.name) if status == "done" else None
+        sae_dir = run.sae_dir(m.name) if status == "done" and m.name not in diverged else None
         if sae_dir is not None and is_main():
             _save_sae(m.sae, sae_dir, source.norm_scale)
         dead = torch.nonzero(m.sae.dead_mask()).flatten().tolist()
@@ -204,7 +214,11 @@ def _finish(members: list[Member], source, run: RunDir, pos: Position, status: s
     if is_main():
         summary = {n: {**r.metrics, "n_dead": len(r.dead_latents), "n_underused": len(r.underused_latents)}
                    for n, r in results.items()}
-        run.write_status(status=status, tokens_seen=pos.tokens, steps=pos.step, results=summary)
+        run.write_status(status="diverged" if diverged else status, tokens_seen=pos.tokens, steps=pos.step,
+                         results=summary, error=diverged_message(diverged, guard, pos.step, last_ckpt)
+                         if diverged else None)
+    if diverged:
+        raise DivergedError(diverged_message(diverged, guard, pos.step, last_ckpt))
     return SweepResult(run.path, status, pos.step, pos.tokens, results, {m.name: m.sae for m in members})
 
 
@@ -248,13 +262,38 @@ def train_sweep(
     for m in members:
         m.sae.train()
     logger = MetricsLogger(run.path, cfg, resolved, active=is_main())
+    guard = DivergenceGuard(_first_fvu(run))
     try:
-        stopped, _ = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
-                           callbacks, grad_hook)
-    except NonFiniteError as e:
+        stopped, last_ckpt = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
+                                   callbacks, grad_hook, guard)
+        return _finish(members, source, run, pos, "stopped" if stopped else "done", guard, last_ckpt)
+    except BaseException as e:
         if is_main():
-            run.write_status(status="failed", error=str(e))
+            _record_failure(run, e)
         raise
     finally:
         logger.close()
-    return _finish(members, source, run, pos, "stopped" if stopped else "done")
+
+
+def _first_fvu(run: RunDir) -> dict[str, float]:
+    """Each SAE's first logged FVU (a resumed run keeps judging divergence against its true start)."""
+    first: dict[str, float] = {}
+    for r in read_metrics(run.metrics) if is_main() else []:
+        if r.get("fvu") is not None:
+            first.setdefault(r["sae"], r["fvu"])
+    return first
+
+
+def _record_failure(run: RunDir, e: BaseException) -> None:
+    """run.json never keeps saying "running" after the process gave up (best effort: the disk may be full)."""
+    if isinstance(e, DivergedError):
+        status = "diverged"
+    elif isinstance(e, KeyboardInterrupt):
+        status = "interrupted"
+    else:
+        status = "failed"
+    try:
+        if run.read_status().get("status") != "diverged":
+            run.write_status(status=status, error=f"{type(e).__name__}: {e}" if status == "failed" else str(e))
+    except Exception:  # noqa: BLE001 -- the original error is what the user must see
+        pass
