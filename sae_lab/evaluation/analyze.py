@@ -115,6 +115,8 @@ def fingerprint(targets, model: LoadedModel, cfg: AnalyzeConfig, multiple: float
 
 def _save_checkpoint(path: Path, fp: str, contexts: int, stats: dict[str, FeatureStats]) -> None:
     tensors = {f"{name}/{k}": v for name, s in stats.items() for k, v in s.state().items()}
+    for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a killed run (our own naming only)
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata={"fingerprint": fp, "contexts": str(contexts)})
     with open(tmp, "rb+") as f:

@@ -2,8 +2,9 @@
 
 Writing goes to ``<name>.tmp<pid>``, ends with a completion record in ``meta``, is fsynced and then renamed
 into place; a ``<name>.sha256`` sidecar holds the file's hash. Opening checks, in order: the SQLite header
-(magic, and file size == page size x page count, which catches truncation), ``PRAGMA quick_check``, the
-completion record and the row counts it lists; ``verify='full'`` also compares the SHA-256 sidecar. Any
+(magic, and file size == page size x page count, which catches truncation), the SHA-256 sidecar (see
+:func:`check_sidecar`: hashed once, then a cheap size/mtime/inode check), ``PRAGMA quick_check``, the
+completion record and the row counts it lists; ``verify='full'`` re-hashes the file every time. Any
 failure raises ``FeatureDBError`` naming the file.
 """
 
@@ -13,12 +14,13 @@ import json
 import os
 import sqlite3
 import struct
+import time
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from sae_lab.fileio import sha256_file
+from sae_lab.fileio import atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -58,8 +60,23 @@ class FeatureDBError(RuntimeError):
 def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> Path:
     """Write a complete database atomically: rows of each table, then indexes, then the completion record."""
     path = Path(path)
+    for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a killed run (our own naming only)
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
+    try:
+        _write_tmp(tmp, meta, tables)
+        sidecar = path.with_name(path.name + ".sha256")
+        sidecar_tmp = sidecar.with_name(sidecar.name + f".tmp{os.getpid()}")
+        sidecar_tmp.write_text(sha256_file(tmp) + "\n")
+        os.replace(sidecar_tmp, sidecar)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_tmp(tmp: Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> None:
     con = sqlite3.connect(tmp)
     try:
         con.execute("PRAGMA journal_mode=OFF")
@@ -77,12 +94,6 @@ def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tu
         con.close()
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
-    sidecar = path.with_name(path.name + ".sha256")
-    sidecar_tmp = sidecar.with_name(sidecar.name + ".tmp")
-    sidecar_tmp.write_text(sha256_file(tmp) + "\n")
-    os.replace(sidecar_tmp, sidecar)
-    os.replace(tmp, path)
-    return path
 
 
 def _insert(con: sqlite3.Connection, table: str, rows: Iterable[tuple]) -> int:
@@ -121,7 +132,7 @@ def check_header(path: Path) -> None:
 
 
 def check_database(path: Path, con: sqlite3.Connection, verify: str) -> dict:
-    """quick_check, completion record and row counts (and the sidecar hash for verify='full'); returns meta."""
+    """quick_check, completion record and row counts; returns meta."""
     how = "rerun `sae-lab analyze` to rebuild it"
     try:
         result = con.execute("PRAGMA quick_check").fetchone()[0]
@@ -137,11 +148,42 @@ def check_database(path: Path, con: sqlite3.Connection, verify: str) -> dict:
         if have != n:
             raise FeatureDBError(f"feature database '{path}': table {table} has {have} rows, the completion record "
                                  f"says {n}; {how}")
-    if verify == "full":
-        sidecar = path.with_name(path.name + ".sha256")
-        if not sidecar.is_file() or sidecar.read_text().strip() != sha256_file(path):
-            raise FeatureDBError(f"feature database '{path}' does not match its recorded SHA-256 ({sidecar}); {how}")
     return meta
+
+
+TRUST_AFTER_S = 2.0  # file timestamps are coarse (a clock tick): only trust a stat record older than this
+
+
+def check_sidecar(path: Path, full: bool = False) -> None:
+    """Compare ``path`` with its ``.sha256`` sidecar; FeatureDBError on a mismatch.
+
+    The first open hashes the file and, once the file is a few seconds old, records its size, mtime and inode
+    in the sidecar (second line); later opens compare only those (a stat call, so a 16k-latent database opens
+    fast) and re-hash when any differs. ``full`` always re-hashes. No sidecar (an older database): no check.
+    """
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file():
+        if full:
+            raise FeatureDBError(f"feature database '{path}' has no SHA-256 sidecar ({sidecar}) to verify against; "
+                                 "rerun `sae-lab analyze` to rebuild it")
+        return
+    lines = sidecar.read_text().splitlines() or [""]
+    st = path.stat()
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+    try:
+        recorded = json.loads(lines[1]) if len(lines) > 1 else None
+    except json.JSONDecodeError:
+        recorded = None
+    if not full and recorded == stamp:
+        return
+    if sha256_file(path) != lines[0].strip():
+        raise FeatureDBError(f"feature database '{path}' does not match its recorded SHA-256 ({sidecar}): "
+                             "the file was damaged or changed; rerun `sae-lab analyze` to rebuild it")
+    if time.time() - st.st_mtime > TRUST_AFTER_S:
+        try:
+            atomic_write_text(sidecar, f"{lines[0].strip()}\n{json.dumps(stamp)}\n")
+        except OSError:
+            pass  # a read-only location: the hash is simply checked on every open
 
 
 # ---- reading -------------------------------------------------------------------------------------------
@@ -157,6 +199,7 @@ class FeatureDB:
         if verify not in ("quick", "full"):
             raise ValueError(f"verify must be 'quick' or 'full', got {verify!r}")
         check_header(self.path)
+        check_sidecar(self.path, full=verify == "full")
         try:
             self.con = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
         except sqlite3.DatabaseError as e:
