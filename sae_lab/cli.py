@@ -65,6 +65,7 @@ def _run_config(args):
     from sae_lab.pipeline import RunConfig
 
     path, overrides = _split_config_args(args)
+    args.config_path = path
     return load_config(RunConfig, path, overrides)
 
 
@@ -83,7 +84,7 @@ def cmd_train(args) -> int:
     if args.print_config:
         print(cfg.model_dump_json(indent=2))
         return 0
-    _print_train_summary(train_run(cfg, resume=args.resume, overwrite=args.overwrite))
+    _print_train_summary(train_run(cfg, resume=args.resume, overwrite=args.overwrite, config_path=args.config_path))
     return 0
 
 
@@ -94,7 +95,7 @@ def cmd_run(args) -> int:
     if args.print_config:
         print(cfg.model_dump_json(indent=2))
         return 0
-    run_all(cfg, resume=args.resume, overwrite=args.overwrite, report=print)
+    run_all(cfg, resume=args.resume, overwrite=args.overwrite, report=print, config_path=args.config_path)
     return 0
 
 

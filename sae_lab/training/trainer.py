@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from sae_lab import ownership
 from sae_lab.distributed import world
 from sae_lab.rundir import RunDir, RunDirError
 from sae_lab.training import checkpoint as ckpt
@@ -37,6 +38,11 @@ from sae_lab.training.state import (
     seed_all,
 )
 from sae_lab.training.step import NonFiniteValue, first_non_finite_param, train_step
+
+
+SAE_KIND = "sae"
+SAE_OWNED = ("cfg.json", "sae_weights.safetensors", "sae_lab_state.safetensors", "sae_lab.json", "eval.json",
+             "features.sqlite", "features.sqlite.sha256", ".analyze_checkpoint.safetensors")
 
 
 class NonFiniteError(FloatingPointError):
@@ -190,13 +196,17 @@ def _check_params(members: list[Member], step: int, last_ckpt: Path | None) -> N
 
 
 def _save_sae(sae: torch.nn.Module, final: Path, norm_scale: float) -> None:
-    """sae.save into a temp dir, then swap it in, so saes/<name>/ is never half written."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    sae.save(tmp, fold_scale=norm_scale)
+    """sae.save into a temp dir, then swap it in, so saes/<name>/ is never half written. An existing
+    saes/<name>/ is replaced only when sae-lab owns everything in it (ownership.clear_owned)."""
     if final.exists():
-        shutil.rmtree(final)
+        ownership.clear_owned(final, SAE_KIND, SAE_OWNED)  # refuses (naming them) while foreign files are there
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # our own temporary (saes/ belongs to the run)
+    ownership.mark(tmp, SAE_KIND)
+    sae.save(tmp, fold_scale=norm_scale)
+    if final.exists():  # cleared above: only the marker is left
+        (final / ownership.MARKER).unlink(missing_ok=True)
+        final.rmdir()
     tmp.rename(final)
 
 
@@ -242,6 +252,7 @@ def train_sweep(
     callbacks: Iterable[Callable[[StepInfo], None]] = (),
     extra_config: dict | None = None,
     grad_hook: Callable[[torch.nn.Module], None] | None = None,
+    config_path: str | Path | None = None,
 ) -> SweepResult:
     """Train every SAE in ``saes`` (modules or SAEConfigs) on one pass over ``source``.
 
@@ -250,7 +261,9 @@ def train_sweep(
     A run dir holding a different config is never touched. ``stop_after_tokens`` pauses cleanly (a
     checkpoint is written; status 'stopped'). ``extra_config`` adds sections (e.g. data, model) to
     config.yaml without entering the config hash. ``grad_hook(sae)`` runs after backward (DDP all-reduce).
-    Raises ConfigError/RunDirError before training on bad input, NonFiniteError on NaN/inf.
+    ``config_path`` (the user's config file) is protected: overwrite never clears a directory holding it.
+    Raises ConfigError/RunDirError before training on bad input, NonFiniteError on NaN/inf, DivergedError when
+    training made an SAE worse (run.json then says "diverged").
     """
     modules = build_saes(saes, cfg.seed)
     preflight(modules, source, cfg)
@@ -258,9 +271,10 @@ def train_sweep(
     run = RunDir(run_dir)
     resolved = resolved_config(cfg, modules, source, extra_config)
     chash = resolved_hash(resolved)
-    mode = prepare(run, resolved, resume, overwrite) if is_main() else "resume"
+    mode = prepare(run, resolved, resume, overwrite, config_path) if is_main() else "resume"
     if is_main():
         check_writable(run.path)
+        run.claim()
     members = make_members(modules, cfg, cfg.resolved_device())
     pos, last_ckpt = _start(members, run, mode, resume, source, cfg, cfg.resolved_device(), chash)
     if is_main():
