@@ -1,7 +1,7 @@
 """The feature database: one SQLite file per SAE (schema in README.md here), its writer, checks and reader.
 
-Writing goes to ``<name>.tmp<pid>``, ends with a completion record in ``meta``, is fsynced and then renamed
-into place; a ``<name>.sha256`` sidecar holds the file's hash. Opening checks, in order: the SQLite header
+Writing is atomic (``sae_lab.fileio.atomic_path``: temp name, fsync, rename) and ends with a completion
+record in ``meta``; a ``<name>.sha256`` sidecar holds the file's hash. Opening checks, in order: the SQLite header
 (magic, and file size == page size x page count, which catches truncation), the SHA-256 sidecar (see
 :func:`check_sidecar`: hashed once, then a cheap size/mtime/inode check), ``PRAGMA quick_check``, the
 completion record and the row counts it lists; ``verify='full'`` re-hashes the file every time. Any
@@ -11,7 +11,6 @@ failure raises ``FeatureDBError`` naming the file.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import struct
 import time
@@ -20,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-from sae_lab.fileio import atomic_write_text, sha256_file
+from sae_lab.fileio import atomic_path, atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -60,24 +59,16 @@ class FeatureDBError(RuntimeError):
 def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> Path:
     """Write a complete database atomically: rows of each table, then indexes, then the completion record."""
     path = Path(path)
-    for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a killed run (our own naming only)
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        _write_tmp(tmp, meta, tables)
-        sidecar = path.with_name(path.name + ".sha256")
-        sidecar_tmp = sidecar.with_name(sidecar.name + f".tmp{os.getpid()}")
-        sidecar_tmp.write_text(sha256_file(tmp) + "\n")
-        os.replace(sidecar_tmp, sidecar)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    for stale in [*path.parent.glob(f".{path.name}.tmp*"), *path.parent.glob(f"{path.name}.tmp*")]:
+        stale.unlink(missing_ok=True)  # left by a killed run (our own temporary names only)
+    with atomic_path(path) as tmp:
+        _write_tables(tmp, meta, tables)
+        atomic_write_text(path.with_name(path.name + ".sha256"), sha256_file(tmp) + "\n")
     return path
 
 
-def _write_tmp(tmp: Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> None:
-    con = sqlite3.connect(tmp)
+def _write_tables(file: Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> None:
+    con = sqlite3.connect(file)
     try:
         con.execute("PRAGMA journal_mode=OFF")
         con.execute("PRAGMA synchronous=OFF")
@@ -92,8 +83,6 @@ def _write_tmp(tmp: Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> Non
         con.commit()
     finally:
         con.close()
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
 
 
 def _insert(con: sqlite3.Connection, table: str, rows: Iterable[tuple]) -> int:

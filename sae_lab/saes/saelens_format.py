@@ -14,7 +14,6 @@ Only JSON and safetensors are ever read (never pickle). See README.md in this fo
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sae_lab.configbase import ConfigError
+from sae_lab.hooknames import parse_hook
 from sae_lab.saes.config import SAEConfig
 from sae_lab.saes.registry import get_sae_class
 
@@ -73,13 +73,12 @@ def _saelens_mp_fields(cfg: SAEConfig) -> dict:
 
 def saelens_cfg(cfg: SAEConfig, architecture: str, meta: dict) -> dict:
     """cfg.json in SAELens layout (top-level fields of SAELens 5 and the 'metadata' block of SAELens 6)."""
-    m = re.search(r"blocks\.(\d+)\.", cfg.hook_name)
     common = {"model_name": meta.get("model_name", ""), "hook_name": cfg.hook_name, "hook_head_index": None,
               "prepend_bos": meta.get("prepend_bos", True), "context_size": meta.get("context_size"),
               "dataset_path": meta.get("dataset_path", ""), "sae_lens_training_version": None}
     out = {"architecture": architecture, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
            "apply_b_dec_to_input": True, "normalize_activations": "none", "finetuning_scaling_factor": False,
-           "hook_layer": int(m.group(1)) if m else -1, **common,
+           "hook_layer": parse_hook(cfg.hook_name).saelens_layer, **common,
            "activation_fn_str": "topk" if architecture == "topk" else "relu",
            "metadata": {**common, **{k: v for k, v in meta.items() if k not in common}, "sae_lab_name": cfg.name}}
     if architecture == "topk":

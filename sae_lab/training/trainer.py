@@ -8,7 +8,6 @@ issue: it plugs in through ``grad_hook`` (all-reduce) and a rank-strided data po
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 
 from sae_lab import ownership
 from sae_lab.distributed import world
+from sae_lab.fileio import atomic_path
 from sae_lab.rundir import RunDir, RunDirError
 from sae_lab.training import checkpoint as ckpt
 from sae_lab.training.checks import preflight
@@ -197,17 +197,13 @@ def _check_params(members: list[Member], step: int, last_ckpt: Path | None) -> N
 
 def _save_sae(sae: torch.nn.Module, final: Path, norm_scale: float) -> None:
     """sae.save into a temp dir, then swap it in, so saes/<name>/ is never half written. An existing
-    saes/<name>/ is replaced only when sae-lab owns everything in it (ownership.clear_owned)."""
+    saes/<name>/ is replaced only when sae-lab owns everything in it (ownership.clear_owned refuses, naming
+    them, while foreign files are there)."""
     if final.exists():
-        ownership.clear_owned(final, SAE_KIND, SAE_OWNED)  # refuses (naming them) while foreign files are there
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # our own temporary (saes/ belongs to the run)
-    ownership.mark(tmp, SAE_KIND)
-    sae.save(tmp, fold_scale=norm_scale)
-    if final.exists():  # cleared above: only the marker is left
-        (final / ownership.MARKER).unlink(missing_ok=True)
-        final.rmdir()
-    tmp.rename(final)
+        ownership.clear_owned(final, SAE_KIND, SAE_OWNED)
+    with atomic_path(final, directory=True) as tmp:
+        ownership.mark(tmp, SAE_KIND)
+        sae.save(tmp, fold_scale=norm_scale)
 
 
 def _last_logged(run: RunDir, name: str) -> dict:
