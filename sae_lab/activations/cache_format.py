@@ -76,7 +76,8 @@ def write_shard(root: Path, index: int, arrays: dict[str, np.ndarray], info: dic
             (tmp / "shard.json").write_text(json.dumps(record, indent=1))
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            raise CacheError(f"disk full (or file-size limit reached) while writing shard {shard_name(index)} in {root}. Free space "
+            raise CacheError(f"disk full while writing shard {shard_name(index)} in {root} (or a file-size "
+                             f"limit). Free space "
                              f"and run the same command again: it resumes from the last complete shard.") from None
         raise CacheError(f"could not write shard {shard_name(index)} in {root}: {e}") from None
     return record
