@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sae_lab.configbase import ConfigError
+from sae_lab.fileio import sha256_file
 from sae_lab.hooknames import parse_hook
 from sae_lab.saes.config import SAEConfig
 from sae_lab.saes.registry import get_sae_class
@@ -50,7 +51,8 @@ def save_sae(sae, directory, fold_scale: float | None = None, metadata: dict | N
     save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(d / "sae_lab_state.safetensors"))
     (d / "cfg.json").write_text(json.dumps(saelens_cfg(cfg, sl_arch or UNMAPPED_MP, metadata or {}), indent=2))
     ours = {"format": FORMAT, "architecture": arch, "config": cfg.model_dump(mode="json"), "fold_scale": fold_scale,
-            "saelens_architecture": sl_arch, "metadata": metadata or {}}
+            "saelens_architecture": sl_arch, "metadata": metadata or {},
+            "sha256": {f: sha256_file(d / f) for f in ("sae_weights.safetensors", "sae_lab_state.safetensors")}}
     if sl_arch is None:
         ours["note"] = (f"SAELens's matching_pursuit is non-negative with fixed or absolute stopping; this one "
                         f"(mp_nonneg={cfg.mp_nonneg}, mp_stop={cfg.mp_stop}) is not: SAELens cannot load it, sae-lab can.")
@@ -142,10 +144,14 @@ def _load_ours(d: Path):
         sae = get_sae_class(info["architecture"])(cfg)
     except (KeyError, ValueError) as e:
         raise SAEFileError(f"'{d / 'sae_lab.json'}' does not describe an SAE ({type(e).__name__}: {e})") from None
-    state = read_tensors(d / "sae_weights.safetensors")
+    state = read_tensors(d / "sae_weights.safetensors")  # unreadable or non-finite: named precisely
     extra = d / "sae_lab_state.safetensors"
     if extra.is_file():
         state.update(read_tensors(extra))
+    for fname, digest in (info.get("sha256") or {}).items():  # then any silent change (a flipped bit)
+        if (d / fname).is_file() and sha256_file(d / fname) != digest:
+            raise SAEFileError(f"'{d / fname}' does not match the SHA-256 recorded in sae_lab.json: the file is "
+                               "damaged; restore it or save the SAE again")
     own = sae.state_dict()
     if "threshold" in state and own["threshold"].dim() == 0:
         state["threshold"] = state["threshold"].reshape(-1)[0]
