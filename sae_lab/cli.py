@@ -234,24 +234,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_error(e: BaseException) -> str:
     """The message for an exception: ours carry their own; others get their type and a pointer to -v."""
+    import errno
+
     from sae_lab.errors import is_known
+    from sae_lab.fileio import is_space_error
 
     text = str(e) or type(e).__name__
+    if is_space_error(e):
+        where = f" '{e.filename}'" if isinstance(e, OSError) and e.filename else ""
+        return (f"could not write{where}: {text}. The disk is full or a file-size limit (ulimit -f) was reached: "
+                "free space (or lift the limit) and run the same command again; it resumes where it stopped.")
     if is_known(e):
         return text
     if isinstance(e, OSError) and e.filename:
-        return f"{e.strerror or type(e).__name__}: '{e.filename}'" + _os_advice(e)
+        advice = ". Choose a writable location." if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else ""
+        return f"{e.strerror or type(e).__name__}: '{e.filename}'{advice}"
     return f"{type(e).__name__}: {text} (an unexpected error; rerun with -v for details)"
-
-
-def _os_advice(e: OSError) -> str:
-    import errno
-
-    if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return ". Free space (or raise the file-size limit) and run the same command again: it resumes."
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ". Choose a writable location."
-    return ""
 
 
 def _quiet_warnings() -> None:

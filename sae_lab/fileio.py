@@ -8,6 +8,7 @@ them leaves the old one as ``.<name>.old<pid>``); an exception removes the tempo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -82,10 +83,32 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
         yield tmp
         _fsync_tree(tmp)
         _replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         _remove(tmp)
+        if is_space_error(e):
+            raise WriteError(f"could not write '{path}': {e}. The disk is full or a file-size limit (ulimit -f) "
+                             "was reached: free space (or lift the limit) and run the same command again; it "
+                             "resumes where it stopped.") from e
         raise
     fsync_dir(path.parent)
+
+
+class WriteError(OSError):
+    """A write that failed for lack of space or a file-size limit; the message names the file and what to do."""
+
+
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def is_space_error(e: BaseException) -> bool:
+    """True for 'disk full' / 'file too large' failures, also when a library re-raised them without the errno
+    (torch.save: 'file write failed')."""
+    if isinstance(e, WriteError):
+        return False  # already explained
+    if isinstance(e, OSError) and e.errno in _SPACE_ERRNOS:
+        return True
+    text = str(e).lower()
+    return any(s in text for s in ("file write failed", "file too large", "no space left", "disk is full"))
 
 
 def _replace(tmp: Path, path: Path) -> None:

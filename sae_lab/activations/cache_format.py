@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sae_lab.fileio import atomic_path, atomic_write_text, is_temp_name, sha256_file
+from sae_lab.fileio import WriteError, atomic_path, atomic_write_text, is_temp_name, sha256_file
 
 log = logging.getLogger(__name__)
 FORMAT = "sae-lab-activation-cache"
@@ -73,9 +73,10 @@ def write_shard(root: Path, index: int, arrays: dict[str, np.ndarray], info: dic
                 np.save(tmp / f"{name}.npy", arr)
                 files[f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
             record = {"name": shard_name(index), **info, "sha256": files}
+            record["checksum"] = _checksum(record)
             (tmp / "shard.json").write_text(json.dumps(record, indent=1))
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        if isinstance(e, WriteError) or e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             raise CacheError(f"disk full while writing shard {shard_name(index)} in {root} (or a file-size "
                              f"limit). Free space "
                              f"and run the same command again: it resumes from the last complete shard.") from None
@@ -98,6 +99,8 @@ def read_shard_record(shard_dir: Path) -> dict | None:
         return None
     if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), dict) or "n_contexts" not in rec:
         return None
+    if "checksum" in rec and rec["checksum"] != _checksum({k: v for k, v in rec.items() if k != "checksum"}):
+        return None  # an edit that still parses (a flipped digit)
     return rec
 
 
