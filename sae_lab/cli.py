@@ -157,7 +157,8 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable] = {"eval": cmd_eval, "analyze": cmd_analyze, "cache": cmd_cache, "verify": cmd_verify, "train": cmd_train, "run": cmd_run}
+COMMANDS: dict[str, Callable] = {"eval": cmd_eval, "analyze": cmd_analyze, "cache": cmd_cache, "verify": cmd_verify,
+                                 "train": cmd_train, "run": cmd_run}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, model, summary in (("eval", EvalConfig, "faithfulness metrics of a run's SAEs -> eval.json"),
                                  ("analyze", AnalyzeConfig, "feature statistics -> features.sqlite per SAE")):
-        p = sub.add_parser(name, help=summary, description=summary, formatter_class=argparse.RawDescriptionHelpFormatter,
+        p = sub.add_parser(name, help=summary, description=summary,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog="Options (key=value; defaults come from the run's config.yaml):\n"
                                   + "\n".join(config_help(model)))
         p.add_argument("target", help="a run directory, or an SAE directory (ours or SAELens format)")

@@ -6,13 +6,13 @@ import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from _train_helpers import planted_source, sae_cfg, train_cfg
 from cache_helpers import cache_config, shard_digests
+from sae_lab import load_sae
 from sae_lab.activations import cache_format as fmt
 from sae_lab.activations import cache_writer
 from sae_lab.activations.cache_reader import ActivationCache, verify_cache
@@ -25,7 +25,6 @@ from sae_lab.evaluation.feature_db import FeatureDB, FeatureDBError
 from sae_lab.ownership import MARKER
 from sae_lab.pipeline import RunConfig, train_run
 from sae_lab.rundir import RunDirError
-from sae_lab import load_sae
 from sae_lab.saes.saelens_format import SAEFileError
 from sae_lab.training import train_sweep
 from synthetic_db import write_synthetic_db

@@ -177,6 +177,12 @@ def _iter_parquet(path: Path, cfg: DataConfig) -> Iterator[Document]:
 def iter_hub(cfg: DataConfig) -> Iterator[Document]:
     """Stream a Hub dataset; fails with a clear message when offline or the name is wrong."""
     name = cfg.source[3:]
+    from sae_lab.models import hub_unreachable
+
+    why = hub_unreachable()
+    if why is not None and os.environ.get("HF_DATASETS_OFFLINE") != "1" and os.environ.get("HF_HUB_OFFLINE") != "1":
+        raise DataSourceError(f"could not stream Hub dataset '{name}': the Hub is unreachable ({why}). Use a local "
+                              "copy (data.source=/path/to/files) or the offline corpus (data.source=embedded).")
     try:
         import datasets
 

@@ -9,6 +9,7 @@ issue: it plugs in through ``grad_hook`` (all-reduce) and a rank-strided data po
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -38,7 +39,6 @@ from sae_lab.training.state import (
     seed_all,
 )
 from sae_lab.training.step import NonFiniteValue, first_non_finite_param, train_step
-
 
 SAE_KIND = "sae"
 SAE_OWNED = ("cfg.json", "sae_weights.safetensors", "sae_lab_state.safetensors", "sae_lab.json", "eval.json",
@@ -263,6 +263,7 @@ def train_sweep(
     """
     modules = build_saes(saes, cfg.seed)
     preflight(modules, source, cfg)
+    _warn_many_epochs(source, cfg)
     require_optional_loggers(cfg)
     run = RunDir(run_dir)
     resolved = resolved_config(cfg, modules, source, extra_config)
@@ -291,6 +292,19 @@ def train_sweep(
         raise
     finally:
         logger.close()
+
+
+MANY_EPOCHS = 10
+
+
+def _warn_many_epochs(source, cfg: TrainConfig) -> None:
+    """Training for many passes over a small cache overfits it; say so (the user may have meant more data)."""
+    n = getattr(source, "n_tokens", None)
+    total = cfg.total_steps * cfg.batch_size
+    if n and total > MANY_EPOCHS * n:
+        warnings.warn(f"train.total_tokens={total} is {total / n:.0f} epochs of the {n} usable tokens of the "
+                      "activation source; cache more data (data.max_tokens) or train for fewer tokens",
+                      stacklevel=3)
 
 
 def _first_fvu(run: RunDir) -> dict[str, float]:
