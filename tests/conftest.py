@@ -16,6 +16,18 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny random Llama saved as a local Hugging Face model directory (for subprocesses and the CLI)."""
+    from tiny import tiny_hf
+
+    where = tmp_path_factory.mktemp("tiny_model")
+    model, tok = tiny_hf()
+    model.save_pretrained(where)
+    tok.save_pretrained(where)
+    return where
+
+
+@pytest.fixture(scope="session")
 def embedded_model():
     """The real embedded SmolLM2-135M model (built into the user cache on first use)."""
     from sae_lab.models import load_model

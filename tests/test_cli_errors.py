@@ -17,14 +17,8 @@ HOOK = "blocks.1.hook_resid_post"
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from tiny import tiny_hf
-
-    d = tmp_path_factory.mktemp("tinymodel")
-    model, tok = tiny_hf()
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+def tiny_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
