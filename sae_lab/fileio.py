@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,6 +118,8 @@ def is_space_error(e: BaseException) -> bool:
     if isinstance(e, OSError) and e.errno in _SPACE_ERRNOS:
         return True
     text = str(e).lower()
+    if re.search(r"\d+ requested and \d+ written", text):  # numpy's short write (tofile/save)
+        return True
     return any(s in text for s in ("file write failed", "file too large", "no space left", "disk is full"))
 
 
