@@ -94,13 +94,29 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
         _fsync_tree(tmp)
         _replace(tmp, path)
     except BaseException as e:
+        full = isinstance(e, Exception) and (is_space_error(e) or _out_of_room(tmp))
         _remove(tmp)
-        if is_space_error(e):
+        if full:
             raise WriteError(f"could not write '{path}': {e}. The disk is full or a file-size limit (ulimit -f) "
                              "was reached: free space (or lift the limit) and run the same command again; it "
                              "resumes where it stopped.") from e
         raise
     fsync_dir(path.parent)
+
+
+def _out_of_room(tmp: Path) -> bool:
+    """A failed write whose temporary reached the file-size limit (ulimit -f), or whose disk is full: libraries
+    that report a short write without an errno (torch.save) are recognised by their effect."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        files = [tmp] if tmp.is_file() else [p for p in tmp.rglob("*") if p.is_file()]
+        if limit != resource.RLIM_INFINITY and any(p.stat().st_size >= limit for p in files):
+            return True
+        return shutil.disk_usage(tmp.parent).free < (1 << 20)
+    except OSError:
+        return False
 
 
 class WriteError(OSError):
