@@ -11,6 +11,7 @@ import torch
 from sae_lab.data.config import DataConfig
 from sae_lab.data.packing import iter_contexts, special_token_mask
 from sae_lab.evaluation import AnalyzeConfig, EvalConfig
+from sae_lab.rundir import RunDir
 from sae_lab.saes import SAEConfig, build_sae
 
 RESID = "blocks.1.hook_resid_post"
@@ -68,10 +69,10 @@ def identity_sae(d_in: int, hook: str):
 
 def make_run(root: Path, saes: list) -> Path:
     """A run directory as training leaves it: config.yaml + saes/<name>/ (weights apply to raw activations)."""
-    (root / "saes").mkdir(parents=True)
+    run = RunDir(root)
     for s in saes:
-        s.save(root / "saes" / s.cfg.name)
-    (root / "config.yaml").write_text("model: {name: tiny-llama}\nactivations: {exclude_outliers: null}\n")
+        s.save(run.sae_dir(s.cfg.name))
+    run.write_config({"model": {"name": "tiny-llama"}, "activations": {"exclude_outliers": None}})
     return root
 
 

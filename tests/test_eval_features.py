@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from eval_helpers import HOOK_Z, RESID, T, analyze_cfg, brute_acts, contexts, make_run, one_thread, sae  # noqa: F401
 from sae_lab.evaluation import FeatureDB, analyze_run, analyze_sae_dir
-from sae_lab.evaluation.analyze import CKPT_NAME
+from sae_lab.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +114,10 @@ def test_an_interrupted_analysis_resumes_to_the_same_database(tiny_model, analys
     run, _, saes = analysed
     again = make_run(tmp_path / "again", list(saes.values()))
     stopped = analyze_run(again, analyze_cfg(), model=tiny_model, stop_after_tokens=200)
-    assert stopped["status"] == "stopped" and (again / CKPT_NAME).is_file()
+    assert stopped["status"] == "stopped" and RunDir(again).analyze_checkpoint_path.is_file()
     assert not (again / "saes" / "resid" / "features.sqlite").exists()
     done = analyze_run(again, analyze_cfg(), model=tiny_model)
-    assert done["status"] == "done" and not (again / CKPT_NAME).exists()
+    assert done["status"] == "done" and not RunDir(again).analyze_checkpoint_path.exists()
     assert done["resumed_from_contexts"] == stopped["contexts"] > 0
     for name in saes:
         a, b = _dump(run / "saes" / name / "features.sqlite"), _dump(again / "saes" / name / "features.sqlite")

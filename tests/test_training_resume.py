@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from _train_helpers import BATCH, architectures, planted_source, sae_cfg, train_cfg
 from sae_lab.training import train_sweep
 from sae_lab.training.checkpoint import list_checkpoints
-from sae_lab.training.metrics_log import read_metrics
+from sae_lab.rundir import RunDir
 
 
 class SimulatedKill(Exception):
@@ -31,7 +31,7 @@ def kill_at(tokens: int):
 
 def comparable_metrics(run_dir) -> list[dict]:
     """metrics.jsonl without the wall-clock field."""
-    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(run_dir / "metrics.jsonl")]
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in RunDir(run_dir).metrics()]
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -52,7 +52,7 @@ def test_resume_after_kill_is_exact(tmp_path, arch):
     with pytest.raises(SimulatedKill):  # killed at step 12; the last checkpoint is at step 10
         train_sweep(cfgs, planted_source(), cfg, tmp_path / "B", callbacks=[kill_at(12 * BATCH)])
     assert [p.name for p in list_checkpoints(tmp_path / "B" / "checkpoints")][0] == "ckpt_00000000000640.pt"
-    assert max(r["tokens"] for r in read_metrics(tmp_path / "B" / "metrics.jsonl")) == 12 * BATCH
+    assert max(r["tokens"] for r in RunDir(tmp_path / "B").metrics()) == 12 * BATCH
     resumed = train_sweep(cfgs, planted_source(), cfg, tmp_path / "B", resume="must")
 
     assert straight.tokens_seen == resumed.tokens_seen == 20 * BATCH

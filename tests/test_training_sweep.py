@@ -10,7 +10,7 @@ import torch
 from _train_helpers import BATCH, architectures, planted_source, sae_cfg, train_cfg
 from sae_lab.saes import BaseSAE
 from sae_lab.training import train_sweep
-from sae_lab.training.metrics_log import read_metrics
+from sae_lab.rundir import RunDir
 from sae_lab.training.state import build_saes
 
 
@@ -52,7 +52,7 @@ def test_each_batch_is_drawn_once_for_the_whole_sweep(tmp_path):
 @pytest.mark.parametrize("arch", architectures())
 def test_loss_decreases_on_a_planted_problem(tmp_path, arch):
     result = train_sweep([sae_cfg(arch)], planted_source(), train_cfg(total_tokens=40 * BATCH), tmp_path / "r")
-    records = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    records = RunDir(tmp_path / "r").metrics()
     first, last = records[0], records[-1]
     assert last["fvu"] < 0.75 * first["fvu"], (first["fvu"], last["fvu"])
     assert last["loss"] < first["loss"]
@@ -63,7 +63,7 @@ def test_loss_decreases_on_a_planted_problem(tmp_path, arch):
 def test_metrics_log_has_one_line_per_logged_step_per_sae(tmp_path):
     cfgs = [sae_cfg(name="one"), sae_cfg(name="two", k=2)]
     train_sweep(cfgs, planted_source(), train_cfg(), tmp_path / "r")
-    records = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    records = RunDir(tmp_path / "r").metrics()
     assert len(records) == 2 * 10  # 20 steps logged every 2, two SAEs
     for r in records:
         expected = {"sae", "step", "tokens", "lr", "loss", "mse", "fvu", "l0", "grad_norm", "dead_frac", "rare_frac",
@@ -125,7 +125,7 @@ def test_a_torn_metrics_line_from_a_kill_is_dropped_on_resume(tmp_path):
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"sae": "topk_k4", "step": 11, "tok')  # killed mid-write
     train_sweep([sae_cfg()], planted_source(), train_cfg(), run)
-    records = read_metrics(run / "metrics.jsonl")
+    records = RunDir(run).metrics()
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(records) == 10
     assert [r["step"] for r in records] == list(range(2, 21, 2))

@@ -27,20 +27,20 @@ from sae_lab.evaluation.directions import decoder_neighbours, logit_effects, res
 from sae_lab.evaluation.feature_db import write_feature_db
 from sae_lab.evaluation.feature_stats import FeatureStats
 from sae_lab.models import LoadedModel
+from sae_lab.rundir import ANALYZE_CHECKPOINT, RunDir
 
 log = logging.getLogger(__name__)
-DB_NAME = "features.sqlite"
-CKPT_NAME = ".analyze_checkpoint.safetensors"
 
 
 def analyze_run(run_dir: str | Path, cfg: AnalyzeConfig | None = None, model: LoadedModel | None = None,
                 stop_after_tokens: int | None = None) -> dict:
-    """Analyse every SAE in ``run_dir/saes``: writes saes/<name>/features.sqlite. Returns a status record."""
-    run_cfg = I.read_run_config(run_dir)
+    """Analyse every SAE of a run: writes saes/<name>/features.sqlite. Returns a status record."""
+    run = RunDir(run_dir)
+    run_cfg = run.read_config()
     cfg = cfg or AnalyzeConfig.model_validate(run_cfg.get("analyze") or {})
     model = I.model_for(run_cfg, model)
-    return analyze_targets(I.run_targets(run_dir), model, cfg, I.outlier_multiple(cfg, run_cfg),
-                           Path(run_dir) / CKPT_NAME, stop_after_tokens)
+    return analyze_targets(I.run_targets(run), model, cfg, I.outlier_multiple(cfg, run_cfg),
+                           run.analyze_checkpoint_path, stop_after_tokens)
 
 
 def analyze_sae_dir(sae_dir: str | Path, model: LoadedModel, cfg: AnalyzeConfig | None = None,
@@ -48,7 +48,7 @@ def analyze_sae_dir(sae_dir: str | Path, model: LoadedModel, cfg: AnalyzeConfig 
     """Analyse one SAE directory (ours or SAELens format): writes sae_dir/features.sqlite."""
     cfg = cfg or AnalyzeConfig()
     multiple = None if cfg.exclude_outliers in ("run", "none") else float(cfg.exclude_outliers)
-    return analyze_targets([I.sae_dir_target(sae_dir)], model, cfg, multiple, Path(sae_dir) / CKPT_NAME,
+    return analyze_targets([I.sae_dir_target(sae_dir)], model, cfg, multiple, Path(sae_dir) / ANALYZE_CHECKPOINT,
                            stop_after_tokens)
 
 
@@ -146,7 +146,7 @@ def _resume(path: Path, fp: str, stats: dict[str, FeatureStats]) -> int:
 
 def write_db(t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeConfig, data: dict,
              vocab: list[str]) -> Path:
-    """Directions, logit effects and neighbours from the weights, then every table into t.out_dir/features.sqlite."""
+    """Directions, logit effects and neighbours from the weights, then every table into t.db_path."""
     s = stats.state()
     T = cfg.data.context_length
     dirs = residual_directions(t.sae, model)
@@ -164,4 +164,4 @@ def write_db(t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeC
               "neighbours": R.neighbour_rows(nb_ids, nb_cos), "cooccurrence": R.cooccurrence_rows(s, cfg.n_cooccurring),
               "tokens": enumerate(vocab)}
     t.out_dir.mkdir(parents=True, exist_ok=True)
-    return write_feature_db(t.out_dir / DB_NAME, meta, tables)
+    return write_feature_db(t.db_path, meta, tables)

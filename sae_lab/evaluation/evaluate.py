@@ -17,27 +17,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sae_lab.activations.cache_format import atomic_write_text
 from sae_lab.activations.generate import ActivationGenerator
 from sae_lab.circuits.splice import ablation_hooks, replace_hooks
 from sae_lab.evaluation import inputs as I
 from sae_lab.evaluation.config import EvalConfig
 from sae_lab.evaluation.metrics import LossStats, ReconStats, kl_per_position, loss_metrics, next_token_ce
+from sae_lab.fileio import atomic_write_text
 from sae_lab.models import LoadedModel
+from sae_lab.rundir import RunDir
 
 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, model: LoadedModel | None = None) -> dict:
-    """Evaluate every SAE in ``run_dir/saes``; writes saes/<name>/eval.json and run_dir/eval.json (the summary)."""
-    run_cfg = I.read_run_config(run_dir)
+    """Evaluate every SAE of a run; writes saes/<name>/eval.json and the run's eval.json (the summary)."""
+    run = RunDir(run_dir)
+    run_cfg = run.read_config()
     cfg = cfg or EvalConfig.model_validate(run_cfg.get("eval") or {})
     model = I.model_for(run_cfg, model)
-    records = evaluate_targets(I.run_targets(run_dir), model, cfg, I.outlier_multiple(cfg, run_cfg))
+    records = evaluate_targets(I.run_targets(run), model, cfg, I.outlier_multiple(cfg, run_cfg))
     for name, rec in records.items():
-        atomic_write_text(Path(run_dir) / "saes" / name / "eval.json", json.dumps(rec, indent=2))
+        run.write_sae_eval(name, rec)
     first = next(iter(records.values()))
     summary = {"run_dir": str(run_dir), "model": first["model"], "eval_data": first["eval_data"],
                "eval_config": first["eval_config"], "saes": {n: r["metrics"] for n, r in records.items()}}
-    atomic_write_text(Path(run_dir) / "eval.json", json.dumps(summary, indent=2))
+    run.write_eval_summary(summary)
     return summary
 
 
@@ -47,7 +49,7 @@ def evaluate_sae_dir(sae_dir: str | Path, model: LoadedModel, cfg: EvalConfig | 
     target = I.sae_dir_target(sae_dir)
     multiple = None if cfg.exclude_outliers in ("run", "none") else float(cfg.exclude_outliers)
     rec = evaluate_targets([target], model, cfg, multiple)[target.name]
-    atomic_write_text(Path(sae_dir) / "eval.json", json.dumps(rec, indent=2))
+    atomic_write_text(target.eval_path, json.dumps(rec, indent=2))
     return rec
 
 

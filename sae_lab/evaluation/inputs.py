@@ -9,7 +9,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from sae_lab.configbase import ConfigError
@@ -17,6 +16,8 @@ from sae_lab.data.packing import iter_contexts, special_token_mask
 from sae_lab.data.sources import describe_source
 from sae_lab.evaluation.config import HeldOutData
 from sae_lab.models import LoadedModel, ModelConfig, resolve_device
+from sae_lab.rundir import EVAL, FEATURE_DB, RunDir
+from sae_lab.saes.base import BaseSAE
 
 
 class SAEMismatchError(ConfigError):
@@ -28,30 +29,30 @@ class Target:
     """One SAE to evaluate/analyse and the directory its results go to."""
 
     name: str
-    sae: torch.nn.Module
+    sae: BaseSAE
     out_dir: Path
 
     @property
     def hook(self) -> str:
         return self.sae.cfg.hook_name
 
+    @property
+    def eval_path(self) -> Path:
+        return self.out_dir / EVAL
 
-def read_run_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"'{run_dir}' is not a run directory: it has no config.yaml")
-    return yaml.safe_load(path.read_text()) or {}
+    @property
+    def db_path(self) -> Path:
+        return self.out_dir / FEATURE_DB
 
 
-def run_targets(run_dir: str | Path) -> list[Target]:
-    """Every trained SAE under run_dir/saes/ (loaded on CPU, as saved: applies to raw activations)."""
+def run_targets(run: RunDir) -> list[Target]:
+    """Every trained SAE of ``run`` (loaded on CPU, as saved: applies to raw activations)."""
     from sae_lab.saes.saelens_format import load_sae
 
-    saes = Path(run_dir) / "saes"
-    dirs = sorted(p for p in saes.iterdir() if p.is_dir() and not p.name.startswith(".")) if saes.is_dir() else []
-    if not dirs:
-        raise ConfigError(f"run directory '{run_dir}' holds no trained SAE under saes/ (has training finished?)")
-    return [Target(d.name, load_sae(d).eval(), d) for d in dirs]
+    names = run.sae_names()
+    if not names:
+        raise ConfigError(f"run directory '{run.path}' holds no trained SAE under saes/ (has training finished?)")
+    return [Target(n, load_sae(run.sae_dir(n)).eval(), run.sae_dir(n)) for n in names]
 
 
 def sae_dir_target(sae_dir: str | Path) -> Target:

@@ -91,13 +91,9 @@ def saelens_cfg(cfg: SAEConfig, architecture: str, meta: dict) -> dict:
 
 
 def load_sae(directory, device: str | torch.device | None = None):
-    """Load an SAE saved by sae-lab, a run directory holding one SAE, or a SAELens standard/topk/jumprelu SAE."""
+    """Load an SAE directory saved by sae-lab, or a SAELens standard/topk/jumprelu/matching_pursuit SAE.
+    (``sae_lab.load_sae`` also accepts a run directory holding one SAE.)"""
     d = Path(directory)
-    if (d / "saes").is_dir() and not (d / "cfg.json").exists():
-        names = sorted(p.name for p in (d / "saes").iterdir() if p.is_dir())
-        if len(names) != 1:
-            raise ConfigError(f"run directory '{d}' holds SAEs {names}; pass '{d}/saes/<name>' to choose one")
-        d = d / "saes" / names[0]
     if not (d / "sae_weights.safetensors").is_file():
         raise ConfigError(f"'{d}' holds no sae_weights.safetensors: not an SAE directory")
     sae = _load_ours(d) if (d / "sae_lab.json").is_file() else _load_saelens(d)

@@ -1,8 +1,8 @@
 """Training: config, per-step math, the sweep trainer, checkpoints, metrics and the run directory."""
 
+from sae_lab.rundir import RunDir, RunDirError
 from sae_lab.training.checkpoint import CheckpointError, load_checkpoint, load_latest
 from sae_lab.training.config import TrainConfig, WandbConfig
-from sae_lab.training.run_dir import RunDir, RunDirError
 from sae_lab.training.step import train_step
 from sae_lab.training.trainer import NonFiniteError, SAEResult, StepInfo, SweepResult, train_sweep
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Protocol
 
 from sae_lab.configbase import ConfigError
+from sae_lab.fileio import atomic_write_text
+from sae_lab.rundir import RunDir
 from sae_lab.training.config import TrainConfig
 
 
@@ -60,10 +61,10 @@ def _wandb_id(run_dir: Path) -> str:
 
 
 class TensorboardSink:
-    def __init__(self, run_dir: Path):
+    def __init__(self, log_dir: Path):
         from torch.utils.tensorboard import SummaryWriter  # checked by require_optional_loggers
 
-        self._w = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self._w = SummaryWriter(log_dir=str(log_dir))
 
     def log(self, record: dict) -> None:
         for k, v in record.items():
@@ -98,15 +99,15 @@ def require_optional_loggers(cfg: TrainConfig) -> None:
 class MetricsLogger:
     """Fans records out to every sink. Inactive (writes nothing) on non-main ranks."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, run_config: dict, active: bool = True):
+    def __init__(self, run: RunDir, cfg: TrainConfig, run_config: dict, active: bool = True):
         self.sinks: list[MetricSink] = []
         if not active:
             return
-        self.sinks.append(JsonlSink(run_dir / "metrics.jsonl"))
+        self.sinks.append(JsonlSink(run.metrics_path))
         if cfg.wandb is not None:
-            self.sinks.append(WandbSink(cfg, run_dir, run_config))
+            self.sinks.append(WandbSink(cfg, run.path, run_config))
         if cfg.tensorboard:
-            self.sinks.append(TensorboardSink(run_dir))
+            self.sinks.append(TensorboardSink(run.tensorboard_dir))
 
     def log(self, record: dict) -> None:
         for sink in self.sinks:
@@ -117,24 +118,9 @@ class MetricsLogger:
             sink.close()
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """All complete records of a metrics.jsonl (a torn last line from a kill is skipped)."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def truncate_metrics(path: Path, max_tokens: int) -> None:
+def truncate_metrics(run: RunDir, max_tokens: int) -> None:
     """On resume: drop records logged after the checkpoint (tokens > max_tokens), atomically."""
-    if not path.exists():
+    if not run.metrics_path.exists():
         return
-    keep = [r for r in read_metrics(path) if r.get("tokens", 0) <= max_tokens]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    keep = [r for r in run.metrics() if r.get("tokens", 0) <= max_tokens]
+    atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))

@@ -1,12 +1,6 @@
-"""The run directory: its layout, the resume/refuse decision, and its small status file.
+"""Training's side of a run directory: the resolved config it records and the resume/refuse decision.
 
-Layout (one directory per sweep)::
-
-    config.yaml        resolved config: train, saes, source (+ any sections the caller adds)
-    run.json           status (running/stopped/failed/done), config hash, tokens seen, final results
-    metrics.jsonl      one JSON line per logged step per SAE
-    checkpoints/       ckpt_<tokens>.pt, the newest `keep_checkpoints` only
-    saes/<name>/       final SAE (SAELens layout, scale folded: applies to raw activations)
+The layout itself (file names, reading and writing) belongs to :mod:`sae_lab.rundir`.
 """
 
 from __future__ import annotations
@@ -20,49 +14,10 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from sae_lab.configbase import dump_yaml
+from sae_lab.rundir import RunDir, RunDirError
 from sae_lab.training.config import NON_TRAINING_FIELDS, TrainConfig, config_hash
 
 ResumeMode = Literal["auto", "never", "must"]
-
-
-class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked; the message says how to proceed."""
-
-
-class RunDir:
-    """Paths inside a run directory."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    config = property(lambda self: self.path / "config.yaml")
-    status = property(lambda self: self.path / "run.json")
-    metrics = property(lambda self: self.path / "metrics.jsonl")
-    checkpoints = property(lambda self: self.path / "checkpoints")
-    saes = property(lambda self: self.path / "saes")
-
-    def sae_dir(self, name: str) -> Path:
-        return self.saes / name
-
-    def read_config(self) -> dict:
-        return yaml.safe_load(self.config.read_text()) or {}
-
-    def write_config(self, resolved: dict) -> None:
-        _atomic_write(self.config, yaml.safe_dump(resolved, sort_keys=False))
-
-    def read_status(self) -> dict:
-        return json.loads(self.status.read_text()) if self.status.exists() else {}
-
-    def write_status(self, **fields: Any) -> None:
-        """Merge ``fields`` into run.json (atomically)."""
-        state = {**self.read_status(), **fields}
-        _atomic_write(self.status, json.dumps(state, indent=2))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def resolved_config(cfg: TrainConfig, saes: Sequence, source, extra: dict | None = None) -> dict:
@@ -143,7 +98,7 @@ def prepare(run: RunDir, resolved: dict, resume: ResumeMode, overwrite: bool = F
         if resume == "must":
             raise RunDirError(f"resume='must' but '{path}' holds no run to resume")
         return "fresh"
-    if not run.config.exists():
+    if not run.is_run():
         raise RunDirError(
             f"'{path}' is not empty and is not a sae-lab run directory (no config.yaml); "
             "choose a new or empty run_dir"
@@ -160,6 +115,6 @@ def prepare(run: RunDir, resolved: dict, resume: ResumeMode, overwrite: bool = F
         raise RunDirError(
             f"'{path}' holds a run with a different training config, so it cannot be resumed:\n"
             f"{describe_differences(old, resolved)}\n"
-            f"To continue it, rerun with its own config ({run.config}). {how}"
+            f"To continue it, rerun with its own config ({run.config_path}). {how}"
         )
     return "resume"

@@ -18,15 +18,23 @@ import torch
 from tqdm.auto import tqdm
 
 from sae_lab.distributed import world
+from sae_lab.rundir import RunDir, RunDirError
 from sae_lab.training import checkpoint as ckpt
 from sae_lab.training.checks import preflight
 from sae_lab.training.config import TrainConfig
-from sae_lab.training.metrics_log import MetricsLogger, read_metrics, require_optional_loggers, truncate_metrics
+from sae_lab.training.metrics_log import MetricsLogger, require_optional_loggers, truncate_metrics
 from sae_lab.training.report import make_record, postfix, underused_mask
-from sae_lab.training.run_dir import (ResumeMode, RunDir, RunDirError, check_writable, prepare, resolved_config,
-                                      resolved_hash)
-from sae_lab.training.state import (Member, Position, build_saes, checkpoint_state, init_b_dec, make_members,
-                                    restore, seed_all)
+from sae_lab.training.run_dir import ResumeMode, check_writable, prepare, resolved_config, resolved_hash
+from sae_lab.training.state import (
+    Member,
+    Position,
+    build_saes,
+    checkpoint_state,
+    init_b_dec,
+    make_members,
+    restore,
+    seed_all,
+)
 from sae_lab.training.step import NonFiniteValue, first_non_finite_param, train_step
 
 
@@ -88,10 +96,10 @@ def _non_finite(name: str, step: int, err: object, last: Path | None) -> NonFini
 def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, source, cfg: TrainConfig,
            device: torch.device, chash: str) -> tuple[Position, Path | None]:
     """Restore the newest checkpoint when resuming; otherwise seed everything and initialise b_dec."""
-    found = ckpt.load_latest(run.checkpoints, map_location="cpu") if mode == "resume" else None
+    found = ckpt.load_latest(run.checkpoints_dir, map_location="cpu") if mode == "resume" else None
     if found is None:
         if resume == "must":
-            raise RunDirError(f"resume='must' but '{run.checkpoints}' holds no checkpoint to resume from")
+            raise RunDirError(f"resume='must' but '{run.checkpoints_dir}' holds no checkpoint to resume from")
         seed_all(cfg.seed)
         init_b_dec(members, source, cfg, device)
         pos, path = Position(), None
@@ -99,7 +107,7 @@ def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, so
         path, state = found
         pos = restore(members, state, path, chash)
     if is_main():
-        truncate_metrics(run.metrics, pos.tokens)  # drop lines logged after the checkpoint by a killed run
+        truncate_metrics(run, pos.tokens)  # drop lines logged after the checkpoint by a killed run
     return pos, path
 
 
@@ -114,7 +122,7 @@ def _log(members: list[Member], pos: Position, cfg: TrainConfig, logger: Metrics
 
 
 def _save_checkpoint(members: list[Member], pos: Position, run: RunDir, cfg: TrainConfig, chash: str) -> Path:
-    path = ckpt.save_checkpoint(run.checkpoints, checkpoint_state(members, pos, chash), cfg.keep_checkpoints)
+    path = ckpt.save_checkpoint(run.checkpoints_dir, checkpoint_state(members, pos, chash), cfg.keep_checkpoints)
     run.write_status(tokens_seen=pos.tokens, steps=pos.step, last_checkpoint=path.name)
     return path
 
@@ -187,7 +195,7 @@ def _save_sae(sae: torch.nn.Module, final: Path, norm_scale: float) -> None:
 
 
 def _last_logged(run: RunDir, name: str) -> dict:
-    records = [r for r in read_metrics(run.metrics) if r.get("sae") == name]
+    records = run.metrics(name)
     return records[-1] if records else {}
 
 
@@ -247,7 +255,7 @@ def train_sweep(
                          saes=[m.name for m in members], error=None)
     for m in members:
         m.sae.train()
-    logger = MetricsLogger(run.path, cfg, resolved, active=is_main())
+    logger = MetricsLogger(run, cfg, resolved, active=is_main())
     try:
         stopped, _ = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
                            callbacks, grad_hook)
