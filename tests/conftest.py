@@ -39,3 +39,11 @@ def embedded_cache(tmp_path_factory, embedded_model):
     cfg = load_config(CacheConfig, None, [f"output={root}", *EMBEDDED_CACHE_ARGS])
     build_cache(cfg, model=embedded_model, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A run directory trained, evaluated and analysed by the pipeline on a tiny random Llama (~20 s)."""
+    from dashboard_helpers import tiny_run as build
+
+    return build(tmp_path_factory.mktemp("dashboard"))

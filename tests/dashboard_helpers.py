@@ -25,12 +25,14 @@ def save_tiny_model(where: Path) -> Path:
 
 
 def run_config(run_dir: Path, model: str, hook: str, context_length: int, train_tokens: int, eval_tokens: int,
-               analyze_tokens: int, saes: list[dict] = SAES) -> dict:
-    data = {"source": "embedded", "split": "train", "context_length": context_length}
+               analyze_tokens: int, saes: list[dict] = SAES, seed: int = 0) -> dict:
+    data = {"source": "embedded", "split": "train", "context_length": context_length, "max_tokens": train_tokens}
     held_out = {"data": {**data, "split": "validation"}, "n_tokens": eval_tokens, "batch_size": 4}
     return {"run_dir": str(run_dir), "model": {"name": model, "device": "cpu"}, "data": data,
-            "activations": {"hooks": [hook], "batch_size": 8}, "cache": None,
-            "train": {"batch_size": 256, "total_tokens": train_tokens, "log_every_steps": 2, "seed": 0,
+            "activations": {"hooks": [hook], "batch_size": 8},
+            "cache": {"path": str(run_dir.parent / f"{run_dir.name}_cache"), "shard_contexts": 16, "verify": "quick",
+                      "buffer_tokens": train_tokens},
+            "train": {"batch_size": 256, "total_tokens": train_tokens, "log_every_steps": 2, "seed": seed,
                       "b_dec_init_tokens": 256},
             "saes": saes, "eval": held_out,
             "analyze": {**held_out, "n_tokens": analyze_tokens, "top_k": 6, "context_left": 4, "context_right": 2,

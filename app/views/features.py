@@ -57,9 +57,9 @@ def finder(db, i: int | None) -> None:
                 st.info(f"No feature has {token!r} among its {where}.")
             else:
                 df = pd.DataFrame(hits)
-                df.insert(0, "open", [state.feature_url(entry, f) for f in df["feature"]])
+                df.insert(0, "search hit", [state.feature_url(entry, f) for f in df["feature"]])
                 st.dataframe(df, hide_index=True, key="search_hits",
-                             column_config={"open": st.column_config.LinkColumn("open", display_text="open")})
+                             column_config={"search hit": st.column_config.LinkColumn("open", display_text="open")})
                 labels = [f"#{h['feature']}" for h in hits]
                 pick = st.selectbox(f"{len(hits)} feature(s)", labels, key="search_pick")
                 st.button("Open", key="search_open", on_click=open_feature, args=(int(pick[1:]),))

@@ -1,0 +1,153 @@
+"""The dashboard's pages under Streamlit's AppTest: widgets, values shown, and a message (never a traceback) for
+each kind of bad input. On a real run directory (tiny random model) trained by the pipeline."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from sae_lab.evaluation import FeatureDB
+from sae_lab.evaluation.compare import match_dictionaries
+from sae_lab.saes import SAEConfig, build_sae
+from sae_lab.saes.saelens_format import load_sae
+
+MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+
+
+def app(monkeypatch, *targets, page: str | None = None, **query) -> AppTest:
+    """Run the app as `sae-lab dashboard TARGETS` would, on ``page`` with URL query ``query``."""
+    monkeypatch.setattr(sys, "argv", ["main.py", *map(str, targets), "--device", "cpu"])
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    return at
+
+
+def messages(at) -> tuple[list[str], list[str]]:
+    assert not at.exception, [e.value for e in at.exception]  # a traceback is a failure
+    return [e.value for e in at.error], [w.value for w in at.warning]
+
+
+def qp(at, key: str) -> str:
+    v = at.query_params[key]
+    return v[-1] if isinstance(v, list) else v
+
+
+def frame(at, column: str):
+    """The first table shown that has ``column``."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_runs_page_lists_every_sae(monkeypatch, tiny_run):
+    at = app(monkeypatch, tiny_run)
+    errors, _ = messages(at)
+    assert not errors and at.title[0].value == "Runs"
+    table = at.dataframe[0].value
+    assert sorted(table["sae"]) == ["feature_choice_k8", "topk_k8"] and table["feature_db"].all()
+    assert set(table["architecture"]) == {"topk", "feature_choice"} and table["fvu"].between(0, 2).all()
+    assert all(u.startswith("./features?run=run&sae=") for u in table["open"])
+
+
+def test_feature_page_by_url_shows_the_database(monkeypatch, tiny_run):
+    db = FeatureDB(tiny_run / "saes" / "topk_k8" / "features.sqlite")
+    i = db.list_features("density", limit=1)[0]["id"]
+    at = app(monkeypatch, tiny_run, page="features", run="run", sae="topk_k8", feature=str(i))
+    assert messages(at) == ([], [])
+    f = db.feature(i)
+    assert metrics(at)["density"] == f"{f['density']:.3%}" and metrics(at)["times active"] == f"{f['n_active']:,}"
+    assert any(f"Feature {i}" in m.value for m in at.markdown)
+    html = "".join(h.proto.body for h in at.get("html"))
+    top = db.top_examples(i)[0]
+    assert f"{top['value']:.3f}" in html and f"{top['acts'][top['highlight']]:.4g}" in html  # value on hover
+    assert at.number_input(key="feature_index").value == i
+    at.button(key="next").click().run()  # next / previous move through the features
+    assert qp(at, "feature") == str(i + 1) and metrics(at)["density"] == f"{db.feature(i + 1)['density']:.3%}"
+    at.button(key="prev").click().run()
+    assert qp(at, "feature") == str(i)
+    at.number_input(key="feature_index").set_value(5).run()  # by index
+    assert qp(at, "feature") == "5" and metrics(at)["times active"] == f"{db.feature(5)['n_active']:,}"
+    at.button(key="random_feature").click().run()  # at random among the alive ones
+    assert db.feature(int(qp(at, "feature")))["n_active"] > 0
+    assert not at.exception
+
+
+def test_feature_search_opens_a_hit(monkeypatch, tiny_run):
+    db = FeatureDB(tiny_run / "saes" / "topk_k8" / "features.sqlite")
+    top = db.top_examples(7)[0]
+    token = top["tokens"][top["highlight"]]
+    at = app(monkeypatch, tiny_run, page="features", run="run", sae="topk_k8", feature="0")
+    at.text_input(key="search_token").input(token).run()
+    hits = frame(at, "search hit")
+    assert 7 in set(hits["feature"]) and set(hits["feature"]) == {h["feature"] for h in
+                                                                  db.features_with_example_token(token)}
+    at.selectbox(key="search_pick").select("#7").run()
+    at.button(key="search_open").click().run()
+    assert qp(at, "feature") == "7" and not at.exception
+    at.radio(key="search_where").set_value("top positive logits").run()
+    logit_token = db.logits(3)["positive"][0]["token"]
+    at.text_input(key="search_token").input(logit_token).run()
+    assert 3 in set(frame(at, "search hit")["feature"])
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"feature": "9999"}, "out of range: SAE 'run/topk_k8' has features 0 to 127"),
+    ({"feature": "abc"}, "'abc' is not a feature index"),
+    ({"run": "../../etc", "sae": "passwd"}, "outside the directories"),
+    ({"run": "/etc"}, "outside the directories"),
+    ({"sae": "nope"}, "has no SAE named 'nope'"),
+])
+def test_feature_page_bad_urls(monkeypatch, tiny_run, query, message):
+    at = app(monkeypatch, tiny_run, page="features", **{"run": "run", "sae": "topk_k8", **query})
+    errors, _ = messages(at)
+    assert any(message in e for e in errors), errors
+
+
+def test_missing_and_corrupt_databases_and_runs(monkeypatch, tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "saes" / "topk_k8" / "features.sqlite").unlink()
+    db = run / "saes" / "feature_choice_k8" / "features.sqlite"
+    db.write_bytes(db.read_bytes()[:-4096])
+    at = app(monkeypatch, run, page="features", run="run", sae="topk_k8")
+    assert any("no feature database yet" in e and "sae-lab analyze" in e for e in messages(at)[0])
+    at = app(monkeypatch, run, page="features", run="run", sae="feature_choice_k8")
+    assert any("truncated or damaged" in e for e in messages(at)[0])
+    at = app(monkeypatch, tmp_path / "missing")
+    assert any("does not exist" in e for e in messages(at)[0])
+    (run / "config.yaml").write_text("model: [unclosed")
+    at = app(monkeypatch, run)
+    assert messages(at)[0] == []  # the table needs no config; the model is read only when a page needs it
+    at = app(monkeypatch)
+    assert any("No directories given" in e for e in messages(at)[0])
+
+
+def test_compare_page(monkeypatch, tiny_run, tmp_path):
+    at = app(monkeypatch, tiny_run, page="compare")
+    assert messages(at)[0] == []
+    a, b = (load_sae(tiny_run / "saes" / n) for n in ("feature_choice_k8", "topk_k8"))
+    m = match_dictionaries(a, b)
+    assert metrics(at)["matched above 0.70"] == f"{m.fraction_above(0.7):.1%}"
+    pairs = frame(at, "open B")
+    assert len(pairs) == 128 and list(pairs["feature_a"][:5]) == list(m.a[:5])
+    assert pairs["open B"][0] == f"./features?run=run&sae=topk_k8&feature={m.b[0]}"
+    at.slider(key="cmp_threshold").set_value(0.95).run()
+    assert metrics(at)["matched above 0.95"] == f"{m.fraction_above(0.95):.1%}"
+    # an SAE of another width cannot be compared: a message names both
+    torch.manual_seed(0)
+    other = build_sae(SAEConfig(architecture="topk", d_in=32, d_sae=64, k=4, hook_name="blocks.0.hook_resid_post",
+                                name="narrow"))
+    other.save(tmp_path / "narrow")
+    at = app(monkeypatch, tiny_run, tmp_path / "narrow", page="compare")
+    at.selectbox(key="cmp_b").select("narrow/narrow").run()
+    errors, _ = messages(at)
+    assert any("d_in=64" in e and "d_in=32" in e for e in errors), errors
