@@ -149,3 +149,11 @@ def user_errors():
         yield
     except USER_ERRORS as e:
         st.error(str(e))
+
+
+def query_int(name: str) -> int | None:
+    """An integer URL parameter (None if absent or not an integer)."""
+    try:
+        return int(st.query_params[name]) if name in st.query_params else None
+    except ValueError:
+        return None

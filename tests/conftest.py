@@ -47,3 +47,11 @@ def tiny_run(tmp_path_factory):
     from dashboard_helpers import tiny_run as build
 
     return build(tmp_path_factory.mktemp("dashboard"))
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory):
+    """A run directory with two small SAEs on the real embedded model, trained, evaluated and analysed."""
+    from dashboard_helpers import embedded_run as build
+
+    return build(tmp_path_factory.mktemp("dashboard_embedded"))

@@ -45,12 +45,23 @@ def build_run(cfg_dict: dict, config_path: Path) -> Path:
     from sae_lab.configbase import load_config
     from sae_lab.pipeline import RunConfig, run_all
 
+    config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(cfg_dict))
-    run_all(load_config(RunConfig, str(config_path), []), report=lambda *a: None)
-    return Path(cfg_dict["run_dir"])
+    lines: list[str] = []
+    run_all(load_config(RunConfig, str(config_path), []), report=lines.append)
+    run_dir = Path(cfg_dict["run_dir"])
+    (run_dir.parent / "report.txt").write_text("\n".join(lines))  # what `sae-lab run` printed
+    return run_dir
 
 
 def tiny_run(root: Path) -> Path:
     model = save_tiny_model(root / "tiny_model")
     cfg = run_config(root / "run", str(model), "blocks.1.hook_resid_post", 32, 4096, 512, 1024)
+    return build_run(cfg, root / "run.yaml")
+
+
+def embedded_run(root: Path) -> Path:
+    """Two small SAEs (TopK, Feature Choice) on layer-3 residuals of the real embedded model, evaluated and analysed
+    (~1 min on 2 cores)."""
+    cfg = run_config(root / "run", "embedded", "blocks.3.hook_resid_post", 64, 8192, 256, 2048)
     return build_run(cfg, root / "run.yaml")

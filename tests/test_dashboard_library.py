@@ -2,6 +2,7 @@
 launch command. On a real (tiny-model) run directory trained, evaluated and analysed by the pipeline."""
 
 import json
+import shlex
 import sqlite3
 
 import numpy as np
@@ -125,3 +126,10 @@ def test_dashboard_command_binds_locally_and_checks_targets(tiny_run, tmp_path):
         dashboard_command([str(tmp_path / "nope")])
     with pytest.raises(ValueError, match="not a TCP port"):
         dashboard_command([str(tiny_run)], port=70000)
+
+
+def test_main_job_ends_with_the_dashboard_command(tiny_run):
+    last = (tiny_run.parent / "report.txt").read_text().splitlines()[-1].strip()
+    assert last == f"sae-lab dashboard {tiny_run}"
+    cmd, url, _ = dashboard_command(shlex.split(last)[2:])
+    assert url == "http://127.0.0.1:8501/" and cmd[-3] == str(tiny_run.resolve())
