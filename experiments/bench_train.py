@@ -70,7 +70,7 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
 
     try:
         import sae_lab
-        from sae_lab.saes.registry import build_sae
+        from sae_lab.saes import build_sae
         from sae_lab.training import TrainConfig, train_step
         from sae_lab.training.step import make_optimizer
         from sae_lab.training.schedule import make_scheduler

@@ -1,3 +1,5 @@
-from sae_lab.cli import main
 import sys
+
+from sae_lab.cli import main
+
 sys.exit(main())

@@ -175,9 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _config_parser(sub, "cache", CacheConfig, "cache activations of a model at hook points on disk")
     from sae_lab.pipeline import RunConfig
-    from sae_lab.saes.config import SAEConfig
+    from sae_lab.saes import SAEConfig
+    from sae_lab.saes.registry import config_classes
 
-    sae_help = ["  saes.N.* — each SAE of the sweep:", *config_help(SAEConfig, "saes.N.")]
+    sae_help = ["  saes.N.* — each SAE of the sweep; every architecture has:", *config_help(SAEConfig, "saes.N.")]
+    for arch, cls in config_classes().items():
+        sae_help += [f"  architecture: {arch} adds:", *config_help(cls, "saes.N.", tuple(SAEConfig.model_fields))]
     for name, summary in (("train", "train a sweep of SAEs from a run config (cache must exist, or cache: null)"),
                           ("run", "the whole job: cache, train, evaluate and analyse a run config")):
         p = _config_parser(sub, name, RunConfig, summary, sae_help)

@@ -26,10 +26,12 @@ def _submodel(ann) -> type[BaseModel] | None:
     return None
 
 
-def config_help(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """One line per leaf key: ``key (type, default X): description``."""
+def config_help(model: type[BaseModel], prefix: str = "", skip: tuple[str, ...] = ()) -> list[str]:
+    """One line per leaf key (except ``skip``): ``key (type, default X): description``."""
     lines = []
     for name, field in model.model_fields.items():
+        if name in skip:
+            continue
         key = f"{prefix}{name}"
         sub = _submodel(field.annotation)
         if sub is not None and typing.get_origin(field.annotation) is not list:

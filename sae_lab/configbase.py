@@ -32,6 +32,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], where:
             hint = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
             extra = f" Did you mean '{hint[0]}'?" if hint else ""
             lines.append(f"  - unknown key '{loc}'.{extra} Known keys here: {', '.join(sorted(known))}")
+        elif e["type"] == "value_error":  # our own checks: the message names the fields and what is allowed
+            lines.append(f"  - {loc + ': ' if loc else ''}{e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  - {loc}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
@@ -105,7 +107,10 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def build_config(model: type[M], data: dict, where: str = "") -> M:
-    """Validate a dict into a config model, raising ConfigError with readable messages."""
+    """Validate a dict into a config model, raising ConfigError with readable messages. A model that picks a
+    subclass from the data (``config_class_for``, e.g. SAEConfig by architecture) validates into that one."""
+    if hasattr(model, "config_class_for"):
+        model = model.config_class_for(data)
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -1,22 +1,28 @@
-"""Small durable-file helpers: SHA-256 of a file, fsync of a directory, atomic text writes."""
+"""Durable files, the one place that knows how: atomic writes of text, files and directories; SHA-256 of a file.
+
+Every atomic write goes the same way: write under a temporary name beside the target, fsync it (every file
+of a directory), rename it over the target, fsync the parent directory. A crash at any point leaves either
+the old target or the new one, never a torn one (replacing a directory takes two renames: a crash between
+them leaves the old one as ``.<name>.old<pid>``); an exception removes the temporary and leaves the target.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 16 MiB blocks."""
-    h = hashlib.sha256()
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     """Flush a directory entry (after a rename) to disk (a no-op where directories cannot be opened: Windows)."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -28,12 +34,72 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync a file, or every file and directory below a directory (children before their parent)."""
+    if not path.is_dir():
+        _fsync_file(path)
+        return
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            _fsync_file(Path(root) / name)
+        fsync_dir(root)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def temp_name(path: Path) -> Path:
+    """The hidden temporary name an atomic write of ``path`` uses (``.<name>.tmp<pid>``, same directory)."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def is_temp_name(name: str) -> bool:
+    """True for names made by :func:`temp_name` (leftovers of an interrupted write)."""
+    return name.startswith(".") and ".tmp" in name
+
+
+@contextmanager
+def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write a file (or, with ``directory=True``, a directory
+    that already exists) into; on a clean exit it is fsynced, renamed over ``path`` (an existing directory
+    there is replaced) and the parent is fsynced. On an exception the temporary is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    _remove(tmp)
+    if directory:
+        tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        _replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
     fsync_dir(path.parent)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    if tmp.is_dir() and path.is_dir():  # os.replace cannot replace a non-empty directory: swap, then delete
+        old = path.with_name(f".{path.name}.old{os.getpid()}")
+        _remove(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    else:
+        os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

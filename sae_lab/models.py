@@ -12,7 +12,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ import torch
 from pydantic import Field
 
 from sae_lab.configbase import StrictModel
-from sae_lab.fileio import sha256_file
+from sae_lab.devices import DeviceName, resolve_device
+from sae_lab.fileio import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class ModelConfig(StrictModel):
     """Which language model to run, where, and in what precision."""
 
     name: str = Field("embedded", description="'embedded', a Hugging Face model id, or a local HF model dir")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    device: DeviceName = Field("auto", description="auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps")
     dtype: str = Field("float32", pattern="^(float32|bfloat16|float16)$")
 
     def load(self) -> "LoadedModel":
@@ -69,17 +69,6 @@ class LoadedModel:
     def describe(self) -> dict:
         return {"name": self.name, "weights_sha256": self.weights_hash, "d_model": self.d_model,
                 "n_layers": self.n_layers}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks CUDA, then MPS, then CPU."""
-    if str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -227,16 +216,12 @@ def _build_store(store: Path) -> str:
     model.hf_quantizer = None  # weights are already dequantised to fp32; store them as a plain model
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = store.with_name(store.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    weights = tmp / "model.safetensors"
-    meta = {"version": STORE_VERSION, "source": str(gguf), "hf_id": EMBEDDED_HF_ID,
-            "weights_bytes": weights.stat().st_size, "weights_sha256": sha256_file(weights)}
-    (tmp / "store.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(store, ignore_errors=True)
-    os.replace(tmp, store)
+    with atomic_path(store, directory=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        weights = tmp / "model.safetensors"
+        meta = {"version": STORE_VERSION, "source": str(gguf), "hf_id": EMBEDDED_HF_ID,
+                "weights_bytes": weights.stat().st_size, "weights_sha256": sha256_file(weights)}
+        (tmp / "store.json").write_text(json.dumps(meta, indent=2))
     log.warning("embedded model stored in %s (%.1f s)", store, time.time() - t0)
     return meta["weights_sha256"]

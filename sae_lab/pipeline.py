@@ -16,17 +16,32 @@ A run config is one YAML file::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, SerializeAsAny, ValidationError
 
 from sae_lab.activations.config import ActivationConfig, CacheConfig
-from sae_lab.configbase import ConfigError, StrictModel, build_config
+from sae_lab.configbase import ConfigError, StrictModel, format_validation_error
 from sae_lab.data.config import DataConfig
 from sae_lab.evaluation.config import AnalyzeConfig, EvalConfig
 from sae_lab.models import ModelConfig
 from sae_lab.saes.config import SAEConfig
 from sae_lab.training.config import TrainConfig
+
+
+def _sae_entry(value: Any) -> Any:
+    """A `saes:` entry validated as its architecture's config, so errors name that architecture's keys."""
+    if not isinstance(value, dict):
+        return value
+    cls = SAEConfig.config_class_for(value)
+    try:
+        return cls.model_validate(value)
+    except ValidationError as e:
+        raise ValueError("; ".join(line[4:] for line in format_validation_error(e, cls).splitlines()[1:])) from None
+
+
+# one entry of `saes:`: the config class of its `architecture` (SerializeAsAny: dumped with all its fields)
+SAEEntry = Annotated[SerializeAsAny[SAEConfig], BeforeValidator(_sae_entry)]
 
 
 class CacheSection(StrictModel):
@@ -49,17 +64,11 @@ class RunConfig(StrictModel):
     cache: CacheSection | None = Field(None, description="null: stream activations from the model")
     hook: str | None = Field(None, description="the hook to train on (default: the first of activations.hooks)")
     train: TrainConfig = Field(default_factory=TrainConfig)
-    saes: list[dict] = Field(..., min_length=1, description="SAE configs; d_in and hook_name default from the data")
+    saes: list[SAEEntry] = Field(..., min_length=1,
+                                 description="SAE configs (each its architecture's); d_in and hook_name default "
+                                             "from the data")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="held-out evaluation (sae-lab eval)")
     analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig, description="feature database (sae-lab analyze)")
-
-    @field_validator("saes")
-    @classmethod
-    def _saes_are_mappings(cls, v: list) -> list:
-        for i, s in enumerate(v):
-            if not isinstance(s, dict) or "architecture" not in s:
-                raise ValueError(f"saes.{i} must be a mapping with at least an 'architecture' key")
-        return v
 
     @property
     def hook_name(self) -> str:
@@ -75,11 +84,13 @@ class RunConfig(StrictModel):
 
 
 def sae_configs(cfg: RunConfig, d_in: int) -> list[SAEConfig]:
-    """Validate the sweep's SAE configs, filling d_in and hook_name from the activation source."""
+    """The sweep's SAE configs with d_in and hook_name filled from the activation source where left open."""
     out = []
-    for i, raw in enumerate(cfg.saes):
-        full = {"d_in": d_in, "hook_name": cfg.hook_name, **raw}
-        out.append(build_config(SAEConfig, full, where=f"saes.{i}"))
+    for i, sae in enumerate(cfg.saes):
+        try:
+            out.append(sae.bind(d_in, cfg.hook_name))
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, type(sae), f"saes.{i}")) from None
     return out
 
 

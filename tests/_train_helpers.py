@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sae_lab.activations.source import TensorSource
-from sae_lab.saes import SAEConfig, registered_names
+from sae_lab.saes import SAEConfig, get_sae_class, registered_names
 from sae_lab.training import TrainConfig
 
 D_IN = 16
@@ -15,14 +15,14 @@ BATCH = 64
 
 
 def architectures() -> list[str]:
-    """Every registered architecture (grows as saes/ fills in)."""
-    return registered_names()
+    """Every architecture of sae_lab.saes (not the toys test modules register)."""
+    return [n for n in registered_names() if get_sae_class(n).__module__.startswith("sae_lab.")]
 
 
 def sae_cfg(arch: str = "topk", name: str | None = None, d_in: int = D_IN, **kw) -> SAEConfig:
     """A tiny SAEConfig; latents die after 4 batches so dead-latent machinery (AuxK) is exercised."""
     base = dict(architecture=arch, d_in=d_in, d_sae=D_SAE, hook_name="tensor", dead_tokens=4 * BATCH)
-    if arch != "standard":
+    if "k" in get_sae_class(arch).config_class.model_fields:
         base["k"] = K
     base.update(kw)
     if name is not None:

@@ -17,6 +17,7 @@ from sae_lab.activations.cache_writer import build_cache
 from sae_lab.activations.hooks import HookNameError
 from sae_lab.cli import main as cli_main
 from sae_lab.data.packing import iter_contexts
+from sae_lab.fileio import is_temp_name
 
 HOOKS = ("blocks.1.hook_resid_post", "blocks.2.attn.hook_z")
 
@@ -122,12 +123,12 @@ def test_resume_after_kill_9_gives_the_same_cache(tiny_cache, tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     partial = [p.name for p in (out / "shards").iterdir()]
-    assert any(n.startswith(".tmp-") for n in partial) and 0 < len([n for n in partial if n.isdigit()]) < 8
+    assert any(is_temp_name(n) for n in partial) and 0 < len([n for n in partial if n.isdigit()]) < 8
     assert verify_cache(out)  # incomplete cache is reported as such
     script = KILLER.format(tests=str(Path(__file__).parent), kill_at=-1, out=str(out), hooks=HOOKS)
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)
     assert shard_digests(out) == shard_digests(tiny_cache)
-    assert not [p for p in (out / "shards").iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in (out / "shards").iterdir() if is_temp_name(p.name)]
     assert verify_cache(out) == []
 
 
@@ -166,7 +167,7 @@ def test_disk_full_leaves_a_resumable_cache(tmp_path, tiny_model, monkeypatch):
     with pytest.raises(fmt.CacheError, match="disk full while writing shard.*run the same command again"):
         build_cache(cfg, model=tiny_model, progress=False)
     monkeypatch.setattr(np, "save", real_save)
-    assert not [p for p in (tmp_path / "c" / "shards").iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in (tmp_path / "c" / "shards").iterdir() if is_temp_name(p.name)]
     build_cache(cfg, model=tiny_model, progress=False)
     assert verify_cache(tmp_path / "c") == []
 

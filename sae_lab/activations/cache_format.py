@@ -10,22 +10,21 @@ Layout::
         <hook>.keep.npy             bool [n, T]: positions used for training
         shard.json                  counts and the SHA-256 of every file above
 
-A shard directory is written under a temporary name, every file fsynced, then renamed: a shard that
-has its final name is complete. The manifest is always rebuilt from the shard directories.
+A shard directory is written atomically (``sae_lab.fileio.atomic_path``): a shard that has its final name
+is complete. The manifest is always rebuilt from the shard directories.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sae_lab.fileio import atomic_write_text, fsync_dir, sha256_file  # noqa: F401  (re-exported)
+from sae_lab.fileio import atomic_path, atomic_write_text, is_temp_name, sha256_file
 
 FORMAT = "sae-lab-activation-cache"
 VERSION = 1
@@ -64,27 +63,15 @@ def from_storage(a: np.ndarray, dtype: str, out: torch.Tensor | None = None) -> 
 
 def write_shard(root: Path, index: int, arrays: dict[str, np.ndarray], info: dict) -> dict:
     """Atomically write one shard directory; returns its shard.json record."""
-    shards = root / SHARDS
-    final = shards / shard_name(index)
-    tmp = shards / f".tmp-{shard_name(index)}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
-        files = {}
-        for name, arr in arrays.items():
-            path = tmp / f"{name}.npy"
-            with open(path, "wb") as f:
-                np.save(f, arr)
-                f.flush()
-                os.fsync(f.fileno())
-            files[f"{name}.npy"] = sha256_file(path)
-        record = {"name": shard_name(index), **info, "sha256": files}
-        atomic_write_text(tmp / "shard.json", json.dumps(record, indent=1))
-        fsync_dir(tmp)
-        os.replace(tmp, final)
-        fsync_dir(shards)
+        with atomic_path(root / SHARDS / shard_name(index), directory=True) as tmp:
+            files = {}
+            for name, arr in arrays.items():
+                np.save(tmp / f"{name}.npy", arr)
+                files[f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
+            record = {"name": shard_name(index), **info, "sha256": files}
+            (tmp / "shard.json").write_text(json.dumps(record, indent=1))
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         if e.errno == errno.ENOSPC:
             raise CacheError(f"disk full while writing shard {shard_name(index)} in {root}. Free space "
                              f"and run the same command again: it resumes from the last complete shard.") from None
@@ -94,8 +81,9 @@ def write_shard(root: Path, index: int, arrays: dict[str, np.ndarray], info: dic
 
 def remove_stale_tmp(root: Path) -> None:
     """Delete half-written shard directories left by an interrupted run."""
-    for p in (root / SHARDS).glob(".tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
+    for p in (root / SHARDS).glob(".*"):
+        if is_temp_name(p.name):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def completed_shards(root: Path) -> dict[int, dict]:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from sae_lab.activations import cache_format as fmt
+from sae_lab.fileio import sha256_file
 
 DEFAULT_BUFFER_TOKENS = 1 << 17
 
@@ -30,7 +31,7 @@ def verify_cache(root: str | Path, checksums: bool = True) -> list[str]:
             path = shard_dir / fname
             if not path.is_file():
                 problems.append(f"shard {rec['name']}: missing file {fname}")
-            elif checksums and fmt.sha256_file(path) != digest:
+            elif checksums and sha256_file(path) != digest:
                 problems.append(f"shard {rec['name']}: {fname} is corrupt (SHA-256 mismatch)")
     expected = list(range(len(manifest["shards"])))
     if [r["index"] for r in manifest["shards"]] != expected:

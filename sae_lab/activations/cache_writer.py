@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 from sae_lab.activations import cache_format as fmt
 from sae_lab.activations.config import CacheConfig
-from sae_lab.activations.generate import ActivationGenerator, HookStats, estimate_hook_stats, keep_mask
+from sae_lab.activations.generate import ActivationGenerator, HookStats, estimate_hook_stats
 from sae_lab.activations.hooks import hook_slug
+from sae_lab.activations.masks import keep_mask
 from sae_lab.data.packing import count_contexts, iter_contexts
 from sae_lab.data.sources import describe_source
 from sae_lab.distributed import all_ok, barrier, broadcast_object, local_device, world
@@ -152,7 +153,7 @@ def _compute_shard(cfg: CacheConfig, gen: ActivationGenerator, stats: dict[str, 
             parts[h].append(a)
     for h in gen.hooks:
         acts = torch.cat(parts[h])
-        keep = keep_mask(acts, special, stats[h])
+        keep = keep_mask(acts, special, stats[h].outlier_threshold).numpy()
         slug = hook_slug(h)
         arrays[slug] = fmt.to_storage(acts, cfg.storage_dtype)
         arrays[f"{slug}.keep"] = keep

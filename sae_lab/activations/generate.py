@@ -11,8 +11,9 @@ import torch
 
 from sae_lab.activations.config import ActivationConfig
 from sae_lab.activations.hooks import stop_layer, validate_hooks
+from sae_lab.activations.masks import outlier_threshold, special_positions
 from sae_lab.data.config import DataConfig
-from sae_lab.data.packing import iter_contexts, special_token_mask
+from sae_lab.data.packing import iter_contexts
 from sae_lab.models import LoadedModel
 
 
@@ -51,9 +52,7 @@ class ActivationGenerator:
 
     def special_mask(self, tokens: np.ndarray) -> np.ndarray:
         """True where a position is excluded for being BOS/EOS/pad (all False if not excluding)."""
-        if not self.exclude_special:
-            return np.zeros(tokens.shape, dtype=bool)
-        return special_token_mask(tokens, self.model.tokenizer)
+        return special_positions(tokens, self.model.tokenizer, self.exclude_special)
 
 
 def estimate_stats(acts: torch.Tensor, keep: np.ndarray, outlier_multiple: float | None) -> HookStats:
@@ -62,21 +61,13 @@ def estimate_stats(acts: torch.Tensor, keep: np.ndarray, outlier_multiple: float
     if norms.numel() == 0:
         raise ValueError("no usable positions in the normalisation sample (all masked); use more data")
     median = float(norms.median())
-    threshold = None if outlier_multiple is None else outlier_multiple * median
+    threshold = outlier_threshold(norms, outlier_multiple)
     if threshold is not None:
         norms = norms[norms <= threshold]
     d = acts.shape[-1]
     mean_norm = float(norms.mean())
     scale = math.sqrt(d) / mean_norm if mean_norm > 0 else 1.0
     return HookStats(norm_scale=scale, median_norm=median, outlier_threshold=threshold)
-
-
-def keep_mask(acts: torch.Tensor, special: np.ndarray, stats: HookStats | None) -> np.ndarray:
-    """Positions used for training: not special tokens and, if configured, not norm outliers."""
-    keep = ~special
-    if stats is not None and stats.outlier_threshold is not None:
-        keep &= (acts.norm(dim=-1) <= stats.outlier_threshold).numpy()
-    return keep
 
 
 def estimate_hook_stats(gen: ActivationGenerator, data: DataConfig,

@@ -1,11 +1,14 @@
-"""Hook names: validation with suggestions, the layer a hook lives in, and filesystem-safe slugs."""
+"""Hook names against a model: validation with suggestions, where a forward may stop, filesystem-safe slugs.
+
+The grammar of a name (layer, module, kind) is parsed by :func:`sae_lab.hooknames.parse_hook`.
+"""
 
 from __future__ import annotations
 
 import difflib
 import re
 
-_LAYER = re.compile(r"^blocks\.(\d+)\.")
+from sae_lab.hooknames import parse_hook
 
 
 class HookNameError(ValueError):
@@ -27,19 +30,9 @@ def validate_hooks(hooks: list[str], available: list[str]) -> None:
         raise HookNameError(f"hook names are repeated in {hooks}")
 
 
-def hook_layer(hook: str) -> int | None:
-    """The block index of ``blocks.L.…`` hooks, -1 for hooks before the blocks, None for after them."""
-    m = _LAYER.match(hook)
-    if m:
-        return int(m.group(1))
-    if hook.startswith(("embed", "hook_embed", "pos_embed", "hook_pos_embed", "rotary_emb")):
-        return -1
-    return None
-
-
 def stop_layer(hooks: list[str]) -> int | None:
     """The ``stop_at_layer`` that still runs the deepest requested hook (None = the whole model)."""
-    layers = [hook_layer(h) for h in hooks]
+    layers = [parse_hook(h).layer for h in hooks]
     if any(layer is None for layer in layers):
         return None
     return max(layers) + 1  # type: ignore[type-var]

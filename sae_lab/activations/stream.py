@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from sae_lab.activations.config import ActivationConfig
-from sae_lab.activations.generate import ActivationGenerator, estimate_hook_stats, keep_mask
+from sae_lab.activations.generate import ActivationGenerator, estimate_hook_stats
+from sae_lab.activations.masks import keep_mask
 from sae_lab.data.config import DataConfig
 from sae_lab.data.packing import iter_contexts
 from sae_lab.data.sources import describe_source
@@ -48,9 +49,9 @@ class StreamingSource:
             while chunk := list(itertools.islice(contexts, self.acts_cfg.batch_size)):
                 tokens = np.stack(chunk)
                 acts = self.gen.forward(tokens)[self.hook_name]
-                keep = keep_mask(acts, self.gen.special_mask(tokens), self.stats)
+                keep = keep_mask(acts, self.gen.special_mask(tokens), self.stats.outlier_threshold)
                 produced = True
-                yield (acts[torch.from_numpy(keep)] * self.norm_scale).numpy()
+                yield (acts[keep] * self.norm_scale).numpy()
             if not produced:
                 raise ValueError(f"data source '{self.data.source}' produced no contexts")
 

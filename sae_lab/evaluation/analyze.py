@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -20,12 +19,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sae_lab.activations.generate import ActivationGenerator
+from sae_lab.activations.masks import keep_mask
 from sae_lab.evaluation import feature_rows as R
 from sae_lab.evaluation import inputs as I
 from sae_lab.evaluation.config import AnalyzeConfig
 from sae_lab.evaluation.directions import decoder_neighbours, logit_effects, residual_directions
 from sae_lab.evaluation.feature_db import write_feature_db
 from sae_lab.evaluation.feature_stats import FeatureStats
+from sae_lab.fileio import atomic_path
 from sae_lab.models import LoadedModel
 from sae_lab.rundir import ANALYZE_CHECKPOINT, RunDir
 
@@ -92,7 +93,7 @@ def _update(gen: ActivationGenerator, tokens, start: int, targets, stats, cfg: A
     special = I.special_mask(tokens, gen.model.tokenizer, cfg)
     tok = torch.from_numpy(tokens)
     for h in gen.hooks:
-        keep = I.keep_mask(acts[h], special, thresholds[h]).reshape(-1)
+        keep = keep_mask(acts[h], special, thresholds[h]).reshape(-1)
         for t in (t for t in targets if t.hook == h):
             dev = t.sae.W_dec.device
             z = t.sae.encode(acts[h].reshape(-1, acts[h].shape[-1]).to(dev))
@@ -115,11 +116,8 @@ def fingerprint(targets, model: LoadedModel, cfg: AnalyzeConfig, multiple: float
 
 def _save_checkpoint(path: Path, fp: str, contexts: int, stats: dict[str, FeatureStats]) -> None:
     tensors = {f"{name}/{k}": v for name, s in stats.items() for k, v in s.state().items()}
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"fingerprint": fp, "contexts": str(contexts)})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"fingerprint": fp, "contexts": str(contexts)})
 
 
 def _resume(path: Path, fp: str, stats: dict[str, FeatureStats]) -> int:
@@ -154,7 +152,7 @@ def write_db(t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeC
     nb_ids, nb_cos = decoder_neighbours(t.sae.W_dec, cfg.n_neighbours)
     c = t.sae.cfg
     meta = {"sae": t.name, "hook_name": t.hook, "architecture": t.sae.architecture, "d_in": c.d_in, "d_sae": c.d_sae,
-            "k": c.k, "model": model.describe(), "analysis_data": data, "analyze_config": cfg.model_dump(mode="json"),
+            "k": getattr(c, "k", None), "model": model.describe(), "analysis_data": data, "analyze_config": cfg.model_dump(mode="json"),
             "logit_effects": "none (hook is not in the residual stream)" if dirs is None else
             "decoder direction (through W_O for hook_z) x final-norm gamma x W_U; 1/rms dropped",
             "vocab_size": len(vocab)}

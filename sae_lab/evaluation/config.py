@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sae_lab.configbase import StrictModel
 from sae_lab.data.config import DataConfig
+from sae_lab.devices import DeviceName
 
 
 def _validation_data() -> DataConfig:
@@ -26,7 +27,7 @@ class HeldOutData(StrictModel):
         "run", description="also skip positions whose ||x|| exceeds this multiple of the median norm (the median "
                            "is taken on the first batch); 'run' uses the run's activations.exclude_outliers, "
                            "'none' keeps every position")
-    device: str = Field("auto", description="where SAEs run; 'auto' = the model's device")
+    device: DeviceName = Field("auto", description="where SAEs run; 'auto' = the model's device")
 
     @field_validator("exclude_outliers")
     @classmethod

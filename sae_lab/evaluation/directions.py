@@ -13,24 +13,20 @@ later layers are ignored). Hooks with no residual meaning (e.g. ``mlp.hook_post`
 
 from __future__ import annotations
 
-import re
-
 import torch
 
-RESIDUAL_HOOKS = re.compile(r"(^|\.)(hook_resid_pre|hook_resid_mid|hook_resid_post|hook_mlp_out|hook_attn_out)$")
-HOOK_Z = re.compile(r"^blocks\.(\d+)\.attn\.hook_z$")
+from sae_lab.hooknames import parse_hook
 
 
 @torch.no_grad()
 def residual_directions(sae, model) -> torch.Tensor | None:
     """[d_sae, d_model] residual-stream directions of the SAE's decoder rows, or None if the hook has none."""
     W = sae.W_dec.detach().float()
-    hook = sae.cfg.hook_name
-    m = HOOK_Z.match(hook)
-    if m:
-        W_O = model.bridge.blocks[int(m.group(1))].attn.W_O.detach().float()  # [H, d_head, d_model]
+    hook = parse_hook(sae.cfg.hook_name)
+    if hook.is_attn_z:
+        W_O = model.bridge.blocks[hook.layer].attn.W_O.detach().float()  # [H, d_head, d_model]
         return W @ W_O.reshape(-1, W_O.shape[-1]).to(W.device)
-    if RESIDUAL_HOOKS.search(hook) and W.shape[1] == model.d_model:
+    if hook.is_residual and W.shape[1] == model.d_model:
         return W
     return None
 

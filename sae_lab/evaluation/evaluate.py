@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from sae_lab.activations.generate import ActivationGenerator
+from sae_lab.activations.masks import keep_mask
 from sae_lab.circuits.splice import ablation_hooks, replace_hooks
 from sae_lab.evaluation import inputs as I
 from sae_lab.evaluation.config import EvalConfig
@@ -90,7 +91,7 @@ def hook_means(gen: ActivationGenerator, cfg: EvalConfig, thresholds: dict) -> d
     for _, tokens in I.iter_batches(cfg, gen.model.tokenizer, desc="mean activations (for mean-ablation)"):
         special = I.special_mask(tokens, gen.model.tokenizer, cfg)
         for h, a in gen.forward(tokens).items():
-            keep = I.keep_mask(a, special, thresholds[h])
+            keep = keep_mask(a, special, thresholds[h])
             sums[h] = sums[h] + a[keep].double().sum(0)
             counts[h] += int(keep.sum())
     return {h: (sums[h] / max(counts[h], 1)).float() for h in gen.hooks}
@@ -104,7 +105,7 @@ def _eval_batch(model: LoadedModel, tokens: np.ndarray, targets, cfg: EvalConfig
     stop = None if cfg.ce_loss else ActivationGenerator(model, hooks, exclude_special=False).stop_at_layer
     logits, cache = model.bridge.run_with_cache(ids, names_filter=hooks, stop_at_layer=stop)
     acts = {h: cache[h].reshape(*tokens.shape, -1).float() for h in hooks}
-    keep = {h: I.keep_mask(acts[h], special, thresholds[h]) for h in hooks}
+    keep = {h: keep_mask(acts[h], special, thresholds[h]) for h in hooks}
     clean_logp = None
     if cfg.ce_loss:
         state.loss["clean"].update(next_token_ce(logits, ids))
@@ -136,5 +137,5 @@ def _record(t: I.Target, state: _State, cfg: EvalConfig, data: dict, model: Load
         metrics.update(loss_metrics(L["clean"], L[t.name], L[f"zero:{t.hook}"], L[f"mean:{t.hook}"]))
     c = t.sae.cfg
     return {"sae": t.name, "hook_name": t.hook, "architecture": t.sae.architecture, "d_in": c.d_in, "d_sae": c.d_sae,
-            "k": c.k, "inference_rule": "sae.encode", "metrics": metrics, "eval_data": data,
+            "k": getattr(c, "k", None), "inference_rule": "sae.encode", "metrics": metrics, "eval_data": data,
             "model": model.describe(), "eval_config": cfg.model_dump(mode="json"), "seconds": round(seconds, 2)}

@@ -1,7 +1,7 @@
 """The feature database: one SQLite file per SAE (schema in README.md here), its writer, checks and reader.
 
-Writing goes to ``<name>.tmp<pid>``, ends with a completion record in ``meta``, is fsynced and then renamed
-into place; a ``<name>.sha256`` sidecar holds the file's hash. Opening checks, in order: the SQLite header
+Writing is atomic (``sae_lab.fileio.atomic_path``: temp name, fsync, rename) and ends with a completion
+record in ``meta``; a ``<name>.sha256`` sidecar holds the file's hash. Opening checks, in order: the SQLite header
 (magic, and file size == page size x page count, which catches truncation), ``PRAGMA quick_check``, the
 completion record and the row counts it lists; ``verify='full'`` also compares the SHA-256 sidecar. Any
 failure raises ``FeatureDBError`` naming the file.
@@ -10,7 +10,6 @@ failure raises ``FeatureDBError`` naming the file.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import struct
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from sae_lab.fileio import sha256_file
+from sae_lab.fileio import atomic_path, atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 2  # 2: table top_tokens (version-1 databases are read, searched by a scan)
 SCHEMA = """
@@ -63,9 +62,14 @@ class FeatureDBError(RuntimeError):
 def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> Path:
     """Write a complete database atomically: rows of each table, then indexes, then the completion record."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
+    with atomic_path(path) as tmp:
+        _write_tables(tmp, meta, tables)
+        atomic_write_text(path.with_name(path.name + ".sha256"), sha256_file(tmp) + "\n")
+    return path
+
+
+def _write_tables(file: Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> None:
+    con = sqlite3.connect(file)
     try:
         con.execute("PRAGMA journal_mode=OFF")
         con.execute("PRAGMA synchronous=OFF")
@@ -82,14 +86,6 @@ def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tu
         con.commit()
     finally:
         con.close()
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    sidecar = path.with_name(path.name + ".sha256")
-    sidecar_tmp = sidecar.with_name(sidecar.name + ".tmp")
-    sidecar_tmp.write_text(sha256_file(tmp) + "\n")
-    os.replace(sidecar_tmp, sidecar)
-    os.replace(tmp, path)
-    return path
 
 
 def _token_at(blob: bytes, i: int) -> int:

@@ -11,11 +11,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sae_lab.activations.masks import outlier_threshold, special_positions
 from sae_lab.configbase import ConfigError
-from sae_lab.data.packing import iter_contexts, special_token_mask
+from sae_lab.data.packing import iter_contexts
 from sae_lab.data.sources import describe_source
+from sae_lab.devices import resolve_device
 from sae_lab.evaluation.config import HeldOutData
-from sae_lab.models import LoadedModel, ModelConfig, resolve_device
+from sae_lab.models import LoadedModel, ModelConfig
 from sae_lab.rundir import EVAL, FEATURE_DB, RunDir
 from sae_lab.saes.base import BaseSAE
 
@@ -110,7 +112,7 @@ def check_targets(targets: list[Target], model: LoadedModel) -> None:
 
 
 def place_saes(targets: list[Target], cfg: HeldOutData, model: LoadedModel) -> torch.device:
-    device = model.device if cfg.device == "auto" else resolve_device(cfg.device)
+    device = resolve_device(cfg.device, auto=model.device)
     for t in targets:
         t.sae.to(device)
     return device
@@ -146,17 +148,14 @@ def first_batch(cfg: HeldOutData, tokenizer) -> np.ndarray:
 
 
 def special_mask(tokens: np.ndarray, tokenizer, cfg: HeldOutData) -> np.ndarray:
-    if not cfg.data.exclude_special:
-        return np.zeros(tokens.shape, dtype=bool)
-    return special_token_mask(tokens, tokenizer)
+    return special_positions(tokens, tokenizer, cfg.data.exclude_special)
 
 
 def outlier_thresholds(acts: dict[str, torch.Tensor], special: np.ndarray, multiple: float | None) -> dict[str, float | None]:
     """Per hook: ``multiple`` x the median ||x|| of non-special positions of the first batch (None: keep all)."""
     out: dict[str, float | None] = {}
     for hook, a in acts.items():
-        norms = a.norm(dim=-1)[torch.from_numpy(~special)]
-        out[hook] = None if multiple is None or norms.numel() == 0 else multiple * float(norms.median())
+        out[hook] = outlier_threshold(a.norm(dim=-1)[torch.from_numpy(~special)], multiple)
     return out
 
 
@@ -166,14 +165,6 @@ def first_batch_thresholds(gen, cfg: HeldOutData, multiple: float | None) -> dic
         return {h: None for h in gen.hooks}
     first = first_batch(cfg, gen.model.tokenizer)
     return outlier_thresholds(gen.forward(first), special_mask(first, gen.model.tokenizer, cfg), multiple)
-
-
-def keep_mask(act: torch.Tensor, special: np.ndarray, threshold: float | None) -> torch.Tensor:
-    """bool [b, T]: positions every statistic uses (not special, not an outlier)."""
-    keep = torch.from_numpy(~special).to(act.device)
-    if threshold is not None:
-        keep &= act.norm(dim=-1) <= threshold
-    return keep
 
 
 def data_record(cfg: HeldOutData, multiple: float | None, thresholds: dict, n_contexts: int, n_tokens: int,

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sae_lab.configbase import ConfigError, build_config
+from sae_lab.saes import registry
 from sae_lab.saes.config import SAEConfig
 
 
@@ -29,11 +31,15 @@ class TrainOutput:
 class BaseSAE(nn.Module):
     """Shared SAE behaviour; subclasses implement ``encode``, ``training_forward`` (+ their aux loss)."""
 
-    architecture: str = "base"
+    architecture: str = "base"  # set by @register
+    config_class: type[SAEConfig] = SAEConfig  # each architecture names its own config class
     has_encoder: bool = True  # False for matching pursuit (its encoder is W_dec itself)
     activation_buffers: tuple[str, ...] = ()  # buffers in activation units: divided by s when folding
+    saelens_loads: tuple[str, ...] = ()  # SAELens architectures this class loads (see from_saelens)
 
     def __init__(self, cfg: SAEConfig):
+        if cfg.d_in is None or cfg.d_sae is None:
+            raise ConfigError(f"SAE '{cfg.name}' needs d_in (and d_sae or expansion_factor) to be built")
         super().__init__()
         self.cfg = cfg
         d_in, d_sae = cfg.d_in, cfg.d_sae
@@ -77,6 +83,28 @@ class BaseSAE(nn.Module):
         """Raise ConfigError if training batches of this size cannot meet the SAE's rules."""
         self.cfg.check_batch_size(batch_size)
 
+    # ---- SAELens mapping (each architecture overrides what applies to it) --------------------------
+    @classmethod
+    def saelens_architecture(cls, cfg: SAEConfig) -> str | None:
+        """The SAELens architecture that computes exactly this SAE's inference rule, or None."""
+        return None
+
+    @classmethod
+    def saelens_fields(cls, cfg: SAEConfig) -> dict:
+        """Architecture-specific fields of cfg.json (e.g. TopK's k), on top of the common ones."""
+        return {}
+
+    @classmethod
+    def saelens_unmapped_note(cls, cfg: SAEConfig) -> str:
+        """Why SAELens cannot load this SAE (written to sae_lab.json when saelens_architecture is None)."""
+        return f"SAELens has no architecture computing this '{cls.architecture}' SAE's rule: SAELens cannot load it."
+
+    @classmethod
+    def from_saelens(cls, cfg_json: dict, weights: dict[str, torch.Tensor], fields: dict) -> "BaseSAE":
+        """An SAE equal to a SAELens one (``saelens_loads``) from its cfg.json, float32 weights and the common
+        fields (d_in, d_sae, hook_name, name)."""
+        raise NotImplementedError(f"'{cls.architecture}' loads no SAELens architecture")
+
     def sparse_training_forward(self, x: torch.Tensor, pre: torch.Tensor, code, values: torch.Tensor) -> TrainOutput:
         """Shared training step of encoder SAEs once the rule chose ``code`` (values = pre at its entries)."""
         from sae_lab.saes.aux import revival_losses
@@ -107,8 +135,6 @@ class BaseSAE(nn.Module):
     @torch.no_grad()
     def init_b_dec(self, sample: torch.Tensor, method: str = "geometric_median") -> None:
         """Initialise b_dec from ``sample [N, d_in]``: 'geometric_median' (Weiszfeld), 'mean' or 'zeros'."""
-        from sae_lab.configbase import ConfigError
-
         if method == "geometric_median":
             value = geometric_median(sample.to(self.b_dec))
         elif method == "mean":
@@ -168,6 +194,13 @@ class BaseSAE(nn.Module):
     def folded_config(self, scale: float) -> SAEConfig:
         """Config values in activation units divided by ``scale`` (none in the base)."""
         return self.cfg.model_copy()
+
+
+def build_sae(cfg: SAEConfig | dict) -> BaseSAE:
+    """A freshly initialised SAE for ``cfg`` (an SAE config, or a plain dict validated into one)."""
+    if isinstance(cfg, dict):
+        cfg = build_config(SAEConfig, cfg, "sae config")
+    return registry.get_sae_class(cfg.architecture)(cfg)
 
 
 @torch.no_grad()

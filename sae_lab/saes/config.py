@@ -1,95 +1,151 @@
-"""SAEConfig: one validated config for every architecture (options irrelevant to an architecture are ignored)."""
+"""SAE configs: the options every architecture shares (``SAEConfig``) and the k-sparse ones (``SparseConfig``).
+
+Each architecture's file subclasses one of them with ``architecture: Literal["<name>"]`` and its own options,
+and names it as its SAE class's ``config_class``. ``SAEConfig(...)`` and ``SAEConfig.model_validate(...)``
+dispatch on ``architecture`` to that class, so callers never name it. An option that belongs to another
+architecture is refused, naming the architecture(s) it belongs to.
+
+``d_in`` may be left out (None) while a config is not bound to data (a run config's ``saes:`` entries take it
+from the activation source: :meth:`SAEConfig.bind`); building an SAE needs it.
+"""
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from pydantic import Field, model_validator
 
 from sae_lab.configbase import ConfigError, StrictModel
-from sae_lab.saes.registry import KNOWN_ARCHITECTURES
+from sae_lab.saes import registry
 
 
 class SAEConfig(StrictModel):
-    """Architecture, shape and options of one SAE. ``d_sae`` or ``expansion_factor`` must be given."""
+    """Shape, hook, name and dead-latent tracking of one SAE. ``d_sae`` or ``expansion_factor`` must be given."""
 
-    architecture: str = Field(description=f"one of {', '.join(KNOWN_ARCHITECTURES)}")
-    d_in: int = Field(gt=0)
+    architecture: str = Field(description="a registered architecture (see sae_lab.saes.registered_names())")
+    d_in: int | None = Field(None, gt=0, description="activation width (default: that of the activation source)")
     d_sae: int | None = Field(None, gt=0, description="number of latents; or give expansion_factor")
     expansion_factor: int | None = Field(None, gt=0, description="d_sae = expansion_factor * d_in")
-    k: int | None = Field(None, gt=0, description="mean active latents per token (unused by 'standard')")
     hook_name: str = ""
     name: str | None = Field(None, description="label in a sweep; default '<architecture>_k<k>'")
-    # dead / underutilised latents
     dead_tokens: int = Field(1_000_000, gt=0, description="a latent is dead after this many tokens without firing")
+    density_momentum: float = Field(0.01, gt=0, le=1, description="per-step EMA rate of the latent density")
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        if cls is SAEConfig and kwargs:  # SAEConfig(architecture=..., ...) builds that architecture's config
+            return _config_class(kwargs.get("architecture"))(**kwargs)
+        return super().__new__(cls)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> "SAEConfig":
+        if cls is SAEConfig and isinstance(obj, dict):
+            return _config_class(obj.get("architecture")).model_validate(obj, **kwargs)
+        return super().model_validate(obj, **kwargs)
+
+    @classmethod
+    def config_class_for(cls, data: Any) -> type["SAEConfig"]:
+        """The config class that validates ``data``: on SAEConfig itself, that of its architecture."""
+        return _config_class(data.get("architecture")) if cls is SAEConfig and isinstance(data, dict) else cls
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        """Refuse other architectures' options; resolve d_sae from expansion_factor; default the name."""
+        if not isinstance(data, dict) or cls is SAEConfig:
+            return data
+        data = {**data}
+        arch = data.setdefault("architecture", cls.model_fields["architecture"].default)
+        for key in data:
+            if key not in cls.model_fields:
+                owners = [n for n, c in registry.config_classes().items() if key in c.model_fields]
+                if owners:
+                    raise ValueError(f"'{key}' is an option of architecture {', '.join(owners)}, "
+                                     f"not of '{arch}'; remove it (options of '{arch}': {', '.join(cls.model_fields)})")
+        d_in, d_sae, factor = data.get("d_in"), data.get("d_sae"), data.get("expansion_factor")
+        if isinstance(d_in, int) and isinstance(factor, int):
+            if d_sae is not None and d_sae != factor * d_in:
+                raise ValueError(f"d_sae={d_sae} contradicts expansion_factor={factor} * d_in={d_in}")
+            data["d_sae"], data["expansion_factor"] = factor * d_in, None
+        if data.get("name") is None:
+            data["name"] = cls.default_name(data)
+        return data
+
+    @classmethod
+    def default_name(cls, data: dict) -> str:
+        return str(data.get("architecture"))
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> "SAEConfig":
+        if self.d_sae is None and self.expansion_factor is None:
+            raise ValueError("give d_sae (number of latents) or expansion_factor (d_sae = expansion_factor * d_in)")
+        return self
+
+    def bind(self, d_in: int, hook_name: str) -> "SAEConfig":
+        """This config with ``d_in`` and ``hook_name`` filled in where it leaves them open (validated again)."""
+        data = self.model_dump()
+        data["d_in"] = self.d_in if self.d_in is not None else d_in
+        data["hook_name"] = self.hook_name or hook_name
+        return type(self).model_validate(data)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise ConfigError if this SAE cannot train on batches of ``batch_size`` tokens."""
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+
+
+class SparseConfig(SAEConfig):
+    """The options of k-sparse architectures (TopK, the choice SAEs, matching pursuit): ``k`` is required."""
+
+    k: int = Field(gt=0, description="mean active latents per token")
+
+    @classmethod
+    def default_name(cls, data: dict) -> str:
+        return f"{data.get('architecture')}_k{data.get('k')}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _require_k(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("k") is None:
+            raise ValueError(f"k is required for architecture '{data.get('architecture')}' (an integer in [1, d_sae])")
+        return data
+
+    @model_validator(mode="after")
+    def _check_k(self) -> "SparseConfig":
+        if self.d_sae is not None and self.k > self.d_sae:
+            raise ValueError(f"k={self.k} exceeds d_sae={self.d_sae}; k must be in [1, {self.d_sae}]")
+        return self
+
+
+class RevivalConfig(SparseConfig):
+    """k-sparse encoder SAEs that revive latents: AuxK on dead latents, aux_zipf on underutilised ones."""
+
     aux_k: int | None = Field(None, gt=0, description="latents used by AuxK (default d_in // 2, capped at d_sae)")
     aux_coef: float = Field(1 / 32, ge=0, description="AuxK weight; 0 disables AuxK")
     aux_zipf: bool = Field(False, description="add aux_zipf_loss on underutilised latents")
     aux_zipf_coef: float = Field(1 / 32, ge=0)
     zipf_alpha: Union[float, Literal["fit"]] = Field(1.0, description="Zipf exponent, or 'fit' to the density EMA")
     zipf_tolerance: float = Field(0.5, gt=0, le=1, description="underutilised: density < tolerance * Zipf density")
-    density_momentum: float = Field(0.01, gt=0, le=1, description="per-step EMA rate of the latent density")
-    # choice SAEs
-    threshold_momentum: float = Field(0.01, gt=0, le=1, description="per-step EMA rate of inference thresholds")
-    capacity_rule: Literal["uniform", "zipf"] = "uniform"
-    min_capacity: int = Field(1, ge=0, description="feature choice: least tokens a latent may take per batch")
-    # matching pursuit
-    mp_nonneg: bool = Field(True, description="select the largest positive inner product; coefficients >= 0")
-    mp_update: Literal["gram", "full"] = Field("gram", description="correlation update: Gram matrix or recompute")
-    mp_stop: Literal["fixed", "relative", "absolute"] = Field("fixed", description="inference stopping rule")
-    mp_threshold: float = Field(0.0, ge=0, description="stop when ||r|| < threshold (* ||x - b_dec|| if relative)")
-    mp_k_max: int | None = Field(None, gt=0, description="inference step cap (default k)")
-    mp_stop_on_repeat: bool = Field(False, description="inference: stop a token after a step that leaves its support "
-                                    "unchanged (an atom picked again, or a zero coefficient); SAELens's "
-                                    "stop_on_duplicate_support")
-    # standard ReLU SAE
-    l1_coef: float = Field(5.0, ge=0, description="'standard': L1 weight on z_i * ||d_i||")
 
     @model_validator(mode="after")
-    def _check(self) -> "SAEConfig":
-        if self.architecture not in KNOWN_ARCHITECTURES:
-            raise ValueError(f"architecture '{self.architecture}' is unknown; allowed: {', '.join(KNOWN_ARCHITECTURES)}")
-        if self.d_sae is None and self.expansion_factor is None:
-            raise ValueError("give d_sae (number of latents) or expansion_factor (d_sae = expansion_factor * d_in)")
-        d_sae = self.d_sae if self.d_sae is not None else self.expansion_factor * self.d_in
-        if self.d_sae is not None and self.expansion_factor is not None and d_sae != self.expansion_factor * self.d_in:
-            raise ValueError(f"d_sae={d_sae} contradicts expansion_factor={self.expansion_factor} * d_in={self.d_in}")
-        if self.k is None and self.architecture != "standard":
-            raise ValueError(f"k is required for architecture '{self.architecture}' (an integer in [1, d_sae={d_sae}])")
-        if self.k is not None and self.k > d_sae:
-            raise ValueError(f"k={self.k} exceeds d_sae={d_sae}; k must be in [1, {d_sae}]")
-        if self.aux_k is not None and self.aux_k > d_sae:
-            raise ValueError(f"aux_k={self.aux_k} exceeds d_sae={d_sae}; aux_k must be in [1, {d_sae}]")
+    def _check_revival(self) -> "RevivalConfig":
+        if self.aux_k is not None and self.d_sae is not None and self.aux_k > self.d_sae:
+            raise ValueError(f"aux_k={self.aux_k} exceeds d_sae={self.d_sae}; aux_k must be in [1, {self.d_sae}]")
         if isinstance(self.zipf_alpha, float) and not 0 <= self.zipf_alpha <= 4:
             raise ValueError(f"zipf_alpha={self.zipf_alpha} must be in [0, 4] or 'fit'")
-        if self.mp_stop == "relative" and self.mp_threshold >= 1:
-            raise ValueError(f"mp_threshold={self.mp_threshold} with mp_stop='relative' must be in [0, 1)")
-        object.__setattr__(self, "d_sae", d_sae)
-        object.__setattr__(self, "expansion_factor", None)
-        if self.name is None:
-            object.__setattr__(self, "name", f"{self.architecture}_k{self.k}" if self.k else self.architecture)
         return self
-
-    @property
-    def mp_inference_steps(self) -> int:
-        """Matching pursuit's step cap at inference: k, or mp_k_max (default k) when a stopping rule can end a
-        token earlier."""
-        adaptive = self.mp_stop != "fixed" or self.mp_stop_on_repeat
-        return (self.mp_k_max or self.k) if adaptive else self.k
 
     @property
     def resolved_aux_k(self) -> int:
         return self.aux_k if self.aux_k is not None else max(1, min(self.d_in // 2, self.d_sae))
 
-    def check_batch_size(self, batch_size: int) -> None:
-        """Raise ConfigError if this SAE cannot train on batches of ``batch_size`` tokens."""
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if self.architecture == "feature_choice":
-            budget, need = self.k * batch_size, self.min_capacity * self.d_sae
-            if need > budget:
-                raise ConfigError(
-                    f"capacity_rule '{self.capacity_rule}': min_capacity={self.min_capacity} * d_sae={self.d_sae} = {need} "
-                    f"exceeds the budget k*batch_size = {budget}; use batch_size >= {-(-need // self.k)} "
-                    f"or min_capacity <= {budget // self.d_sae}"
-                )
+
+def _config_class(architecture: Any) -> type[SAEConfig]:
+    if architecture is None:
+        raise ConfigError(f"an SAE config needs 'architecture' (one of {', '.join(registry.registered_names())})")
+    return registry.get_sae_class(str(architecture)).config_class
+
+
+def sae_config(**fields: Any) -> SAEConfig:
+    """The config of ``fields['architecture']`` built from ``fields`` (same as ``SAEConfig(**fields)``)."""
+    return _config_class(fields.get("architecture"))(**fields)
+

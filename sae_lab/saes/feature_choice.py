@@ -15,13 +15,42 @@ z_i = ReLU(pre_i) · 1[pre_i > θ_i] (a JumpReLU).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, model_validator
 
 from sae_lab.configbase import ConfigError
 from sae_lab.saes.aux import density_ranks
 from sae_lab.saes.base import BaseSAE, TrainOutput
+from sae_lab.saes.config import RevivalConfig
 from sae_lab.saes.registry import register
+from sae_lab.saes.saelens_format import load_encoder_weights
 from sae_lab.saes.sparse_ops import SparseCode, _stable_argsort
+
+
+class FeatureChoiceConfig(RevivalConfig):
+    """Options of the Feature Choice SAE: k, the revival options, capacities and the threshold EMA rate."""
+
+    architecture: Literal["feature_choice"] = "feature_choice"
+    threshold_momentum: float = Field(0.01, gt=0, le=1, description="per-step EMA rate of inference thresholds")
+    capacity_rule: Literal["uniform", "zipf"] = "uniform"
+    min_capacity: int = Field(1, ge=0, description="least tokens a latent may take per batch")
+
+    @model_validator(mode="after")
+    def _check_capacity(self) -> "FeatureChoiceConfig":
+        if self.capacity_rule == "zipf" and self.zipf_alpha == "fit":
+            raise ValueError("capacity_rule 'zipf' needs a numeric zipf_alpha (e.g. 1.0); 'fit' is only for aux_zipf")
+        return self
+
+    def check_batch_size(self, batch_size: int) -> None:
+        super().check_batch_size(batch_size)
+        budget, need = self.k * batch_size, self.min_capacity * self.d_sae
+        if need > budget:
+            raise ConfigError(
+                f"capacity_rule '{self.capacity_rule}': min_capacity={self.min_capacity} * d_sae={self.d_sae} = "
+                f"{need} exceeds the budget k*batch_size = {budget}; use batch_size >= {-(-need // self.k)} "
+                f"or min_capacity <= {budget // self.d_sae}")
 
 
 def allocate_capacities(weights: torch.Tensor, total: int, lo: int, hi: int, order_key: torch.Tensor) -> torch.Tensor:
@@ -80,12 +109,12 @@ def feature_choice_select(pre: torch.Tensor, caps: torch.Tensor) -> tuple[Sparse
 class FeatureChoiceSAE(BaseSAE):
     """Training: per-latent top-m_i over the batch. Inference: per-latent thresholds (JumpReLU)."""
 
+    config_class = FeatureChoiceConfig
     activation_buffers = ("threshold", "demand_ema")
+    saelens_loads = ("jumprelu",)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: FeatureChoiceConfig):
         super().__init__(cfg)
-        if cfg.capacity_rule == "zipf" and cfg.zipf_alpha == "fit":
-            raise ConfigError("capacity_rule 'zipf' needs a numeric zipf_alpha (e.g. 1.0); 'fit' is only for aux_zipf")
         self.register_buffer("threshold", torch.zeros(cfg.d_sae))
         self.register_buffer("threshold_started", torch.zeros((), dtype=torch.bool))
         self.register_buffer("demand_ema", torch.zeros(cfg.d_sae))
@@ -125,3 +154,18 @@ class FeatureChoiceSAE(BaseSAE):
             self.threshold.copy_(kth)
             self.demand_ema.copy_(demand)
             self.threshold_started.fill_(True)
+
+    # ---- SAELens mapping --------------------------------------------------------------------------
+    @classmethod
+    def saelens_architecture(cls, cfg: FeatureChoiceConfig) -> str | None:
+        return "jumprelu"
+
+    @classmethod
+    def from_saelens(cls, cfg_json: dict, weights: dict[str, torch.Tensor], fields: dict) -> "FeatureChoiceSAE":
+        """SAELens JumpReLU: per-latent thresholds are Feature Choice's inference rule (k, a training budget,
+        is unknown: 1)."""
+        sae = load_encoder_weights(cls(FeatureChoiceConfig(k=1, **fields)), cfg_json, weights)
+        thr = weights["threshold"] if "threshold" in weights else weights["log_threshold"].exp()
+        sae.threshold.copy_(thr)
+        sae.threshold_started.fill_(True)
+        return sae

@@ -33,9 +33,13 @@ read-only view W_decᵀ and ``b_enc`` as zeros (not parameters, not saved).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, model_validator
 
 from sae_lab.saes.base import BaseSAE, TrainOutput
+from sae_lab.saes.config import SparseConfig
 from sae_lab.saes.registry import register
 from sae_lab.saes.sparse_ops import SparseCode, _stable_argsort, csr_kernels_serve, csr_matrix, sparse_decode
 
@@ -237,11 +241,39 @@ def mp_coefficients(r0, W, J, A, nonneg: bool) -> torch.Tensor:
     return _MPCoefficients.apply(r0, W, J, A, nonneg)
 
 
+class MatchingPursuitConfig(SparseConfig):
+    """Options of the MP-SAE: k (training steps) and the pursuit / stopping options."""
+
+    architecture: Literal["matching_pursuit"] = "matching_pursuit"
+    mp_nonneg: bool = Field(True, description="select the largest positive inner product; coefficients >= 0")
+    mp_update: Literal["gram", "full"] = Field("gram", description="correlation update: Gram matrix or recompute")
+    mp_stop: Literal["fixed", "relative", "absolute"] = Field("fixed", description="inference stopping rule")
+    mp_threshold: float = Field(0.0, ge=0, description="stop when ||r|| < threshold (* ||x - b_dec|| if relative)")
+    mp_k_max: int | None = Field(None, gt=0, description="inference step cap (default k)")
+    mp_stop_on_repeat: bool = Field(False, description="inference: stop a token after a step that leaves its support "
+                                    "unchanged (an atom picked again, or a zero coefficient); SAELens's "
+                                    "stop_on_duplicate_support")
+
+    @model_validator(mode="after")
+    def _check_stop(self) -> "MatchingPursuitConfig":
+        if self.mp_stop == "relative" and self.mp_threshold >= 1:
+            raise ValueError(f"mp_threshold={self.mp_threshold} with mp_stop='relative' must be in [0, 1)")
+        return self
+
+    @property
+    def mp_inference_steps(self) -> int:
+        """The step cap at inference: k, or mp_k_max (default k) when a stopping rule can end a token earlier."""
+        adaptive = self.mp_stop != "fixed" or self.mp_stop_on_repeat
+        return (self.mp_k_max or self.k) if adaptive else self.k
+
+
 @register("matching_pursuit")
 class MatchingPursuitSAE(BaseSAE):
     """MP-SAE: the code is k greedy pursuit steps over the unit-norm decoder atoms."""
 
+    config_class = MatchingPursuitConfig
     has_encoder = False
+    saelens_loads = ("matching_pursuit",)
 
     @property
     def W_enc(self) -> torch.Tensor:
@@ -299,3 +331,35 @@ class MatchingPursuitSAE(BaseSAE):
         if self.cfg.mp_stop == "absolute":
             return self.cfg.model_copy(update={"mp_threshold": self.cfg.mp_threshold / scale})
         return self.cfg.model_copy()
+
+    # ---- SAELens mapping --------------------------------------------------------------------------
+    @classmethod
+    def saelens_architecture(cls, cfg: MatchingPursuitConfig) -> str | None:
+        """SAELens's matching_pursuit is non-negative with fixed or absolute stopping; other variants have none."""
+        return "matching_pursuit" if cfg.mp_nonneg and cfg.mp_stop in ("fixed", "absolute") else None
+
+    @classmethod
+    def saelens_fields(cls, cfg: MatchingPursuitConfig) -> dict:
+        """SAELens matching_pursuit options for our stopping rule (fixed: exactly k steps)."""
+        return {"residual_threshold": cfg.mp_threshold if cfg.mp_stop == "absolute" else 0.0,
+                "max_iterations": cfg.mp_inference_steps, "stop_on_duplicate_support": cfg.mp_stop_on_repeat}
+
+    @classmethod
+    def saelens_unmapped_note(cls, cfg: MatchingPursuitConfig) -> str:
+        return (f"SAELens's matching_pursuit is non-negative with fixed or absolute stopping; this one "
+                f"(mp_nonneg={cfg.mp_nonneg}, mp_stop={cfg.mp_stop}) is not: SAELens cannot load it, sae-lab can.")
+
+    @classmethod
+    def from_saelens(cls, cfg_json: dict, weights: dict[str, torch.Tensor], fields: dict) -> "MatchingPursuitSAE":
+        """SAELens's (non-negative, tied) matching_pursuit: its stopping rules map onto ours exactly."""
+        steps = int(cfg_json.get("max_iterations") or fields["d_in"])  # SAELens: None means d_in
+        threshold = float(cfg_json.get("residual_threshold", 1e-2))  # SAELens: 0 disables the residual rule
+        cfg = MatchingPursuitConfig(k=min(steps, fields["d_sae"]), mp_nonneg=True, mp_threshold=threshold,
+                                    mp_stop="absolute" if threshold > 0 else "fixed", mp_k_max=steps,
+                                    mp_stop_on_repeat=bool(cfg_json.get("stop_on_duplicate_support", True)), **fields)
+        sae = cls(cfg)
+        b_dec = weights["b_dec"] if cfg_json.get("apply_b_dec_to_input", True) else torch.zeros_like(weights["b_dec"])
+        with torch.no_grad():
+            sae.W_dec.copy_(weights["W_dec"])
+            sae.b_dec.copy_(b_dec)
+        return sae

@@ -5,11 +5,22 @@ each training batch's k·B-th largest activation, gives z = ReLU(pre) · 1[pre >
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
 from sae_lab.saes.base import BaseSAE, TrainOutput
+from sae_lab.saes.config import RevivalConfig
 from sae_lab.saes.registry import register
 from sae_lab.saes.sparse_ops import SparseCode
+
+
+class MutualChoiceConfig(RevivalConfig):
+    """Options of the Mutual Choice SAE: k, the revival options and the threshold EMA rate."""
+
+    architecture: Literal["mutual_choice"] = "mutual_choice"
+    threshold_momentum: float = Field(0.01, gt=0, le=1, description="per-step EMA rate of the inference threshold")
 
 
 def batch_topk_select(pre: torch.Tensor, n_keep: int, hint: float = 0.0) -> tuple[SparseCode, torch.Tensor, float]:
@@ -42,6 +53,7 @@ def batch_topk_select(pre: torch.Tensor, n_keep: int, hint: float = 0.0) -> tupl
 class MutualChoiceSAE(BaseSAE):
     """Training: BatchTopK over the batch x latent matrix. Inference: global threshold (JumpReLU)."""
 
+    config_class = MutualChoiceConfig
     activation_buffers = ("threshold",)
 
     def __init__(self, cfg):
@@ -68,3 +80,7 @@ class MutualChoiceSAE(BaseSAE):
         else:
             self.threshold.fill_(t)
             self.threshold_started.fill_(True)
+
+    @classmethod
+    def saelens_architecture(cls, cfg: MutualChoiceConfig) -> str | None:
+        return "jumprelu"  # its global threshold, saved as a per-latent vector

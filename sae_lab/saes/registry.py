@@ -1,26 +1,36 @@
-"""Architecture registry: each SAE file registers its class under a name with ``@register("name")``."""
+"""Architecture registry: each architecture's file registers its SAE class with ``@register("name")``.
+
+The class names its config (``config_class``, a subclass of :class:`sae_lab.saes.config.SAEConfig`), so the
+registry also answers which config class an ``architecture:`` value means. This module imports nothing
+from the SAE layer; the package ``sae_lab.saes`` imports every architecture file once, which registers them.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from sae_lab.configbase import ConfigError
 
-if TYPE_CHECKING:
-    from sae_lab.saes.base import BaseSAE
-    from sae_lab.saes.config import SAEConfig
-
 _REGISTRY: dict[str, type] = {}
-# Names the config accepts; the classes are imported lazily (see _load_all) so config.py needs no torch code.
-KNOWN_ARCHITECTURES = ("topk", "mutual_choice", "feature_choice", "matching_pursuit", "standard")
 
 
 def register(name: str) -> Callable[[type], type]:
-    """Class decorator: make ``cls`` buildable as ``architecture: name``."""
+    """Class decorator: make ``cls`` (with its ``config_class``) buildable as ``architecture: name``."""
 
     def deco(cls: type) -> type:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"SAE architecture '{name}' is registered twice ({_REGISTRY[name].__name__}, {cls.__name__})")
+            raise ValueError(f"SAE architecture '{name}' is registered twice "
+                             f"({_REGISTRY[name].__name__}, {cls.__name__})")
+        config = getattr(cls, "config_class", None)
+        arch_field = getattr(config, "model_fields", {}).get("architecture")
+        if arch_field is None or arch_field.default != name:
+            raise ValueError(f"{cls.__name__}.config_class must be a config whose architecture defaults to '{name}' "
+                             f"(architecture: Literal['{name}'] = '{name}')")
+        for other in _REGISTRY.values():
+            taken = set(getattr(cls, "saelens_loads", ())) & set(getattr(other, "saelens_loads", ()))
+            if taken and other is not cls and name not in _REGISTRY:
+                raise ValueError(f"{cls.__name__} would load SAELens architecture(s) {sorted(taken)}, which "
+                                 f"{other.__name__} already loads; set {cls.__name__}.saelens_loads = ()")
         _REGISTRY[name] = cls
         cls.architecture = name
         return cls
@@ -28,29 +38,23 @@ def register(name: str) -> Callable[[type], type]:
     return deco
 
 
-def _load_all() -> None:
-    import sae_lab.saes  # noqa: F401  (importing the package imports every architecture file)
-
-
 def registered_names() -> list[str]:
     """Names of every registered architecture, sorted."""
-    _load_all()
     return sorted(_REGISTRY)
 
 
-def get_sae_class(name: str) -> type["BaseSAE"]:
+def get_sae_class(name: str) -> type:
     """The class registered under ``name``; an unknown name raises ConfigError listing the known ones."""
-    _load_all()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown SAE architecture '{name}'; known architectures: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
-def build_sae(cfg: "SAEConfig | dict") -> "BaseSAE":
-    """A freshly initialised SAE for ``cfg`` (an SAEConfig or a plain dict validated into one)."""
-    from sae_lab.configbase import build_config
-    from sae_lab.saes.config import SAEConfig
+def config_classes() -> dict[str, type]:
+    """architecture name -> its config class."""
+    return {name: cls.config_class for name, cls in sorted(_REGISTRY.items())}
 
-    if isinstance(cfg, dict):
-        cfg = build_config(SAEConfig, cfg, "sae config")
-    return get_sae_class(cfg.architecture)(cfg)
+
+def registered_classes() -> list[type]:
+    """Every registered SAE class, by name."""
+    return [cls for _, cls in sorted(_REGISTRY.items())]

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
 _CHUNK_ENTRIES = 4096  # rows gathered at once by the fallback row_dot (one reused buffer)
 _CSR_DTYPES = (torch.float32, torch.float64)  # dtypes of PyTorch's CPU CSR kernels (sampled_addmm, addmm)
 

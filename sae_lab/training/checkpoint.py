@@ -1,4 +1,4 @@
-"""Atomic checkpoints: write a temp file, fsync, os.replace; keep the newest few; load with weights_only=True.
+"""Atomic checkpoints (sae_lab.fileio.atomic_path); keep the newest few; load with weights_only=True.
 
 A checkpoint is a dict of tensors and plain Python values only (RNG states included), so
 ``torch.load(path, weights_only=True)`` reads it without unpickling arbitrary objects.
@@ -6,7 +6,6 @@ A checkpoint is a dict of tensors and plain Python values only (RNG states inclu
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from sae_lab.fileio import fsync_dir
+from sae_lab.fileio import atomic_path
 
 FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"^ckpt_(\d{14})\.pt$")
@@ -104,13 +103,8 @@ def save_checkpoint(directory: Path, state: dict, keep: int = 2) -> Path:
         raise CheckpointError(f"refusing to write a checkpoint with non-finite values in saes.{bad}")
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / checkpoint_name(int(state["tokens_seen"]))
-    tmp = final.with_name(final.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT_VERSION, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    fsync_dir(directory)
+    with atomic_path(final) as tmp:
+        torch.save({"format": FORMAT_VERSION, **state}, tmp)
     for old in list_checkpoints(directory)[keep:]:
         old.unlink(missing_ok=True)
     return final

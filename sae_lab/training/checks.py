@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-import torch
-
 from sae_lab.configbase import ConfigError
+from sae_lab.devices import check_available
 from sae_lab.training.config import TrainConfig
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -64,16 +63,9 @@ def check_batch(saes: Sequence, cfg: TrainConfig) -> None:
                 raise ConfigError(f"SAE '{c.name}' cannot train with train.batch_size={cfg.batch_size}: {e}") from None
 
 
-def check_device(device: torch.device) -> None:
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is '{device}' but CUDA is not available; use 'auto' or 'cpu'")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"train.device is '{device}' but MPS is not available; use 'auto' or 'cpu'")
-
-
 def preflight(saes: Sequence, source, cfg: TrainConfig) -> None:
     """All checks that need no data: names, source compatibility, batch rules, device."""
     check_names(saes)
     check_source(saes, source)
     check_batch(saes, cfg)
-    check_device(cfg.resolved_device())
+    check_available(cfg.resolved_device(), "train.device")

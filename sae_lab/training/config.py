@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
 
 from sae_lab.configbase import StrictModel
-
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+from sae_lab.devices import DeviceName, resolve_device
 
 # Fields that change how a run is observed or stored but not the weights it ends with.
 # They are left out of the config hash, so changing them does not block a resume.
@@ -59,20 +57,13 @@ class TrainConfig(StrictModel):
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="compute dtype of forward/backward (autocast); parameters and Adam state stay float32"
     )
-    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    device: DeviceName = Field("auto", description="'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     checkpoint_every_tokens: int | None = Field(None, gt=0, description="null: only the final checkpoint")
     keep_checkpoints: int = Field(2, ge=1, description="how many most recent checkpoints to keep")
     log_every_steps: int = Field(50, gt=0)
     progress: bool = True
     wandb: WandbConfig | None = None
     tensorboard: bool = False
-
-    @field_validator("device")
-    @classmethod
-    def _check_device(cls, v: str) -> str:
-        if not _DEVICE_RE.match(v):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got '{v}'")
-        return v
 
     @field_validator("betas")
     @classmethod
@@ -103,10 +94,8 @@ class TrainConfig(StrictModel):
         return int(round(tokens / self.batch_size))
 
     def resolved_device(self) -> torch.device:
-        """The device to train on: 'auto' picks CUDA when available."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        """The device to train on (sae_lab.devices.resolve_device: 'auto' = CUDA, else MPS, else CPU)."""
+        return resolve_device(self.device)
 
     def compute_dtype(self) -> torch.dtype:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.dtype]

@@ -28,13 +28,18 @@ def make_record(m: Member, pos: Position, cfg: TrainConfig, tokens_per_s: float)
 
 def underused_mask(sae) -> torch.Tensor:
     """bool[d_sae]: latents firing below their Zipf-expected density (the SAE's aux_zipf definition, from its
-    density EMA; see sae_lab.saes.aux). All False for SAEs without a density EMA or a k."""
+    density EMA; see sae_lab.saes.aux; SAEs without aux_zipf options, e.g. MP, are judged by the default Zipf
+    law of RevivalConfig). All False for SAEs without a density EMA or a k."""
     from sae_lab.saes.aux import underutilised_mask
+    from sae_lab.saes.config import RevivalConfig
 
     density, c = getattr(sae, "density_ema", None), sae.cfg
     if density is None or getattr(c, "k", None) is None:
         return torch.zeros(c.d_sae, dtype=torch.bool)
-    return underutilised_mask(density, c.k, c.zipf_alpha, c.zipf_tolerance)
+    defaults = RevivalConfig.model_fields
+    alpha = getattr(c, "zipf_alpha", defaults["zipf_alpha"].default)
+    tolerance = getattr(c, "zipf_tolerance", defaults["zipf_tolerance"].default)
+    return underutilised_mask(density, c.k, alpha, tolerance)
 
 
 def _span(values: list[float], fmt: str) -> str:

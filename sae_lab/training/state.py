@@ -42,7 +42,7 @@ class Position:
 def build_saes(saes: Sequence, seed: int) -> list[torch.nn.Module]:
     """SAE modules from a mix of modules and SAEConfigs; each config is built under ``seed``,
     so two identical configs start identical."""
-    from sae_lab.saes.registry import build_sae  # imported lazily: saes/ depends on nothing here
+    from sae_lab.saes import build_sae  # imported lazily: saes/ depends on nothing here
 
     out = []
     for item in saes:

@@ -8,7 +8,6 @@ issue: it plugs in through ``grad_hook`` (all-reduce) and a rank-strided data po
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sae_lab.distributed import world
+from sae_lab.fileio import atomic_path
 from sae_lab.rundir import RunDir, RunDirError
 from sae_lab.training import checkpoint as ckpt
 from sae_lab.training.checks import preflight
@@ -185,13 +185,8 @@ def _check_params(members: list[Member], step: int, last_ckpt: Path | None) -> N
 
 def _save_sae(sae: torch.nn.Module, final: Path, norm_scale: float) -> None:
     """sae.save into a temp dir, then swap it in, so saes/<name>/ is never half written."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    sae.save(tmp, fold_scale=norm_scale)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with atomic_path(final, directory=True) as tmp:
+        sae.save(tmp, fold_scale=norm_scale)
 
 
 def _last_logged(run: RunDir, name: str) -> dict:
