@@ -55,3 +55,11 @@ def embedded_run(tmp_path_factory):
     from dashboard_helpers import embedded_run as build
 
     return build(tmp_path_factory.mktemp("dashboard_embedded"))
+
+
+@pytest.fixture(scope="session")
+def hook_z_sae(tiny_run):
+    """A standalone attention-output SAE directory (tiny model) with its feature database."""
+    from dashboard_helpers import hook_z_sae_dir
+
+    return hook_z_sae_dir(tiny_run.parent, tiny_run.parent / "tiny_model")

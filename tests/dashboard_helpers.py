@@ -65,3 +65,23 @@ def embedded_run(root: Path) -> Path:
     (~1 min on 2 cores)."""
     cfg = run_config(root / "run", "embedded", "blocks.3.hook_resid_post", 64, 8192, 256, 2048)
     return build_run(cfg, root / "run.yaml")
+
+
+def hook_z_sae_dir(root: Path, model_dir: Path) -> Path:
+    """A standalone SAE directory on the tiny model's ``blocks.1.attn.hook_z`` with its feature database (the
+    dashboard opens it with ``--model model_dir``, as it would a SAELens-format SAE)."""
+    import torch
+
+    from sae_lab.evaluation import AnalyzeConfig, analyze_sae_dir
+    from sae_lab.models import load_model
+    from sae_lab.saes import SAEConfig, build_sae
+
+    torch.manual_seed(0)
+    sae = build_sae(SAEConfig(architecture="topk", d_in=64, d_sae=96, k=6, hook_name="blocks.1.attn.hook_z",
+                              name="attn_z"))
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.02)
+    out = sae.save(root / "attn_z")
+    held_out = run_config(root, "x", "x", 32, 1, 256, 512)["analyze"]
+    analyze_sae_dir(out, load_model(str(model_dir), "cpu"), AnalyzeConfig(**held_out))
+    return out

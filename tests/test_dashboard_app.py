@@ -17,9 +17,10 @@ from sae_lab.saes.saelens_format import load_sae
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 
 
-def app(monkeypatch, *targets, page: str | None = None, **query) -> AppTest:
-    """Run the app as `sae-lab dashboard TARGETS` would, on ``page`` with URL query ``query``."""
-    monkeypatch.setattr(sys, "argv", ["main.py", *map(str, targets), "--device", "cpu"])
+def app(monkeypatch, *targets, page: str | None = None, model: Path | None = None, **query) -> AppTest:
+    """Run the app as `sae-lab dashboard TARGETS [--model M]` would, on ``page`` with URL query ``query``."""
+    extra = ["--model", str(model)] if model else []
+    monkeypatch.setattr(sys, "argv", ["main.py", *map(str, targets), "--device", "cpu", *extra])
     at = AppTest.from_file(MAIN, default_timeout=120)
     for k, v in query.items():
         at.query_params[k] = v
@@ -151,3 +152,91 @@ def test_compare_page(monkeypatch, tiny_run, tmp_path):
     at.selectbox(key="cmp_b").select("narrow/narrow").run()
     errors, _ = messages(at)
     assert any("d_in=64" in e and "d_in=32" in e for e in errors), errors
+
+
+def _circuit_inputs(tiny_run, name="topk_k8"):
+    from sae_lab.models import load_model
+
+    return load_model(str(tiny_run.parent / "tiny_model"), "cpu"), load_sae(tiny_run / "saes" / name)
+
+
+def test_prompt_explorer(monkeypatch, tiny_run):
+    from sae_lab.circuits import prompt_features
+
+    at = app(monkeypatch, tiny_run, page="prompt", run="run", sae="topk_k8")
+    prompt = "The value of the object is returned by the function"
+    at.text_area(key="prompt_text").input(prompt)
+    at.button[0].click().run()  # the form's Run button
+    assert messages(at)[0] == []
+    pf = prompt_features(*_circuit_inputs(tiny_run), prompt, top_k=5)
+    table = frame(at, "rank")
+    assert len(table) == sum(len(t[:5]) for t in pf.top) and list(table["token"].unique()) == \
+        list(dict.fromkeys(pf.tokens))
+    first = table[table["position"] == 1].iloc[0]
+    assert (first["feature"], round(first["activation"], 5)) == (pf.top[1][0][0], round(pf.top[1][0][1], 5))
+    assert first["open"] == f"./features?run=run&sae=topk_k8&feature={first['feature']}"
+    best = max(pf.acts, key=lambda f: max(pf.acts[f]))
+    assert any(f"**Feature {best}**" in m.value for m in at.markdown)
+    for bad, message in (("   ", "the prompt is empty"), ("word " * 600, "longer than the model's context")):
+        at.text_area(key="prompt_text").input(bad)
+        at.button[0].click().run()
+        assert any(message in e for e in messages(at)[0]), messages(at)
+
+
+def test_ablate_and_steer(monkeypatch, tiny_run):
+    from sae_lab.circuits import Intervention, compare_interventions
+
+    at = app(monkeypatch, tiny_run, page="intervene", run="run", sae="topk_k8", feature="3")
+    assert at.text_input(key="iv_features").value == "3"
+    at.text_input(key="iv_tok_a").input("value")
+    at.text_input(key="iv_tok_b").input("object")
+    at.selectbox(key="iv_action").select("steer with a strength")
+    at.number_input(key="iv_value").set_value(40.0)
+    at.button[0].click().run()
+    assert messages(at)[0] == []
+    model, sae = _circuit_inputs(tiny_run)
+    ref = compare_interventions(model, sae, "The capital of France is", [Intervention.steer(sae, [3], 40.0)],
+                                tokens=["value", "object"], max_new_tokens=12)
+    codes = [c.value for c in at.code]
+    assert codes == [ref["before"]["generation"], ref["after"]["generation"]]
+    diff = metrics(at)["logit diff 'value' − 'object'"]
+    assert diff == f"{ref['after']['logit_diff']:.3f}"
+    for features, action, message in (("3, x", "zero-ablate", "whole numbers"), ("999", "zero-ablate", "out of range"),
+                                      ("3", "mean-ablate", None)):
+        at.text_input(key="iv_features").input(features)
+        at.selectbox(key="iv_action").select(action)
+        at.button[0].click().run()
+        errors, _ = messages(at)
+        assert (any(message in e for e in errors) if message else errors == []), errors
+    at.text_input(key="iv_tok_a").input("value object")  # not a single token
+    at.button[0].click().run()
+    assert any("not one" in e for e in messages(at)[0])
+
+
+def test_sae_whose_hook_the_model_lacks(monkeypatch, tiny_run, tmp_path):
+    torch.manual_seed(0)
+    build_sae(SAEConfig(architecture="topk", d_in=64, d_sae=32, k=4, hook_name="blocks.9.hook_resid_post",
+                        name="deep")).save(tmp_path / "deep")
+    for page in ("prompt", "intervene"):
+        at = app(monkeypatch, tmp_path / "deep", page=page, model=tiny_run.parent / "tiny_model")
+        if page == "intervene":
+            at.button[0].click().run()
+        errors, _ = messages(at)
+        assert any("reads hook 'blocks.9.hook_resid_post'" in e for e in errors), errors
+
+
+def test_direct_feature_attribution_for_a_hook_z_sae(monkeypatch, tiny_run, hook_z_sae):
+    from sae_lab.circuits.dfa import direct_feature_attribution
+    from sae_lab.models import load_model
+
+    db = FeatureDB(hook_z_sae / "features.sqlite")
+    i = db.list_features("density", limit=1)[0]["id"]
+    at = app(monkeypatch, hook_z_sae, page="features", model=tiny_run.parent / "tiny_model", run="attn_z",
+             sae="attn_z", feature=str(i))
+    assert messages(at)[0] == []
+    e = db.top_examples(i, 1)[0]
+    d = direct_feature_attribution(load_model(str(tiny_run.parent / "tiny_model"), "cpu"), load_sae(hook_z_sae),
+                                   e["token_ids"], i, position=e["highlight"])
+    m = metrics(at)
+    assert m["pre-activation"] == f"{d.pre_activation:.4f}" == m["heads × sources + bias"]
+    assert m["activation"] == f"{d.activation:.4f}" and abs(d.activation - e["value"]) < 1e-3

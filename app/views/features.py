@@ -131,7 +131,9 @@ def page(db, i: int) -> None:
 
 def dfa_section(i: int) -> None:
     """Direct feature attribution by head and source position, for attention-output (hook_z) SAEs."""
-    if not state.sae(entry).cfg.hook_name.endswith("attn.hook_z"):
+    from sae_lab.hooknames import parse_hook
+
+    if not parse_hook(state.sae(entry).cfg.hook_name).is_attn_z:
         return
     import dfa
 
