@@ -98,9 +98,9 @@ def test_prompt_explorer(page, server, embedded_run, embedded_model):
 
 def _intervene(pg, server, action: str, value: str, feature: int) -> tuple[str, str]:
     open_page(pg, f"{server}intervene?run=run&sae=topk_k8&feature={feature}")
-    pg.locator('[data-testid="stSelectbox"]').filter(has_text="Action").locator("div[data-baseweb=select]").click()
+    pg.get_by_role("combobox", name="Action").click()
     pg.get_by_role("option", name=action).click()
-    box = pg.locator('[data-testid="stNumberInput"]').filter(has_text="Value").locator("input")
+    box = pg.get_by_label("Value / strength")
     box.fill(value)
     submit(pg)
     pg.get_by_text("Greedy generation after").wait_for()

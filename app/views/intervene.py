@@ -9,6 +9,7 @@ from sae_lab.circuits import CircuitError, Intervention, compare_interventions
 
 st.title("Ablate and steer")
 entry = state.select_sae()
+SHOWN, LOOKUP = 10, 200  # tokens drawn per side; how far down each side's distribution their bars are looked up
 ACTIONS = {"zero-ablate": "zero", "mean-ablate": "mean", "clamp to a value": "clamp", "steer with a strength": "steer"}
 
 
@@ -35,13 +36,14 @@ def build(sae, db, action: str, features: list[int], value: float, positions) ->
 
 def show(result: dict, tokens: list[str]) -> None:
     before, after = result["before"], result["after"]
-    names = list(dict.fromkeys([t for t, _ in before["top"]] + [t for t, _ in after["top"]]))
+    names = list(dict.fromkeys([t for t, _ in before["top"][:SHOWN]] + [t for t, _ in after["top"][:SHOWN]]))
     prob = {side: dict(result[side]["top"]) for side in ("before", "after")}
     fig = go.Figure([go.Bar(name=side, x=[repr(n) for n in names], y=[prob[side].get(n, 0.0) for n in names])
                      for side in ("before", "after")])
-    fig.update_layout(barmode="group", title="Next-token probability (top tokens before and after)", height=340,
-                      yaxis_title="probability")
+    fig.update_layout(barmode="group", title=f"Next-token probability (the top {SHOWN} before and after)",
+                      height=340, yaxis_title="probability")
     st.plotly_chart(fig, key="iv_dist")
+    st.caption(f"A bar at 0 means the token is outside that side's top {LOOKUP}.")
     if tokens:
         cols = st.columns(len(tokens) + (1 if before["logit_diff"] is not None else 0))
         for col, t in zip(cols, tokens):
@@ -54,8 +56,8 @@ def show(result: dict, tokens: list[str]) -> None:
     left.code(before["generation"], language=None, wrap_lines=True)
     right.markdown("**Greedy generation after**")
     right.code(after["generation"], language=None, wrap_lines=True)
-    st.dataframe(pd.DataFrame({"before": [f"{t!r} {p:.3f}" for t, p in before["top"]],
-                               "after": [f"{t!r} {p:.3f}" for t, p in after["top"]]}), key="iv_table")
+    st.dataframe(pd.DataFrame({"before": [f"{t!r} {p:.3f}" for t, p in before["top"][:SHOWN]],
+                               "after": [f"{t!r} {p:.3f}" for t, p in after["top"][:SHOWN]]}), key="iv_table")
 
 
 with st.form("intervene_form"):
@@ -80,6 +82,6 @@ if submitted:
         iv = build(sae, db, action, parse_ints(features, "features"), value, pos)
         tokens = [x for x in (tok_a, tok_b) if x]
         st.session_state["iv_result"] = (compare_interventions(model, sae, prompt, [iv], tokens=tokens,
-                                                               max_new_tokens=new_tokens), tokens)
+                                                               top_n=LOOKUP, max_new_tokens=new_tokens), tokens)
 if "iv_result" in st.session_state:
     show(*st.session_state["iv_result"])
