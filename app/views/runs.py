@@ -36,16 +36,21 @@ with state.user_errors():
     if frontier.empty:
         st.info("No eval metrics yet: run `sae-lab eval RUN_DIR` to place the SAEs on the frontier.")
     else:
-        fig = px.scatter(frontier, x="l0_mean", y="fvu", color="architecture", symbol="run",
+        fig = px.scatter(frontier, x="l0_mean", y="fvu", color="architecture",
+                         symbol="run" if frontier["run"].nunique() > 1 else None,
                          hover_data=["run", "sae", "d_sae", "k"], custom_data=["run", "sae"],
                          labels={"l0_mean": "L0 (active latents per token)", "fvu": "FVU"})
         fig.update_traces(marker={"size": 12})
+        fig.update_xaxes(autorangeoptions={"include": [0]}).update_yaxes(autorangeoptions={"include": [0]})
         picked = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="frontier")
-        st.caption("Click a point to open that SAE's features.")
         points = (picked or {}).get("selection", {}).get("points", []) if picked else []
         if points:
             run, sae = points[0]["customdata"][:2]
             st.switch_page("views/features.py", query_params={"run": run, "sae": sae, "feature": 0})
+        pick, go = st.columns([4, 1], vertical_alignment="bottom")
+        key = pick.selectbox("Click a point, or choose an SAE, to open its features", list(entries), key="runs_open")
+        if go.button("Open features", key="runs_open_button"):
+            st.switch_page("views/features.py", query_params={"run": entries[key].run, "sae": entries[key].name})
 
     st.subheader("Training curves")
     curves = pd.DataFrame(ws.curves())
