@@ -57,6 +57,9 @@ def test_runs_page_lists_every_sae(monkeypatch, tiny_run):
     assert sorted(table["sae"]) == ["feature_choice_k8", "topk_k8"] and table["feature_db"].all()
     assert set(table["architecture"]) == {"topk", "feature_choice"} and table["fvu"].between(0, 2).all()
     assert all(u.startswith("./features?run=run&sae=") for u in table["open"])
+    at.selectbox(key="runs_open").select("run/topk_k8")
+    at.button(key="runs_open_button").click().run()
+    assert at.title[0].value == "Feature browser" and qp(at, "sae") == "topk_k8" and not at.exception
 
 
 def test_feature_page_by_url_shows_the_database(monkeypatch, tiny_run):
