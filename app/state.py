@@ -16,11 +16,13 @@ import streamlit as st
 
 from sae_lab.configbase import ConfigError
 from sae_lab.evaluation.feature_db import FeatureDB, FeatureDBError
+from sae_lab.models import ModelLoadError
 from sae_lab.rundir import RunDirError
 from sae_lab.workspace import SAEEntry, Workspace, WorkspaceError
 
 # Errors that bad input produces: shown as a message, never as a traceback.
-USER_ERRORS = (WorkspaceError, FeatureDBError, ConfigError, RunDirError, IndexError, ValueError, OSError)
+USER_ERRORS = (WorkspaceError, FeatureDBError, ConfigError, RunDirError, ModelLoadError, IndexError, ValueError,
+               OSError)
 FEATURES_PAGE = "features"
 
 
