@@ -243,3 +243,16 @@ def test_direct_feature_attribution_for_a_hook_z_sae(monkeypatch, tiny_run, hook
     m = metrics(at)
     assert m["pre-activation"] == f"{d.pre_activation:.4f}" == m["heads × sources + bias"]
     assert m["activation"] == f"{d.activation:.4f}" and abs(d.activation - e["value"]) < 1e-3
+
+
+def test_saelens_format_sae_directory_with_model(monkeypatch, tiny_run, tmp_path):
+    sae_dir = tmp_path / "saelens_topk"
+    shutil.copytree(tiny_run / "saes" / "topk_k8", sae_dir)
+    for ours in ("sae_lab.json", "sae_lab_state.safetensors"):  # leaves SAELens's cfg.json + sae_weights only
+        (sae_dir / ours).unlink()
+    model = tiny_run.parent / "tiny_model"
+    at = app(monkeypatch, sae_dir, page="prompt", model=model)
+    assert messages(at)[0] == [] and len(frame(at, "rank")) > 0
+    at = app(monkeypatch, sae_dir, page="features", model=model, run="saelens_topk", sae="saelens_topk", feature="4")
+    n_active = FeatureDB(sae_dir / "features.sqlite").feature(4)["n_active"]
+    assert messages(at)[0] == [] and metrics(at)["times active"] == f"{n_active:,}"
