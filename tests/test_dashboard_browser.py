@@ -119,9 +119,9 @@ def test_ablation_and_steering(page, server, embedded_run, embedded_model):
     ref = compare_interventions(embedded_model, sae, prompt, [Intervention.zero(sae, [feature])],
                                 tokens=[" Paris", " London"], max_new_tokens=12)
     assert before == ref["before"]["generation"].strip() and after == ref["after"]["generation"].strip()
-    before, after = _intervene(page, server, "steer with a strength", "200", feature)
+    before, after = _intervene(page, server, "steer with a strength", "400", feature)
     check(page, "steer")
-    ref = compare_interventions(embedded_model, sae, prompt, [Intervention.steer(sae, [feature], 200.0)],
+    ref = compare_interventions(embedded_model, sae, prompt, [Intervention.steer(sae, [feature], 400.0)],
                                 tokens=[" Paris", " London"], max_new_tokens=12)
     assert after == ref["after"]["generation"].strip() and after != before
 
