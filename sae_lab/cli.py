@@ -169,8 +169,10 @@ COMMANDS: dict[str, Callable] = {"eval": cmd_eval, "analyze": cmd_analyze, "cach
 def build_parser() -> argparse.ArgumentParser:
     from sae_lab.activations.config import CacheConfig
 
-    parser = argparse.ArgumentParser(prog="sae-lab", description="Sparse autoencoders on language-model "
-                                     "activations: cache, train, evaluate, analyse, explore.")
+    parser = argparse.ArgumentParser(
+        prog="sae-lab",
+        description="Sparse autoencoders on language-model activations: cache, train, evaluate, analyse, explore.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     _config_parser(sub, "cache", CacheConfig, "cache activations of a model at hook points on disk")
@@ -181,20 +183,32 @@ def build_parser() -> argparse.ArgumentParser:
     sae_help = ["  saes.N.* — each SAE of the sweep; every architecture has:", *config_help(SAEConfig, "saes.N.")]
     for arch, cls in config_classes().items():
         sae_help += [f"  architecture: {arch} adds:", *config_help(cls, "saes.N.", tuple(SAEConfig.model_fields))]
-    for name, summary in (("train", "train a sweep of SAEs from a run config (cache must exist, or cache: null)"),
-                          ("run", "the whole job: cache, train, evaluate and analyse a run config")):
+    for name, summary in (
+        ("train", "train a sweep of SAEs from a run config (cache must exist, or cache: null)"),
+        ("run", "the whole job: cache, train, evaluate and analyse a run config"),
+    ):
         p = _config_parser(sub, name, RunConfig, summary, sae_help)
-        p.add_argument("--resume", choices=["auto", "never", "must"], default="auto",
-                       help="auto: continue a run dir with the same config; never: refuse an existing run; "
-                            "must: fail if there is nothing to resume")
+        p.add_argument(
+            "--resume",
+            choices=["auto", "never", "must"],
+            default="auto",
+            help="auto: continue a run dir with the same config; never: refuse an existing run; "
+            "must: fail if there is nothing to resume",
+        )
         p.add_argument("--overwrite", action="store_true", help="with --resume never: delete the old run first")
     from sae_lab.evaluation import AnalyzeConfig, EvalConfig
 
-    for name, model, summary in (("eval", EvalConfig, "faithfulness metrics of a run's SAEs -> eval.json"),
-                                 ("analyze", AnalyzeConfig, "feature statistics -> features.sqlite per SAE")):
-        p = sub.add_parser(name, help=summary, description=summary, formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog="Options (key=value; defaults come from the run's config.yaml):\n"
-                                  + "\n".join(config_help(model)))
+    for name, model, summary in (
+        ("eval", EvalConfig, "faithfulness metrics of a run's SAEs -> eval.json"),
+        ("analyze", AnalyzeConfig, "feature statistics -> features.sqlite per SAE"),
+    ):
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="Options (key=value; defaults come from the run's config.yaml):\n" + "\n".join(config_help(model)),
+        )
         p.add_argument("target", help="a run directory, or an SAE directory (ours or SAELens format)")
         p.add_argument("overrides", nargs="*", help="key.subkey=value overrides")
         p.add_argument("--model", default="embedded", help="model for an SAE directory (default: embedded)")

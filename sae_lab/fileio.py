@@ -67,6 +67,15 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and ".tmp" in name
 
 
+def remove_temps(directory: str | Path) -> None:
+    """Delete what interrupted atomic writes left in ``directory`` (temporaries of any process)."""
+    d = Path(directory)
+    if d.is_dir():
+        for p in d.iterdir():
+            if is_temp_name(p.name):
+                _remove(p)
+
+
 @contextmanager
 def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write a file (or, with ``directory=True``, a directory

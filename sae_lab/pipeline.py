@@ -21,10 +21,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SerializeAsAny, ValidationError
 
 from sae_lab.activations.config import ActivationConfig, CacheConfig
+from sae_lab.activations.source import ActivationSource
 from sae_lab.configbase import ConfigError, StrictModel, format_validation_error
 from sae_lab.data.config import DataConfig
 from sae_lab.evaluation.config import AnalyzeConfig, EvalConfig
-from sae_lab.models import ModelConfig
+from sae_lab.models import LoadedModel, ModelConfig
 from sae_lab.saes.config import SAEConfig
 from sae_lab.training.config import TrainConfig
 
@@ -94,7 +95,7 @@ def sae_configs(cfg: RunConfig, d_in: int) -> list[SAEConfig]:
     return out
 
 
-def open_source(cfg: RunConfig, model=None):
+def open_source(cfg: RunConfig, model: LoadedModel | None = None) -> ActivationSource:
     """The run's ActivationSource: the cache (which must exist and be sound) or a live stream."""
     if cfg.cache is not None:
         from sae_lab.activations.cache_reader import ActivationCache
@@ -107,7 +108,7 @@ def open_source(cfg: RunConfig, model=None):
     return StreamingSource(model, cfg.data, cfg.activations, cfg.hook_name)
 
 
-def build_cache_for(cfg: RunConfig, model=None) -> dict | None:
+def build_cache_for(cfg: RunConfig, model: LoadedModel | None = None) -> dict | None:
     """Create or resume the run's cache (no-op for a streaming run)."""
     if cfg.cache is None:
         return None
@@ -116,7 +117,7 @@ def build_cache_for(cfg: RunConfig, model=None) -> dict | None:
     return build_cache(cfg.cache_config(), model=model)
 
 
-def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, model=None):
+def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, model: LoadedModel | None = None):
     """Train the sweep of ``cfg`` into ``cfg.run_dir``; returns the trainer's SweepResult."""
     from sae_lab.training import train_sweep
 

@@ -32,8 +32,18 @@ def sae_cfg(arch: str = "topk", name: str | None = None, d_in: int = D_IN, **kw)
 
 def train_cfg(**kw) -> TrainConfig:
     """20 steps of 64 tokens, checkpoints every 5 steps, logs every 2: a few seconds at most."""
-    base = dict(batch_size=BATCH, total_tokens=20 * BATCH, lr=3e-3, warmup_fraction=0.1, checkpoint_every_tokens=5 * BATCH,
-                log_every_steps=2, progress=False, b_dec_init_tokens=256, device="cpu", decay_start=0.5)
+    base = dict(
+        batch_size=BATCH,
+        total_tokens=20 * BATCH,
+        lr=3e-3,
+        warmup_fraction=0.1,
+        checkpoint_every_tokens=5 * BATCH,
+        log_every_steps=2,
+        progress=False,
+        b_dec_init_tokens=256,
+        device="cpu",
+        decay_start=0.5,
+    )
     base.update(kw)
     return TrainConfig(**base)
 

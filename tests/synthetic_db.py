@@ -22,11 +22,35 @@ def write_synthetic_db(path: Path, n_features: int = 16_384, vocab: int = 49_152
     def examples():
         for f in range(F):
             for r in range(top_k):
-                yield f, "top", -1, r, float(top_k - r), f * 1000 + r, f, 20, 8, ids[f, r].tobytes(), acts[f, r].tobytes()
+                yield (
+                    f,
+                    "top",
+                    -1,
+                    r,
+                    float(top_k - r),
+                    f * 1000 + r,
+                    f,
+                    20,
+                    8,
+                    ids[f, r].tobytes(),
+                    acts[f, r].tobytes(),
+                )
             for j in range(n_intervals):
                 for r in range(per_interval):
                     e = top_k + j * per_interval + r
-                    yield f, "interval", j, r, float(j), f * 1000 + e, f, 20, 8, ids[f, e].tobytes(), acts[f, e].tobytes()
+                    yield (
+                        f,
+                        "interval",
+                        j,
+                        r,
+                        float(j),
+                        f * 1000 + e,
+                        f,
+                        20,
+                        8,
+                        ids[f, e].tobytes(),
+                        acts[f, e].tobytes(),
+                    )
 
     other = rng.integers(0, F, size=(F, n_rel))
     logit_ids = rng.integers(0, vocab, size=(F, 2, n_rel))
@@ -34,8 +58,12 @@ def write_synthetic_db(path: Path, n_features: int = 16_384, vocab: int = 49_152
         "features": ((f, 100, 0.01, 1.0, 2.0, 2.0, hist[f].tobytes(), 1.0) for f in range(F)),
         "examples": examples(),
         "intervals": ((f, j, j / 4, (j + 1) / 4, 10) for f in range(F) for j in range(n_intervals)),
-        "logits": ((f, sign, r, int(logit_ids[f, s, r]), sign * (n_rel - r) * 0.1) for f in range(F)
-                   for s, sign in enumerate((1, -1)) for r in range(n_rel)),
+        "logits": (
+            (f, sign, r, int(logit_ids[f, s, r]), sign * (n_rel - r) * 0.1)
+            for f in range(F)
+            for s, sign in enumerate((1, -1))
+            for r in range(n_rel)
+        ),
         "neighbours": ((f, r, int(other[f, r]), 0.5 - r * 0.01) for f in range(F) for r in range(n_rel)),
         "cooccurrence": ((f, r, int(other[f, r]), 100 - r, 0.5) for f in range(F) for r in range(n_rel)),
         "tokens": ((i, " Paris" if i == 1234 else f"tok{i}") for i in range(vocab)),

@@ -1,6 +1,5 @@
 import errno
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -73,7 +72,9 @@ def test_shuffled_batches_are_normalised_deterministic_and_cover_each_row_once(t
     # an epoch yields each cached row at most once (as a multiset; identical rows do occur)
     from collections import Counter
 
-    key = lambda t: Counter(map(tuple, (t[:, :4] * 1e4).round().long().tolist()))
+    def key(t):
+        return Counter(map(tuple, (t[:, :4] * 1e4).round().long().tolist()))
+
     have, cached = key(epoch), key(rows)
     assert all(cached[k] >= c for k, c in have.items())
     assert abs(rows.norm(dim=-1).mean().item() - src.d_in ** 0.5) < 0.15 * src.d_in ** 0.5

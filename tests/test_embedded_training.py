@@ -29,11 +29,11 @@ def test_train_sweep_on_cached_embedded_activations(embedded_cache, tmp_path, ca
             "train.checkpoint_every_tokens=20480", "train.progress=false"]
     assert cli_main(args) == 0
     assert "topk" in capsys.readouterr().out
-    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     x = raw_rows(embedded_cache)
     baseline = ((x - x.mean(0)) ** 2).sum()
     for arch in ARCHS:
-        fvus = [l["fvu"] for l in lines if l["sae"] == arch]
+        fvus = [r["fvu"] for r in records if r["sae"] == arch]
         assert fvus[-1] < 0.7 * fvus[0], arch
         sae = sae_lab.load_sae(run / "saes" / arch)
         with torch.no_grad():
@@ -43,4 +43,4 @@ def test_train_sweep_on_cached_embedded_activations(embedded_cache, tmp_path, ca
         assert 4 <= l0 <= 40, (arch, float(l0))
     # a second identical command resumes the finished run instead of overwriting it
     assert cli_main(args) == 0
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == len(lines)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == len(records)

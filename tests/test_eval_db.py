@@ -15,11 +15,15 @@ from synthetic_db import write_synthetic_db
 def _small(path):
     hist = np.arange(4, dtype="<i8")
     ids, acts = np.array([5, 6, 7], dtype="<i4"), np.array([0.0, 2.5, 0.5], dtype="<f4")
-    tables = {"features": [(0, 3, 0.3, 1.0, 2.5, 4.0, hist.tobytes(), 1.0), (1, 0, 0.0, 0.0, 0.0, 0.0, hist.tobytes(), 1.0)],
-              "examples": [(0, "top", -1, 0, 2.5, 41, 1, 9, 8, ids.tobytes(), acts.tobytes())],
-              "intervals": [(0, 1, 2.0, 4.0, 3)], "logits": [(0, 1, 0, 6, 0.9), (0, -1, 0, 5, -0.4)],
-              "neighbours": [(0, 0, 1, 0.25)], "cooccurrence": [(0, 0, 1, 2, 2 / 3)],
-              "tokens": [(5, " The"), (6, " Paris"), (7, ".")]}
+    tables = {
+        "features": [(0, 3, 0.3, 1.0, 2.5, 4.0, hist.tobytes(), 1.0), (1, 0, 0.0, 0.0, 0.0, 0.0, hist.tobytes(), 1.0)],
+        "examples": [(0, "top", -1, 0, 2.5, 41, 1, 9, 8, ids.tobytes(), acts.tobytes())],
+        "intervals": [(0, 1, 2.0, 4.0, 3)],
+        "logits": [(0, 1, 0, 6, 0.9), (0, -1, 0, 5, -0.4)],
+        "neighbours": [(0, 0, 1, 0.25)],
+        "cooccurrence": [(0, 0, 1, 2, 2 / 3)],
+        "tokens": [(5, " The"), (6, " Paris"), (7, ".")],
+    }
     return write_feature_db(path, {"sae": "s", "d_sae": 2, "hook_name": "h"}, tables)
 
 
@@ -29,11 +33,14 @@ def test_round_trip(tmp_path):
         assert page["hist_counts"] == [0, 1, 2, 3] and page["hist_edges"] == [0.0, 1.0, 2.0, 3.0, 4.0]
         ex = page["top_examples"][0]
         assert ex["tokens"] == [" The", " Paris", "."] and ex["highlight"] == 1 and ex["acts"] == [0.0, 2.5, 0.5]
-        assert page["logits"] == {"positive": [{"token_id": 6, "token": " Paris", "value": 0.9}],
-                                  "negative": [{"token_id": 5, "token": " The", "value": -0.4}]}
+        assert page["logits"] == {
+            "positive": [{"token_id": 6, "token": " Paris", "value": 0.9}],
+            "negative": [{"token_id": 5, "token": " The", "value": -0.4}],
+        }
         assert page["neighbours"] == [{"feature": 1, "cosine": 0.25}] and page["cooccurring"][0]["count"] == 2
-        assert page["intervals"][0]["count"] == 3 and db.features_with_logit(" Paris") == \
-            [{"feature": 0, "rank": 0, "value": 0.9, "token_id": 6}]
+        assert page["intervals"][0]["count"] == 3 and db.features_with_logit(" Paris") == [
+            {"feature": 0, "rank": 0, "value": 0.9, "token_id": 6}
+        ]
         assert db.features_with_logit(" Paris", top=False) == [] and db.summary()["n_dead"] == 1
         with pytest.raises(IndexError, match="0..1"):
             db.feature_page(2)
@@ -55,7 +62,7 @@ def test_corrupt_file_is_detected_and_named(tmp_path):
     path = _small(tmp_path / "f.sqlite")
     data = bytearray(path.read_bytes())
     page = 4096
-    data[2 * page + 8: 2 * page + 200] = b"\xff" * 192  # damage a b-tree page
+    data[2 * page + 8 : 2 * page + 200] = b"\xff" * 192  # damage a b-tree page
     path.write_bytes(bytes(data))
     with pytest.raises(FeatureDBError, match=r"f\.sqlite"):
         FeatureDB(path, verify="full")

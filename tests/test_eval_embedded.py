@@ -44,7 +44,9 @@ def test_metrics_and_top_examples_on_the_embedded_model(embedded_model, tmp_path
         spliced = m.bridge.run_with_hooks(ids, fwd_hooks=[(HOOK, lambda a, hook: torch.where(keep[..., None], xh, a))])
     ce = lambda lg: Fn.cross_entropy(lg[:, :-1].reshape(-1, lg.shape[-1]).double(), ids[:, 1:].reshape(-1)).item()  # noqa: E731
     xk, hk = x[keep].double(), xh[keep].double()
-    assert got["ce_clean"] == pytest.approx(ce(logits), rel=1e-4) and got["ce_sae"] == pytest.approx(ce(spliced), rel=1e-4)
+    assert got["ce_clean"] == pytest.approx(ce(logits), rel=1e-4) and got["ce_sae"] == pytest.approx(
+        ce(spliced), rel=1e-4
+    )
     assert got["fvu"] == pytest.approx((((xk - hk) ** 2).sum() / ((xk - xk.mean(0)) ** 2).sum()).item(), rel=1e-4)
     assert got["l0_mean"] == pytest.approx(16.0) and got["tokens"] == int(keep.sum())
     assert got["ce_clean"] < got["ce_sae"] and 2.0 < got["ce_clean"] < 6.0  # a real language model on English text
@@ -52,12 +54,16 @@ def test_metrics_and_top_examples_on_the_embedded_model(embedded_model, tmp_path
     acfg = AnalyzeConfig(data=data, n_tokens=2048, batch_size=8, exclude_outliers="none", checkpoint_every_tokens=10**9)
     out = analyze_targets([Target("e", s, tmp_path / "e")], m, acfg, None, tmp_path / "ckpt.safetensors")
     with torch.no_grad():
-        _, cache = m.bridge.run_with_cache(torch.as_tensor(tokens, dtype=torch.long), names_filter=[HOOK], stop_at_layer=4)
+        _, cache = m.bridge.run_with_cache(
+            torch.as_tensor(tokens, dtype=torch.long), names_filter=[HOOK], stop_at_layer=4
+        )
         z = s.encode(cache[HOOK].float()) * torch.from_numpy(~special_token_mask(tokens, m.tokenizer))[..., None]
     z = z.reshape(-1, z.shape[-1])
     with FeatureDB(out["databases"]["e"]) as db:
         for f in (z > 0).sum(0).topk(5).indices.tolist():
             page = db.feature_page(f)
-            assert [e["value"] for e in page["top_examples"]] == pytest.approx(z[:, f].topk(20).values.tolist(), rel=1e-4)
+            assert [e["value"] for e in page["top_examples"]] == pytest.approx(
+                z[:, f].topk(20).values.tolist(), rel=1e-4
+            )
             assert page["n_active"] == int((z[:, f] > 0).sum())
         assert db.summary()["analysis_data"]["n_tokens"] == 2048

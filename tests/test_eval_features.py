@@ -72,7 +72,9 @@ def test_statistics_match_a_brute_force_pass(tiny_model, analysed, name):
             counts = (A[:, f:f + 1] * A).sum(0)
             counts[f] = 0
             for c in page["cooccurring"]:
-                assert c["count"] == int(counts[c["feature"]]) and c["fraction"] == pytest.approx(c["count"] / int(active[f]))
+                assert c["count"] == int(counts[c["feature"]]) and c["fraction"] == pytest.approx(
+                    c["count"] / int(active[f])
+                )
             assert page["cooccurring"][0]["count"] == int(counts.max())
             checked += 1
         assert checked == 12
@@ -95,17 +97,22 @@ def test_logit_effects_and_neighbours_match_the_weights(tiny_model, analysed):
             for f in (0, 7, 100):
                 lg = db.logits(f)
                 assert [x["token_id"] for x in lg["positive"]] == effects[f].topk(5).indices.tolist()
-                assert [x["value"] for x in lg["negative"]] == pytest.approx(effects[f].topk(5, largest=False).values.tolist(), rel=1e-4)
+                assert [x["value"] for x in lg["negative"]] == pytest.approx(
+                    effects[f].topk(5, largest=False).values.tolist(), rel=1e-4
+                )
                 assert [x["feature"] for x in db.neighbours(f)] == cos[f].topk(4).indices.tolist()
             best = lg["positive"][0]
-            assert {"feature": 100, "rank": 0} in [{"feature": h["feature"], "rank": h["rank"]}
-                                                    for h in db.features_with_logit(best["token"])]
+            assert {"feature": 100, "rank": 0} in [
+                {"feature": h["feature"], "rank": h["rank"]} for h in db.features_with_logit(best["token"])
+            ]
 
 
 def _dump(path):
     con = sqlite3.connect(path)
-    out = {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall())
-           for t in ("features", "examples", "intervals", "logits", "neighbours", "cooccurrence", "tokens", "meta")}
+    out = {
+        t: sorted(con.execute(f"SELECT * FROM {t}").fetchall())
+        for t in ("features", "examples", "intervals", "logits", "neighbours", "cooccurrence", "tokens", "meta")
+    }
     con.close()
     return out
 
@@ -131,16 +138,22 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_model, analysed, tmp
     done = analyze_run(again, analyze_cfg(top_k=4), model=tiny_model)  # a different statistic: start over
     with FeatureDB(again / "saes" / "resid" / "features.sqlite") as db:
         assert db.meta["analyze_config"]["top_k"] == 4 and done["resumed_from_contexts"] == 0
-        assert len(db.top_examples(int(torch.tensor([f["n_active"] for f in map(db.feature, range(128))]).argmax()))) == 4
+        assert (
+            len(db.top_examples(int(torch.tensor([f["n_active"] for f in map(db.feature, range(128))]).argmax()))) == 4
+        )
 
 
 def test_a_saelens_directory_is_analysed(tiny_model, tmp_path):
     ref = sae("topk", RESID, seed=5, k=8)
     d = tmp_path / "pretrained"
     d.mkdir()
-    save_file({k: getattr(ref, k).detach().contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec")},
-              str(d / "sae_weights.safetensors"))
-    (d / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": 64, "d_sae": 128, "k": 8, "hook_name": RESID}))
+    save_file(
+        {k: getattr(ref, k).detach().contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec")},
+        str(d / "sae_weights.safetensors"),
+    )
+    (d / "cfg.json").write_text(
+        json.dumps({"architecture": "topk", "d_in": 64, "d_sae": 128, "k": 8, "hook_name": RESID})
+    )
     out = analyze_sae_dir(d, tiny_model, analyze_cfg(n_tokens=192))
     _, z = _brute(tiny_model, analyze_cfg(n_tokens=192), ref)
     with FeatureDB(out["databases"]["pretrained"]) as db:

@@ -55,10 +55,13 @@ def test_every_metric_matches_a_direct_computation(tiny_model, arch, hook):
     want = {
         "mse": ((x - xh) ** 2).mean().item(),
         "fvu": (((x - xh) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()).item(),
-        "l0_mean": l0.mean().item(), "l0_std": l0.std(unbiased=False).item(), "l1": z.abs().sum(1).mean().item(),
+        "l0_mean": l0.mean().item(),
+        "l0_std": l0.std(unbiased=False).item(),
+        "l1": z.abs().sum(1).mean().item(),
         "dead_fraction": (density == 0).double().mean().item(),
         "dense_fraction": (density > 0.05).double().mean().item(),
-        "cos": Fn.cosine_similarity(x, xh, dim=1).mean().item(), "norm_ratio": (xh.norm(dim=1) / x.norm(dim=1)).mean().item(),
+        "cos": Fn.cosine_similarity(x, xh, dim=1).mean().item(),
+        "norm_ratio": (xh.norm(dim=1) / x.norm(dim=1)).mean().item(),
         "tokens": n,
     }
     if arch == "mutual_choice":
@@ -71,8 +74,12 @@ def test_every_metric_matches_a_direct_computation(tiny_model, arch, hook):
     want["ce_zero_ablation"], want["kl_zero_ablation"] = _spliced_ce(tiny_model, tokens, hook, zero, keep, clean_logp)
     mean = acts[keep].mean(0).expand_as(acts)
     want["ce_mean_ablation"], want["kl_mean_ablation"] = _spliced_ce(tiny_model, tokens, hook, mean, keep, clean_logp)
-    want["loss_recovered_zero"] = (want["ce_zero_ablation"] - want["ce_sae"]) / (want["ce_zero_ablation"] - want["ce_clean"])
-    want["loss_recovered_mean"] = (want["ce_mean_ablation"] - want["ce_sae"]) / (want["ce_mean_ablation"] - want["ce_clean"])
+    want["loss_recovered_zero"] = (want["ce_zero_ablation"] - want["ce_sae"]) / (
+        want["ce_zero_ablation"] - want["ce_clean"]
+    )
+    want["loss_recovered_mean"] = (want["ce_mean_ablation"] - want["ce_sae"]) / (
+        want["ce_mean_ablation"] - want["ce_clean"]
+    )
     for key, value in want.items():
         assert m[key] == pytest.approx(value, rel=2e-4, abs=1e-6), key
     assert m["predictions"] == tokens.shape[0] * (T - 1)
@@ -137,11 +144,26 @@ def test_a_saelens_format_directory_is_evaluated(tiny_model, tmp_path):
     ref = sae("topk", RESID, seed=3)
     d = tmp_path / "pretrained"
     d.mkdir()
-    save_file({k: getattr(ref, k).detach().contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec")},
-              str(d / "sae_weights.safetensors"))
-    (d / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": 64, "d_sae": 128, "k": 6,
-                                            "hook_name": RESID, "model_name": "tiny", "apply_b_dec_to_input": True}))
+    save_file(
+        {k: getattr(ref, k).detach().contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec")},
+        str(d / "sae_weights.safetensors"),
+    )
+    (d / "cfg.json").write_text(
+        json.dumps(
+            {
+                "architecture": "topk",
+                "d_in": 64,
+                "d_sae": 128,
+                "k": 6,
+                "hook_name": RESID,
+                "model_name": "tiny",
+                "apply_b_dec_to_input": True,
+            }
+        )
+    )
     rec = evaluate_sae_dir(d, tiny_model, eval_cfg(96))
     want = evaluate_targets([Target("ref", ref, None)], tiny_model, eval_cfg(96))["ref"]["metrics"]
     assert json.loads((d / "eval.json").read_text())["metrics"] == rec["metrics"]
-    assert rec["metrics"]["fvu"] == pytest.approx(want["fvu"]) and rec["metrics"]["ce_sae"] == pytest.approx(want["ce_sae"])
+    assert rec["metrics"]["fvu"] == pytest.approx(want["fvu"]) and rec["metrics"]["ce_sae"] == pytest.approx(
+        want["ce_sae"]
+    )

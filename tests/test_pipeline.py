@@ -60,7 +60,11 @@ def test_hook_and_d_in_mismatches_are_refused(cache, tmp_path):
     with pytest.raises(ConfigError, match="d_in"):
         train_run(run_cfg(tmp_path / "b", cache, "saes=[{architecture: topk, d_in: 576, d_sae: 1024, k: 8}]"))
     with pytest.raises(ConfigError, match="hook"):
-        train_run(run_cfg(tmp_path / "c", cache, "saes=[{architecture: topk, hook_name: blocks.3.hook_mlp_out, d_sae: 128, k: 8}]"))
+        train_run(
+            run_cfg(
+                tmp_path / "c", cache, "saes=[{architecture: topk, hook_name: blocks.3.hook_mlp_out, d_sae: 128, k: 8}]"
+            )
+        )
     with pytest.raises(ConfigError, match="k"):
         train_run(run_cfg(tmp_path / "d", cache, "saes=[{architecture: topk, d_sae: 16, k: 32}]"))
 

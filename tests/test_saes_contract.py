@@ -261,7 +261,8 @@ def saelens_mp_reference(x, W_dec, b_dec, threshold, max_iterations, stop_on_dup
     return acts
 
 
-@pytest.mark.parametrize("threshold, iters, dup", [(0.0, 6, False), (1.5, 40, False), (0.0, 40, True), (1.0, None, True)])
+@pytest.mark.parametrize("threshold, iters, dup",
+                         [(0.0, 6, False), (1.5, 40, False), (0.0, 40, True), (1.0, None, True)])
 def test_loads_foreign_saelens_matching_pursuit(threshold, iters, dup, tmp_path):
     import json
 
@@ -271,9 +272,16 @@ def test_loads_foreign_saelens_matching_pursuit(threshold, iters, dup, tmp_path)
     W_dec = torch.nn.functional.normalize(torch.randn(D_SAE, D_IN, generator=g), dim=1)
     b_dec = torch.randn(D_IN, generator=g)
     save_file({"W_dec": W_dec, "b_dec": b_dec, "b_enc": torch.zeros(D_SAE)}, str(tmp_path / "sae_weights.safetensors"))
-    cfg = {"architecture": "matching_pursuit", "d_in": D_IN, "d_sae": D_SAE, "apply_b_dec_to_input": True,
-           "residual_threshold": threshold, "max_iterations": iters, "stop_on_duplicate_support": dup,
-           "metadata": {"hook_name": "blocks.1.hook_resid_post"}}
+    cfg = {
+        "architecture": "matching_pursuit",
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "apply_b_dec_to_input": True,
+        "residual_threshold": threshold,
+        "max_iterations": iters,
+        "stop_on_duplicate_support": dup,
+        "metadata": {"hook_name": "blocks.1.hook_resid_post"},
+    }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     sae = BaseSAE.load(tmp_path)
     x = data(seed=9) * 2
@@ -283,10 +291,16 @@ def test_loads_foreign_saelens_matching_pursuit(threshold, iters, dup, tmp_path)
     assert (expect != 0).sum(1).float().std() > 0 or not (dup or threshold)  # the adaptive rules did act
 
 
-@pytest.mark.parametrize("options, mapped", [({}, True), ({"mp_stop": "absolute", "mp_threshold": 0.5}, True),
-                                             ({"mp_stop_on_repeat": True, "mp_k_max": 20}, True),
-                                             ({"mp_nonneg": False}, False),
-                                             ({"mp_stop": "relative", "mp_threshold": 0.3}, False)])
+@pytest.mark.parametrize(
+    "options, mapped",
+    [
+        ({}, True),
+        ({"mp_stop": "absolute", "mp_threshold": 0.5}, True),
+        ({"mp_stop_on_repeat": True, "mp_k_max": 20}, True),
+        ({"mp_nonneg": False}, False),
+        ({"mp_stop": "relative", "mp_threshold": 0.3}, False),
+    ],
+)
 def test_saved_matching_pursuit_maps_to_saelens_only_when_exact(options, mapped, tmp_path):
     import json
 
@@ -299,6 +313,12 @@ def test_saved_matching_pursuit_maps_to_saelens_only_when_exact(options, mapped,
 
         w = load_file(str(tmp_path / "mp" / "sae_weights.safetensors"))
         x = data(seed=3)
-        expect = saelens_mp_reference(x, w["W_dec"], w["b_dec"], cfg["residual_threshold"], cfg["max_iterations"],
-                                      cfg["stop_on_duplicate_support"])
+        expect = saelens_mp_reference(
+            x,
+            w["W_dec"],
+            w["b_dec"],
+            cfg["residual_threshold"],
+            cfg["max_iterations"],
+            cfg["stop_on_duplicate_support"],
+        )
         assert torch.allclose(BaseSAE.load(tmp_path / "mp").encode(x), expect, atol=1e-4)

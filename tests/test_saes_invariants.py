@@ -8,7 +8,7 @@ from sae_lab.saes import build_sae
 from sae_lab.saes.aux import aux_reconstruction_loss, revival_losses, underutilised_mask, zipf_weights
 from sae_lab.saes.base import geometric_median
 from sae_lab.saes.feature_choice import feature_choice_select
-from sae_lab.saes.matching_pursuit import mp_coefficients, pursuit
+from sae_lab.saes.matching_pursuit import pursuit
 from sae_lab.saes.mutual_choice import batch_topk_select
 from sae_lab.saes.sparse_ops import SparseCode, gather_preacts, sparse_decode
 
@@ -248,7 +248,9 @@ def test_choice_thresholds_track_training_density():
 def test_geometric_median_minimises_distance_sum():
     pts = torch.cat([torch.randn(200, 3), torch.full((20, 3), 50.0)])  # outliers pull the mean, not the median
     gm = geometric_median(pts)
-    cost = lambda y: (pts - y).norm(dim=1).sum()
+    def cost(y):
+        return (pts - y).norm(dim=1).sum()
+
     assert cost(gm) < cost(pts.mean(0))
     for _ in range(20):
         assert cost(gm) <= cost(gm + 0.05 * torch.randn(3)) + 1e-4

@@ -33,8 +33,9 @@ def test_stream_rows_are_the_model_activations_and_skip_is_exact(tiny_model):
     full = [b for _, b in zip(range(15), src.iter_batches(100, seed=0))]  # crosses an epoch (~990 rows)
     resumed = [b for _, b in zip(range(5), src.iter_batches(100, seed=0, skip_batches=10))]
     assert all(torch.equal(x, y) for x, y in zip(full[10:], resumed))
-    from sae_lab.data.packing import iter_contexts
     import numpy as np
+
+    from sae_lab.data.packing import iter_contexts
 
     tokens = np.stack(list(iter_contexts(src.data, tiny_model.tokenizer))[:4])
     direct = src.gen.forward(tokens)[HOOK].reshape(-1, 64)[1:] * src.norm_scale  # skip a BOS row

@@ -68,7 +68,9 @@ def test_schedule_warms_up_holds_and_decays_to_lr_end(decay):
 def test_scheduler_drives_the_optimizer_lr():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([p], lr=1.0)
-    cfg = TrainConfig(batch_size=10, total_tokens=100, lr=1.0, warmup_tokens=0, decay="linear", decay_start=0.0, lr_end=0.0)
+    cfg = TrainConfig(
+        batch_size=10, total_tokens=100, lr=1.0, warmup_tokens=0, decay="linear", decay_start=0.0, lr_end=0.0
+    )
     sched = make_scheduler(opt, cfg)
     lrs = []
     for _ in range(cfg.total_steps):
@@ -83,7 +85,9 @@ def test_config_hash_covers_training_fields_only():
         return {"train": TrainConfig(**kw).model_dump(mode="json"), "saes": [{"k": 4}], "source": {"n": 1}}
 
     base = resolved_hash(resolved())
-    assert resolved_hash(resolved(log_every_steps=7, progress=False, checkpoint_every_tokens=4096, device="cpu")) == base
+    assert (
+        resolved_hash(resolved(log_every_steps=7, progress=False, checkpoint_every_tokens=4096, device="cpu")) == base
+    )
     assert resolved_hash(resolved(lr=1e-3)) != base
     assert resolved_hash(resolved(seed=1)) != base
     other_source = resolved()

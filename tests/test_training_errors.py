@@ -60,7 +60,9 @@ def poison_on_call(n: int, poison):
 
 def test_non_finite_gradients_stop_before_the_step(tmp_path):
     hook = poison_on_call(8, lambda sae: sae.b_dec.grad.fill_(float("inf")))
-    with pytest.raises(NonFiniteError, match=r"SAE 'topk_k4'.*step 8: the gradient norm is inf.*ckpt_00000000000320\.pt"):
+    with pytest.raises(
+        NonFiniteError, match=r"SAE 'topk_k4'.*step 8: the gradient norm is inf.*ckpt_00000000000320\.pt"
+    ):
         train_sweep([sae_cfg()], planted_source(), train_cfg(grad_clip=None), tmp_path / "run", grad_hook=hook)
     assert list_checkpoints(tmp_path / "run" / "checkpoints")[0].name == "ckpt_00000000000320.pt"
 

@@ -13,9 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from _train_helpers import BATCH, architectures, planted_source, sae_cfg, train_cfg
+from sae_lab.fileio import is_temp_name
+from sae_lab.rundir import RunDir
 from sae_lab.training import train_sweep
 from sae_lab.training.checkpoint import list_checkpoints
-from sae_lab.rundir import RunDir
 
 
 class SimulatedKill(Exception):
@@ -103,7 +104,7 @@ def test_kill_9_of_a_training_process_then_resume_is_exact(tmp_path, kill_tokens
         assert straight.keys() == again.keys()
         assert all(torch.allclose(straight[k], again[k], atol=1e-6, rtol=1e-5) for k in straight)
     assert comparable_metrics(tmp_path / "A") == comparable_metrics(tmp_path / "B")
-    assert not list((tmp_path / "B" / "checkpoints").glob("*.tmp"))
+    assert not [p for p in (tmp_path / "B" / "checkpoints").iterdir() if is_temp_name(p.name)]
 
 
 def test_stop_after_tokens_then_resume_is_exact(tmp_path):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from _train_helpers import BATCH, architectures, planted_source, sae_cfg, train_cfg
+from sae_lab.rundir import RunDir
 from sae_lab.saes import BaseSAE
 from sae_lab.training import train_sweep
-from sae_lab.rundir import RunDir
 from sae_lab.training.state import build_saes
 
 
@@ -32,7 +32,9 @@ class CountingSource:
 
 
 def test_identical_configs_in_one_sweep_end_identical(tmp_path):
-    result = train_sweep([sae_cfg(name="twin_a"), sae_cfg(name="twin_b")], planted_source(), train_cfg(), tmp_path / "r")
+    result = train_sweep(
+        [sae_cfg(name="twin_a"), sae_cfg(name="twin_b")], planted_source(), train_cfg(), tmp_path / "r"
+    )
     a, b = result.saes["twin_a"].state_dict(), result.saes["twin_b"].state_dict()
     init = build_saes([sae_cfg(name="twin_a")], seed=0)[0].state_dict()
     assert not torch.allclose(a["W_enc"], init["W_enc"]), "the twins trained"
@@ -66,8 +68,20 @@ def test_metrics_log_has_one_line_per_logged_step_per_sae(tmp_path):
     records = RunDir(tmp_path / "r").metrics()
     assert len(records) == 2 * 10  # 20 steps logged every 2, two SAEs
     for r in records:
-        expected = {"sae", "step", "tokens", "lr", "loss", "mse", "fvu", "l0", "grad_norm", "dead_frac", "rare_frac",
-                    "underused_frac"}
+        expected = {
+            "sae",
+            "step",
+            "tokens",
+            "lr",
+            "loss",
+            "mse",
+            "fvu",
+            "l0",
+            "grad_norm",
+            "dead_frac",
+            "rare_frac",
+            "underused_frac",
+        }
         assert expected | {"tokens_per_s"} <= set(r)
         assert r["tokens"] == r["step"] * BATCH
         assert 0 <= r["dead_frac"] <= 1 and r["tokens_per_s"] > 0
@@ -98,7 +112,9 @@ def test_dead_latents_are_reported(tmp_path):
     data = torch.randn(2, 16)[torch.randint(0, 2, (1024,))] + 0.01 * torch.randn(1024, 16)
     from sae_lab.activations.source import TensorSource
 
-    result = train_sweep([sae_cfg(k=1, aux_coef=0.0)], TensorSource(data, hook_name="tensor"), train_cfg(), tmp_path / "r")
+    result = train_sweep(
+        [sae_cfg(k=1, aux_coef=0.0)], TensorSource(data, hook_name="tensor"), train_cfg(), tmp_path / "r"
+    )
     dead = result.results["topk_k1"].dead_latents
     assert len(dead) > 32
     assert dead == torch.nonzero(result.saes["topk_k1"].dead_mask()).flatten().tolist()

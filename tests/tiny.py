@@ -18,6 +18,7 @@ SPECIALS = ["<unk>", "<bos>", "<eos>", "<pad>"]
 def tiny_tokenizer(vocab_size: int = 512):
     """A word-level tokenizer whose vocabulary is the most common words of Python's docs."""
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

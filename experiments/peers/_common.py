@@ -29,7 +29,18 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-REQUIRED_KEYS = ("library", "version", "arch", "tokens_per_s", "heldout_fvu", "dead_frac", "n_train", "k", "d_sae", "batch")
+REQUIRED_KEYS = (
+    "library",
+    "version",
+    "arch",
+    "tokens_per_s",
+    "heldout_fvu",
+    "dead_frac",
+    "n_train",
+    "k",
+    "d_sae",
+    "batch",
+)
 
 
 def parse_args(description: str, default_lr_note: str) -> argparse.Namespace:
@@ -115,7 +126,6 @@ def heldout_metrics(
     mean = x64.mean(0)
     total_var = float((x64 - mean).pow(2).sum())
     sq_err = 0.0
-    l0_sum = 0.0
     ever = torch.zeros(d_sae, dtype=torch.bool)
     for start in range(0, heldout.shape[0], chunk):
         xb = heldout[start : start + chunk]
@@ -150,7 +160,7 @@ def write_result(args: argparse.Namespace, result: dict) -> dict:
     if missing:
         raise RuntimeError(f"result lacks {missing}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{args.out}.tmp{os.getpid()}"
+    tmp = f"{args.out}.tmp{os.getpid()}"  # not sae_lab.fileio: this runs in the peers' venvs, without sae_lab
     with open(tmp, "w") as f:
         json.dump(result, f, indent=2)
     os.replace(tmp, args.out)

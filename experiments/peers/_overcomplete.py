@@ -42,7 +42,6 @@ def train_and_report(args, make_sae, criterion, arch: str, note: str) -> None:
     ``make_sae(d_in)`` builds the library's SAE (seeded here); ``criterion`` is the loss given to train_sae.
     """
     import torch
-
     from _common import active_from_dense, dist_version, heldout_metrics, load_data, make_batches, timer, write_result
 
     train_sae = import_overcomplete_sae().train_sae

@@ -17,8 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sae_lens import (SAE, JumpReLUSAE, JumpReLUSAEConfig, MatchingPursuitSAE, MatchingPursuitSAEConfig, StandardSAE,
-                      StandardSAEConfig, TopKSAE, TopKSAEConfig)
+from sae_lens import (
+    SAE,
+    JumpReLUSAE,
+    JumpReLUSAEConfig,
+    MatchingPursuitSAE,
+    MatchingPursuitSAEConfig,
+    StandardSAE,
+    StandardSAEConfig,
+    TopKSAE,
+    TopKSAEConfig,
+)
 
 
 def outputs(sae, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -18,8 +18,16 @@ The timed region is ``trainer.fit()``. Held-out codes come from ``sae.encode`` /
 from __future__ import annotations
 
 import torch
-
-from _common import active_from_dense, dist_version, heldout_metrics, load_data, make_batches, parse_args, timer, write_result
+from _common import (
+    active_from_dense,
+    dist_version,
+    heldout_metrics,
+    load_data,
+    make_batches,
+    parse_args,
+    timer,
+    write_result,
+)
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ saving a checkpoint. Held-out codes come from ``sae.encode`` / ``sae.decode``.
 from __future__ import annotations
 
 import torch
-
 from _common import dist_version, heldout_metrics, load_data, make_batches, parse_args, timer, write_result
 
 

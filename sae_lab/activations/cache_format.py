@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import errno
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sae_lab.fileio import atomic_path, atomic_write_text, is_temp_name, sha256_file
+from sae_lab.fileio import atomic_path, atomic_write_text, remove_temps, sha256_file
 
 FORMAT = "sae-lab-activation-cache"
 VERSION = 1
@@ -81,9 +80,7 @@ def write_shard(root: Path, index: int, arrays: dict[str, np.ndarray], info: dic
 
 def remove_stale_tmp(root: Path) -> None:
     """Delete half-written shard directories left by an interrupted run."""
-    for p in (root / SHARDS).glob(".*"):
-        if is_temp_name(p.name):
-            shutil.rmtree(p, ignore_errors=True)
+    remove_temps(root / SHARDS)
 
 
 def completed_shards(root: Path) -> dict[int, dict]:

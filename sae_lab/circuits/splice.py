@@ -16,6 +16,9 @@ from typing import Callable, Literal
 
 import torch
 
+from sae_lab.models import LoadedModel
+from sae_lab.saes.base import BaseSAE
+
 Hook = tuple[str, Callable]
 Mode = Literal["reconstruct", "zero", "mean"]
 
@@ -33,8 +36,8 @@ def _apply(act: torch.Tensor, new: torch.Tensor, where: torch.Tensor | None) -> 
     return new.reshape(act.shape)
 
 
-def splice_hooks(sae, hook_name: str | None = None, mode: Mode = "reconstruct", mean: torch.Tensor | None = None,
-                 where: torch.Tensor | None = None) -> list[Hook]:
+def splice_hooks(sae: BaseSAE, hook_name: str | None = None, mode: Mode = "reconstruct",
+                 mean: torch.Tensor | None = None, where: torch.Tensor | None = None) -> list[Hook]:
     """Hooks that replace ``hook_name`` (default ``sae.cfg.hook_name``) by the SAE reconstruction ('reconstruct'),
     by zeros ('zero') or by ``mean`` [d_in] ('mean'). The SAE uses its inference rule (``sae.forward``)."""
     name = hook_name or sae.cfg.hook_name
@@ -73,7 +76,7 @@ def replace_hooks(hook_name: str, value: torch.Tensor, where: torch.Tensor | Non
 
 
 @torch.inference_mode()
-def run_with_sae(model, tokens, sae, mode: Mode = "reconstruct", mean: torch.Tensor | None = None,
+def run_with_sae(model: LoadedModel, tokens, sae: BaseSAE, mode: Mode = "reconstruct", mean: torch.Tensor | None = None,
                  where: torch.Tensor | None = None) -> torch.Tensor:
     """Logits ``[b, T, vocab]`` of ``model`` (a LoadedModel) with ``sae`` spliced in at its hook."""
     ids = torch.as_tensor(tokens, dtype=torch.long, device=model.device)

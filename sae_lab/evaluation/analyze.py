@@ -83,8 +83,14 @@ def analyze_targets(targets: list[I.Target], model: LoadedModel, cfg: AnalyzeCon
     vocab = R.vocabulary(model.tokenizer, int(model.bridge.W_U.shape[1]))  # decoded once for every database
     paths = {t.name: str(write_db(t, stats[t.name], model, cfg, data, vocab)) for t in targets}
     ckpt.unlink(missing_ok=True)
-    return {"status": "done", "contexts": done, "tokens": done * T, "databases": paths, "resumed_from_contexts": resumed,
-            "seconds": round(time.time() - t0, 2)}
+    return {
+        "status": "done",
+        "contexts": done,
+        "tokens": done * T,
+        "databases": paths,
+        "resumed_from_contexts": resumed,
+        "seconds": round(time.time() - t0, 2),
+    }
 
 
 @torch.inference_mode()
@@ -104,7 +110,9 @@ def fingerprint(targets, model: LoadedModel, cfg: AnalyzeConfig, multiple: float
     """What a checkpoint must match to be resumed: SAE weights, model, data and statistic settings."""
     h = hashlib.sha256()
     skip = {"checkpoint_every_tokens", "resume", "device"}
-    h.update(json.dumps({k: v for k, v in cfg.model_dump(mode="json").items() if k not in skip}, sort_keys=True).encode())
+    h.update(
+        json.dumps({k: v for k, v in cfg.model_dump(mode="json").items() if k not in skip}, sort_keys=True).encode()
+    )
     h.update(f"{model.weights_hash}|{multiple}".encode())
     for t in targets:
         h.update(t.name.encode())
@@ -142,8 +150,9 @@ def _resume(path: Path, fp: str, stats: dict[str, FeatureStats]) -> int:
     return int(meta["contexts"])
 
 
-def write_db(t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeConfig, data: dict,
-             vocab: list[str]) -> Path:
+def write_db(
+    t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeConfig, data: dict, vocab: list[str]
+) -> Path:
     """Directions, logit effects and neighbours from the weights, then every table into t.db_path."""
     s = stats.state()
     T = cfg.data.context_length
@@ -151,15 +160,29 @@ def write_db(t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeC
     effects = None if dirs is None else logit_effects(dirs, model, cfg.n_logits)
     nb_ids, nb_cos = decoder_neighbours(t.sae.W_dec, cfg.n_neighbours)
     c = t.sae.cfg
-    meta = {"sae": t.name, "hook_name": t.hook, "architecture": t.sae.architecture, "d_in": c.d_in, "d_sae": c.d_sae,
-            "k": getattr(c, "k", None), "model": model.describe(), "analysis_data": data, "analyze_config": cfg.model_dump(mode="json"),
-            "logit_effects": "none (hook is not in the residual stream)" if dirs is None else
-            "decoder direction (through W_O for hook_z) x final-norm gamma x W_U; 1/rms dropped",
-            "vocab_size": len(vocab)}
-    tables = {"features": R.feature_rows(s, t.sae.W_dec),
-              "examples": [*R.top_example_rows(s, cfg, T), *R.interval_example_rows(s, cfg, T)],
-              "intervals": R.interval_rows(s, cfg), "logits": R.logit_rows(effects),
-              "neighbours": R.neighbour_rows(nb_ids, nb_cos), "cooccurrence": R.cooccurrence_rows(s, cfg.n_cooccurring),
-              "tokens": enumerate(vocab)}
+    meta = {
+        "sae": t.name,
+        "hook_name": t.hook,
+        "architecture": t.sae.architecture,
+        "d_in": c.d_in,
+        "d_sae": c.d_sae,
+        "k": getattr(c, "k", None),
+        "model": model.describe(),
+        "analysis_data": data,
+        "analyze_config": cfg.model_dump(mode="json"),
+        "logit_effects": "none (hook is not in the residual stream)"
+        if dirs is None
+        else "decoder direction (through W_O for hook_z) x final-norm gamma x W_U; 1/rms dropped",
+        "vocab_size": len(vocab),
+    }
+    tables = {
+        "features": R.feature_rows(s, t.sae.W_dec),
+        "examples": [*R.top_example_rows(s, cfg, T), *R.interval_example_rows(s, cfg, T)],
+        "intervals": R.interval_rows(s, cfg),
+        "logits": R.logit_rows(effects),
+        "neighbours": R.neighbour_rows(nb_ids, nb_cos),
+        "cooccurrence": R.cooccurrence_rows(s, cfg.n_cooccurring),
+        "tokens": enumerate(vocab),
+    }
     t.out_dir.mkdir(parents=True, exist_ok=True)
     return write_feature_db(t.db_path, meta, tables)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import torch
 
 from sae_lab.hooknames import parse_hook
+from sae_lab.models import LoadedModel
+from sae_lab.saes.base import BaseSAE
 
 
 @torch.no_grad()
-def residual_directions(sae, model) -> torch.Tensor | None:
+def residual_directions(sae: BaseSAE, model: LoadedModel) -> torch.Tensor | None:
     """[d_sae, d_model] residual-stream directions of the SAE's decoder rows, or None if the hook has none."""
     W = sae.W_dec.detach().float()
     hook = parse_hook(sae.cfg.hook_name)
@@ -32,7 +34,7 @@ def residual_directions(sae, model) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def unembedding(model) -> torch.Tensor:
+def unembedding(model: LoadedModel) -> torch.Tensor:
     """γ-folded W_U [d_model, vocab] (see the module docstring)."""
     W_U = model.bridge.W_U.detach().float()
     gamma = getattr(model.bridge.ln_final, "weight", None)
@@ -41,13 +43,13 @@ def unembedding(model) -> torch.Tensor:
     return W_U
 
 
-def _centred(model) -> bool:
+def _centred(model: LoadedModel) -> bool:
     norm = str(getattr(model.bridge.cfg, "normalization_type", "RMS") or "")
     return norm.startswith("LN")
 
 
 @torch.no_grad()
-def logit_effects(dirs: torch.Tensor, model, n: int, chunk: int = 512) -> dict[str, torch.Tensor]:
+def logit_effects(dirs: torch.Tensor, model: LoadedModel, n: int, chunk: int = 512) -> dict[str, torch.Tensor]:
     """Top ``n`` positive and negative logit effects per direction: pos/neg ids [F, n] and values [F, n]."""
     W_U = unembedding(model).to(dirs.device)
     if _centred(model):

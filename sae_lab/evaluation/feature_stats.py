@@ -12,7 +12,8 @@ State (F latents, K top examples, W = window, I intervals, S samples per interva
   pseudo-random key from a hash of (global token index, feature); each interval keeps the S entries with the
   smallest keys (bottom-S sampling: a uniform sample without replacement that merges exactly when intervals
   merge, and is independent of batching, so a resumed run gives the same samples).
-- Co-occurrence counts (int32, dense [F, F], pairs i < j stored once) over pairs among each token's ``cooc_max_active`` largest codes.
+- Co-occurrence counts (int32, dense [F, F], pairs i < j stored once) over pairs among each token's
+  ``cooc_max_active`` largest codes.
 Only activations > 0 count (our SAEs' codes are non-negative; negative MP coefficients are ignored).
 """
 
@@ -38,8 +39,9 @@ def hash_keys(gidx: torch.Tensor, col: torch.Tensor, n_cols: int) -> torch.Tenso
     return (x & ((1 << 53) - 1)).double() / float(1 << 53)
 
 
-def windows(rows: torch.Tensor, cols: torch.Tensor, z: torch.Tensor, ids: torch.Tensor, T: int,
-            left: int, right: int) -> tuple[torch.Tensor, torch.Tensor]:
+def windows(
+    rows: torch.Tensor, cols: torch.Tensor, z: torch.Tensor, ids: torch.Tensor, T: int, left: int, right: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids (-1 outside the context) and activations of feature ``cols`` around flat rows ``rows``."""
     offs = torch.arange(-left, right + 1, device=rows.device)
     wr = rows.unsqueeze(-1) + offs
@@ -51,8 +53,9 @@ def windows(rows: torch.Tensor, cols: torch.Tensor, z: torch.Tensor, ids: torch.
     return tok, act
 
 
-def top_per_column(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_cols: int,
-                   K: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_per_column(
+    rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_cols: int, K: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per column, the K largest of the sparse entries (rows, cols, vals): values [n_cols, K] (-1 where a column
     has fewer entries) and their rows (-1 there). Sorting the nonzero entries is far cheaper than a dense topk
     over the token axis of a sparse code."""
@@ -77,14 +80,21 @@ class FeatureStats:
         self.cfg, self.F = cfg, F
         z = lambda *s, dt=torch.float32: torch.zeros(*s, dtype=dt, device=device)  # noqa: E731
         self.t = {
-            "n_tokens": z(1, dt=torch.long), "fired": z(F, dt=torch.long), "sum_act": z(F, dt=torch.float64),
-            "max_act": z(F), "exp": torch.full((F,), UNSET, dtype=torch.long, device=device),
+            "n_tokens": z(1, dt=torch.long),
+            "fired": z(F, dt=torch.long),
+            "sum_act": z(F, dt=torch.float64),
+            "max_act": z(F),
+            "exp": torch.full((F,), UNSET, dtype=torch.long, device=device),
             "hist": z(F, B, dt=torch.long),
-            "top_val": z(F, K), "top_idx": torch.full((F, K), -1, dtype=torch.long, device=device),
-            "top_ids": torch.full((F, K, W), -1, dtype=torch.int32, device=device), "top_acts": z(F, K, W),
-            "s_key": torch.full((F * I, S), math.inf, dtype=torch.float64, device=device), "s_val": z(F * I, S),
+            "top_val": z(F, K),
+            "top_idx": torch.full((F, K), -1, dtype=torch.long, device=device),
+            "top_ids": torch.full((F, K, W), -1, dtype=torch.int32, device=device),
+            "top_acts": z(F, K, W),
+            "s_key": torch.full((F * I, S), math.inf, dtype=torch.float64, device=device),
+            "s_val": z(F * I, S),
             "s_idx": torch.full((F * I, S), -1, dtype=torch.long, device=device),
-            "s_ids": torch.full((F * I, S, W), -1, dtype=torch.int32, device=device), "s_acts": z(F * I, S, W),
+            "s_ids": torch.full((F * I, S, W), -1, dtype=torch.int32, device=device),
+            "s_acts": z(F * I, S, W),
             "cooc": z(F, F, dt=torch.int32),
         }
 
@@ -139,14 +149,25 @@ class FeatureStats:
         B = self.cfg.hist_bins
         self.t["hist"].view(-1).index_add_(0, cols * B + self._bin(cols, vals, B), torch.ones_like(cols))
 
-    def _top_k(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, z: torch.Tensor, ids: torch.Tensor,
-               T: int, first_index: int) -> None:
+    def _top_k(
+        self,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        vals: torch.Tensor,
+        z: torch.Tensor,
+        ids: torch.Tensor,
+        T: int,
+        first_index: int,
+    ) -> None:
         """Merge the batch's per-feature top-K into the running top-K; windows only for new winners."""
         t, K, c = self.t, self.cfg.top_k, self.cfg
         cand_val, cand_row = top_per_column(rows, cols, vals, self.F, K)  # [F, K]
         best, sel = torch.cat([t["top_val"], cand_val], 1).topk(K, dim=1)
         kept = sel.clamp(max=K - 1)
-        new_idx, new_ids = t["top_idx"].gather(1, kept), t["top_ids"].gather(1, kept[..., None].expand(-1, -1, c.window))
+        new_idx, new_ids = (
+            t["top_idx"].gather(1, kept),
+            t["top_ids"].gather(1, kept[..., None].expand(-1, -1, c.window)),
+        )
         new_acts = t["top_acts"].gather(1, kept[..., None].expand(-1, -1, c.window))
         fi, si = (sel >= K).nonzero(as_tuple=True)
         r = cand_row[fi, sel[fi, si] - K]
@@ -172,7 +193,8 @@ class FeatureStats:
 
     def _empty_pool(self) -> dict[str, torch.Tensor]:
         return {k: self.t[k][:0].reshape(0, *self.t[k].shape[2:]) for k in SAMPLE_KEYS} | {
-            "group": torch.zeros(0, dtype=torch.long, device=self.t["s_key"].device)}
+            "group": torch.zeros(0, dtype=torch.long, device=self.t["s_key"].device)
+        }
 
     def _merge(self, groups: torch.Tensor, pool: dict[str, torch.Tensor]) -> None:
         """Recompute the S smallest-key samples of ``groups`` (flat feature*I + interval rows) from their current

@@ -151,7 +151,8 @@ def special_mask(tokens: np.ndarray, tokenizer, cfg: HeldOutData) -> np.ndarray:
     return special_positions(tokens, tokenizer, cfg.data.exclude_special)
 
 
-def outlier_thresholds(acts: dict[str, torch.Tensor], special: np.ndarray, multiple: float | None) -> dict[str, float | None]:
+def outlier_thresholds(acts: dict[str, torch.Tensor], special: np.ndarray,
+                       multiple: float | None) -> dict[str, float | None]:
     """Per hook: ``multiple`` x the median ||x|| of non-special positions of the first batch (None: keep all)."""
     out: dict[str, float | None] = {}
     for hook, a in acts.items():
@@ -167,9 +168,17 @@ def first_batch_thresholds(gen, cfg: HeldOutData, multiple: float | None) -> dic
     return outlier_thresholds(gen.forward(first), special_mask(first, gen.model.tokenizer, cfg), multiple)
 
 
-def data_record(cfg: HeldOutData, multiple: float | None, thresholds: dict, n_contexts: int, n_tokens: int,
-                n_used: dict[str, int]) -> dict:
+def data_record(
+    cfg: HeldOutData, multiple: float | None, thresholds: dict, n_contexts: int, n_tokens: int, n_used: dict[str, int]
+) -> dict:
     """What eval.json / the DB record about the data, so numbers are comparable across runs."""
-    return {"data": describe_source(cfg.data), "n_contexts": n_contexts, "n_tokens": n_tokens,
-            "context_length": cfg.data.context_length, "exclude_special": cfg.data.exclude_special,
-            "exclude_outliers_multiple": multiple, "outlier_thresholds": thresholds, "tokens_used": n_used}
+    return {
+        "data": describe_source(cfg.data),
+        "n_contexts": n_contexts,
+        "n_tokens": n_tokens,
+        "context_length": cfg.data.context_length,
+        "exclude_special": cfg.data.exclude_special,
+        "exclude_outliers_multiple": multiple,
+        "outlier_thresholds": thresholds,
+        "tokens_used": n_used,
+    }

@@ -26,10 +26,15 @@ Zipf dictionary would give its rank, not with a global constant. ``alpha`` is ``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from sae_lab.saes.sparse_ops import SparseCode, gather_preacts, sparse_decode
+
+if TYPE_CHECKING:  # base imports this module
+    from sae_lab.saes.base import BaseSAE
 
 
 def zipf_weights(n: int, alpha: float, device=None) -> torch.Tensor:
@@ -68,7 +73,8 @@ def underutilised_mask(density: torch.Tensor, k: float, alpha: float | str, tole
     return density < tolerance * q[density_ranks(density)]
 
 
-def aux_reconstruction_loss(sae, x, x_hat, pre, mask: torch.Tensor, k_aux: int) -> torch.Tensor:
+def aux_reconstruction_loss(sae: BaseSAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor,
+                            mask: torch.Tensor, k_aux: int) -> torch.Tensor:
     """||ê - e||² / ||e - mean e||² with ê from the top-k_aux pre-activations among ``mask`` latents."""
     idx = mask.nonzero().squeeze(1)
     if idx.numel() == 0:
@@ -81,7 +87,7 @@ def aux_reconstruction_loss(sae, x, x_hat, pre, mask: torch.Tensor, k_aux: int) 
     return ((e_hat - e) ** 2).sum() / ((e - e.mean(0)) ** 2).sum().clamp_min(1e-12)
 
 
-def revival_losses(sae, x, x_hat, pre) -> dict[str, torch.Tensor]:
+def revival_losses(sae: BaseSAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor) -> dict[str, torch.Tensor]:
     """AuxK on dead latents and (if ``cfg.aux_zipf``) aux_zipf on underutilised ones, weighted."""
     cfg, out = sae.cfg, {}
     k_aux = cfg.resolved_aux_k

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -26,11 +27,15 @@ from sae_lab.hooknames import parse_hook
 from sae_lab.saes import registry
 from sae_lab.saes.config import SAEConfig
 
+if TYPE_CHECKING:  # base imports this module (save/load)
+    from sae_lab.saes.base import BaseSAE
+
 SAELENS_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
 FORMAT = "sae-lab/1"
 
 
-def save_sae(sae, directory, fold_scale: float | None = None, metadata: dict | None = None) -> Path:
+def save_sae(sae: BaseSAE, directory: str | Path, fold_scale: float | None = None,
+             metadata: dict | None = None) -> Path:
     """Write ``sae`` to ``directory``; with ``fold_scale`` s the saved SAE applies to raw x (training saw s·x)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -67,7 +72,7 @@ def saelens_cfg(cfg: SAEConfig, architecture: str, meta: dict) -> dict:
             "metadata": {**common, **{k: v for k, v in meta.items() if k not in common}, "sae_lab_name": cfg.name}}
 
 
-def load_sae(directory, device: str | torch.device | None = None):
+def load_sae(directory: str | Path, device: str | torch.device | None = None) -> BaseSAE:
     """Load an SAE directory saved by sae-lab, or a SAELens standard/topk/jumprelu/matching_pursuit SAE.
     (``sae_lab.load_sae`` also accepts a run directory holding one SAE.)"""
     d = Path(directory)
@@ -116,7 +121,7 @@ def _load_saelens(d: Path):
     return sae
 
 
-def load_encoder_weights(sae, cfg_json: dict, W: dict[str, torch.Tensor]):
+def load_encoder_weights(sae: BaseSAE, cfg_json: dict, W: dict[str, torch.Tensor]) -> BaseSAE:
     """Copy a SAELens encoder SAE's W_enc, b_enc, W_dec, b_dec into ``sae`` (folding apply_b_dec_to_input=False
     into b_enc: x W + b = (x - b_dec) W + (b + b_dec W)); returns ``sae``."""
     b_enc = W["b_enc"]

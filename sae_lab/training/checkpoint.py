@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from sae_lab.fileio import atomic_path
+from sae_lab.fileio import atomic_path, remove_temps
 
 FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"^ckpt_(\d{14})\.pt$")
@@ -102,6 +102,7 @@ def save_checkpoint(directory: Path, state: dict, keep: int = 2) -> Path:
     if bad is not None:
         raise CheckpointError(f"refusing to write a checkpoint with non-finite values in saes.{bad}")
     directory.mkdir(parents=True, exist_ok=True)
+    remove_temps(directory)  # a checkpoint write interrupted by a kill
     final = directory / checkpoint_name(int(state["tokens_seen"]))
     with atomic_path(final) as tmp:
         torch.save({"format": FORMAT_VERSION, **state}, tmp)

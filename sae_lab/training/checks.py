@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from sae_lab.activations.source import ActivationSource
 from sae_lab.configbase import ConfigError
 from sae_lab.devices import check_available
+from sae_lab.saes.base import BaseSAE
 from sae_lab.training.config import TrainConfig
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-def sae_name(sae) -> str:
+def sae_name(sae: BaseSAE) -> str:
     return str(sae.cfg.name)
 
 
@@ -26,10 +28,12 @@ def check_names(saes: Sequence) -> None:
             raise ConfigError(f"saes: name '{n}' must be letters, digits, '_', '-' or '.', not starting with a symbol")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ConfigError(f"saes: names must be unique within a sweep; repeated: {', '.join(dupes)} (set each SAE's name)")
+        raise ConfigError(
+            f"saes: names must be unique within a sweep; repeated: {', '.join(dupes)} (set each SAE's name)"
+        )
 
 
-def check_source(saes: Sequence, source) -> None:
+def check_source(saes: Sequence[BaseSAE], source: ActivationSource) -> None:
     """Every SAE must match the source's width and hook."""
     for sae in saes:
         c = sae.cfg
@@ -63,7 +67,7 @@ def check_batch(saes: Sequence, cfg: TrainConfig) -> None:
                 raise ConfigError(f"SAE '{c.name}' cannot train with train.batch_size={cfg.batch_size}: {e}") from None
 
 
-def preflight(saes: Sequence, source, cfg: TrainConfig) -> None:
+def preflight(saes: Sequence[BaseSAE], source: ActivationSource, cfg: TrainConfig) -> None:
     """All checks that need no data: names, source compatibility, batch rules, device."""
     check_names(saes)
     check_source(saes, source)

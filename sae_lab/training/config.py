@@ -57,7 +57,9 @@ class TrainConfig(StrictModel):
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="compute dtype of forward/backward (autocast); parameters and Adam state stay float32"
     )
-    device: DeviceName = Field("auto", description="'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    device: DeviceName = Field(
+        "auto", description="'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'"
+    )
     checkpoint_every_tokens: int | None = Field(None, gt=0, description="null: only the final checkpoint")
     keep_checkpoints: int = Field(2, ge=1, description="how many most recent checkpoints to keep")
     log_every_steps: int = Field(50, gt=0)
@@ -75,9 +77,7 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def _check_lengths(self) -> "TrainConfig":
         if self.total_tokens < self.batch_size:
-            raise ValueError(
-                f"total_tokens ({self.total_tokens}) must be at least batch_size ({self.batch_size})"
-            )
+            raise ValueError(f"total_tokens ({self.total_tokens}) must be at least batch_size ({self.batch_size})")
         if self.warmup_tokens is not None and self.warmup_tokens > self.total_tokens:
             raise ValueError(f"warmup_tokens ({self.warmup_tokens}) exceeds total_tokens ({self.total_tokens})")
         return self

@@ -34,18 +34,27 @@ class JsonlSink:
 
 
 class WandbSink:
-    """Logs each SAE's metrics under ``<sae name>/<metric>``, with tokens as the x-axis."""
+    """Logs each SAE's metrics under ``<sae name>/<metric>``, with tokens as the x-axis.
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, run_config: dict):
+    One wandb run per run directory: its id is kept in run.json (``wandb_id``), so a resumed training
+    continues the same wandb run, and records up to ``logged_tokens`` (what wandb already got before the
+    interruption) are not sent again."""
+
+    def __init__(self, cfg: TrainConfig, run: RunDir, run_config: dict, logged_tokens: int = 0):
         import wandb  # checked by require_optional_loggers
 
         w = cfg.wandb
+        run_id = run.read_status().get("wandb_id") or _wandb_id(run.path)
+        run.write_status(wandb_id=run_id)
+        self._skip_through = logged_tokens
         self._run = wandb.init(
-            project=w.project, entity=w.entity, name=w.run_name or run_dir.name, mode=w.mode,
-            dir=str(run_dir), config=run_config, resume="allow", id=_wandb_id(run_dir),
+            project=w.project, entity=w.entity, name=w.run_name or run.path.name, mode=w.mode,
+            dir=str(run.path), config=run_config, resume="allow", id=run_id,
         )
 
     def log(self, record: dict) -> None:
+        if record["tokens"] <= self._skip_through:  # wandb has it from before the interruption
+            return
         name = record["sae"]
         values = {f"{name}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "tokens"}
         self._run.log({"tokens": record["tokens"], **values})
@@ -83,7 +92,7 @@ def require_optional_loggers(cfg: TrainConfig) -> None:
         except ImportError:
             raise ConfigError(
                 "train.wandb is set but the 'wandb' package is not installed: `pip install wandb` "
-                "(or `pip install sae-lab[wandb]`), or remove train.wandb"
+                "(or `pip install sae-lab[logging]`), or remove train.wandb"
             ) from None
     if cfg.tensorboard:
         try:
@@ -92,20 +101,20 @@ def require_optional_loggers(cfg: TrainConfig) -> None:
         except ImportError:
             raise ConfigError(
                 "train.tensorboard is true but the 'tensorboard' package is not installed: "
-                "`pip install tensorboard` (or `pip install sae-lab[tensorboard]`), or set train.tensorboard: false"
+                "`pip install tensorboard` (or `pip install sae-lab[logging]`), or set train.tensorboard: false"
             ) from None
 
 
 class MetricsLogger:
     """Fans records out to every sink. Inactive (writes nothing) on non-main ranks."""
 
-    def __init__(self, run: RunDir, cfg: TrainConfig, run_config: dict, active: bool = True):
+    def __init__(self, run: RunDir, cfg: TrainConfig, run_config: dict, active: bool = True, logged_tokens: int = 0):
         self.sinks: list[MetricSink] = []
         if not active:
             return
-        self.sinks.append(JsonlSink(run.metrics_path))
+        self.sinks.append(JsonlSink(run.metrics_path))  # first: a record in metrics.jsonl was also sent on
         if cfg.wandb is not None:
-            self.sinks.append(WandbSink(cfg, run.path, run_config))
+            self.sinks.append(WandbSink(cfg, run, run_config, logged_tokens))
         if cfg.tensorboard:
             self.sinks.append(TensorboardSink(run.tensorboard_dir))
 
@@ -118,9 +127,12 @@ class MetricsLogger:
             sink.close()
 
 
-def truncate_metrics(run: RunDir, max_tokens: int) -> None:
-    """On resume: drop records logged after the checkpoint (tokens > max_tokens), atomically."""
-    if not run.metrics_path.exists():
-        return
-    keep = [r for r in run.metrics() if r.get("tokens", 0) <= max_tokens]
+def truncate_metrics(run: RunDir, max_tokens: int) -> int:
+    """On resume: drop records logged after the checkpoint (tokens > max_tokens), atomically. Returns the
+    tokens of the last record there was (what the other sinks already got; 0 if none)."""
+    records = run.metrics()
+    if not records:
+        return 0
+    keep = [r for r in records if r.get("tokens", 0) <= max_tokens]
     atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+    return max(r.get("tokens", 0) for r in records)

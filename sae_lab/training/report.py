@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from sae_lab.saes.base import BaseSAE
 from sae_lab.training.config import TrainConfig
 from sae_lab.training.state import Member, Position
 from sae_lab.training.step import WindowStats
@@ -26,7 +27,7 @@ def make_record(m: Member, pos: Position, cfg: TrainConfig, tokens_per_s: float)
     return record
 
 
-def underused_mask(sae) -> torch.Tensor:
+def underused_mask(sae: BaseSAE) -> torch.Tensor:
     """bool[d_sae]: latents firing below their Zipf-expected density (the SAE's aux_zipf definition, from its
     density EMA; see sae_lab.saes.aux; SAEs without aux_zipf options, e.g. MP, are judged by the default Zipf
     law of RevivalConfig). All False for SAEs without a density EMA or a k."""

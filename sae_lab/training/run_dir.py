@@ -13,14 +13,17 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
+from sae_lab.activations.source import ActivationSource
 from sae_lab.configbase import dump_yaml
 from sae_lab.rundir import RunDir, RunDirError
+from sae_lab.saes.base import BaseSAE
 from sae_lab.training.config import NON_TRAINING_FIELDS, TrainConfig, config_hash
 
 ResumeMode = Literal["auto", "never", "must"]
 
 
-def resolved_config(cfg: TrainConfig, saes: Sequence, source, extra: dict | None = None) -> dict:
+def resolved_config(cfg: TrainConfig, saes: Sequence[BaseSAE], source: ActivationSource,
+                    extra: dict | None = None) -> dict:
     """The config written to config.yaml: train, saes and the source's description (+ caller's sections)."""
     resolved = {
         "train": yaml.safe_load(dump_yaml(cfg)),

@@ -11,6 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from sae_lab.activations.source import ActivationSource
+from sae_lab.saes import BaseSAE, SAEConfig, build_sae
 from sae_lab.training import checkpoint as ckpt
 from sae_lab.training.checks import sae_name
 from sae_lab.training.config import TrainConfig
@@ -23,7 +25,7 @@ class Member:
     """One SAE of the sweep with its optimiser, scheduler and logging window."""
 
     name: str
-    sae: torch.nn.Module
+    sae: BaseSAE
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     window: WindowStats = field(default_factory=WindowStats)
@@ -39,11 +41,9 @@ class Position:
     tokens: int = 0
 
 
-def build_saes(saes: Sequence, seed: int) -> list[torch.nn.Module]:
+def build_saes(saes: Sequence[BaseSAE | SAEConfig], seed: int) -> list[BaseSAE]:
     """SAE modules from a mix of modules and SAEConfigs; each config is built under ``seed``,
     so two identical configs start identical."""
-    from sae_lab.saes import build_sae  # imported lazily: saes/ depends on nothing here
-
     out = []
     for item in saes:
         if isinstance(item, torch.nn.Module):
@@ -61,7 +61,7 @@ def seed_all(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def make_members(saes: list[torch.nn.Module], cfg: TrainConfig, device: torch.device) -> list[Member]:
+def make_members(saes: list[BaseSAE], cfg: TrainConfig, device: torch.device) -> list[Member]:
     members = []
     for sae in saes:
         sae.to(device)
@@ -70,7 +70,7 @@ def make_members(saes: list[torch.nn.Module], cfg: TrainConfig, device: torch.de
     return members
 
 
-def init_b_dec(members: list[Member], source, cfg: TrainConfig, device: torch.device) -> None:
+def init_b_dec(members: list[Member], source: ActivationSource, cfg: TrainConfig, device: torch.device) -> None:
     """b_dec from the first ``b_dec_init_tokens`` of the stream (same seed as training: deterministic)."""
     if cfg.b_dec_init == "zeros":
         sample = torch.zeros(1, source.d_in, device=device)

@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from sae_lab.saes.base import BaseSAE
+
 
 class NonFiniteValue(FloatingPointError):
     """Raised by :func:`train_step` when the loss or a parameter stops being finite."""
@@ -48,7 +50,7 @@ def recon_errors(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def train_step(
-    sae: nn.Module,
+    sae: BaseSAE,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     x: torch.Tensor,
@@ -84,7 +86,7 @@ def train_step(
     return StepStats(lr, loss.detach(), mse.detach(), fvu.detach(), float(out.l0), aux, out.fired.detach(), grad_norm)
 
 
-def _grad_norm(sae: nn.Module, grad_clip: float | None) -> torch.Tensor:
+def _grad_norm(sae: BaseSAE, grad_clip: float | None) -> torch.Tensor:
     """Global grad norm (before clipping), clipping to ``grad_clip`` when set."""
     params = [p for p in sae.parameters() if p.grad is not None]
     if grad_clip is not None:
@@ -94,7 +96,7 @@ def _grad_norm(sae: nn.Module, grad_clip: float | None) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
 
 
-def first_non_finite_param(sae: nn.Module) -> str | None:
+def first_non_finite_param(sae: BaseSAE) -> str | None:
     """Name of the first parameter holding NaN/inf, else None (one pass over the weights: call sparingly)."""
     for name, p in sae.named_parameters():
         if not bool(torch.isfinite(p).all()):
@@ -102,7 +104,7 @@ def first_non_finite_param(sae: nn.Module) -> str | None:
     return None
 
 
-def make_optimizer(sae: nn.Module, lr: float, betas: tuple[float, float], eps: float) -> torch.optim.Optimizer:
+def make_optimizer(sae: BaseSAE, lr: float, betas: tuple[float, float], eps: float) -> torch.optim.Optimizer:
     """Adam, fused when the device supports it (about 4x faster than foreach on CPU), else the default."""
     try:
         return torch.optim.Adam(sae.parameters(), lr=lr, betas=betas, eps=eps, fused=True)

@@ -16,9 +16,11 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from sae_lab.activations.source import ActivationSource
 from sae_lab.distributed import world
 from sae_lab.fileio import atomic_path
 from sae_lab.rundir import RunDir, RunDirError
+from sae_lab.saes import BaseSAE, SAEConfig
 from sae_lab.training import checkpoint as ckpt
 from sae_lab.training.checks import preflight
 from sae_lab.training.config import TrainConfig
@@ -71,7 +73,7 @@ class SweepResult:
     steps: int
     tokens_seen: int
     results: dict[str, SAEResult]
-    saes: dict[str, torch.nn.Module]
+    saes: dict[str, BaseSAE]
 
 
 def is_main() -> bool:
@@ -93,9 +95,11 @@ def _non_finite(name: str, step: int, err: object, last: Path | None) -> NonFini
     )
 
 
-def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, source, cfg: TrainConfig,
-           device: torch.device, chash: str) -> tuple[Position, Path | None]:
-    """Restore the newest checkpoint when resuming; otherwise seed everything and initialise b_dec."""
+def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, source: ActivationSource,
+           cfg: TrainConfig,
+           device: torch.device, chash: str) -> tuple[Position, Path | None, int]:
+    """Restore the newest checkpoint when resuming; otherwise seed everything and initialise b_dec.
+    Also returns the tokens up to which metrics were logged before (0 for a fresh run)."""
     found = ckpt.load_latest(run.checkpoints_dir, map_location="cpu") if mode == "resume" else None
     if found is None:
         if resume == "must":
@@ -106,9 +110,8 @@ def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, so
     else:
         path, state = found
         pos = restore(members, state, path, chash)
-    if is_main():
-        truncate_metrics(run, pos.tokens)  # drop lines logged after the checkpoint by a killed run
-    return pos, path
+    logged = truncate_metrics(run, pos.tokens) if is_main() else 0  # lines a killed run logged after the checkpoint
+    return pos, path, logged
 
 
 def _log(members: list[Member], pos: Position, cfg: TrainConfig, logger: MetricsLogger, bar, clock):
@@ -127,7 +130,7 @@ def _save_checkpoint(members: list[Member], pos: Position, run: RunDir, cfg: Tra
     return path
 
 
-def _loop(members: list[Member], source, cfg: TrainConfig, run: RunDir, pos: Position, chash: str,
+def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run: RunDir, pos: Position, chash: str,
           logger: MetricsLogger, last_ckpt: Path | None, stop_after_tokens: int | None,
           callbacks: Iterable[Callable[[StepInfo], None]], grad_hook) -> tuple[bool, Path | None]:
     """Train until total_steps (returns False) or stop_after_tokens (returns True); checkpoints as it goes."""
@@ -183,7 +186,7 @@ def _check_params(members: list[Member], step: int, last_ckpt: Path | None) -> N
             raise _non_finite(m.name, step, f"parameter {bad} holds NaN/inf", last_ckpt)
 
 
-def _save_sae(sae: torch.nn.Module, final: Path, norm_scale: float) -> None:
+def _save_sae(sae: BaseSAE, final: Path, norm_scale: float) -> None:
     """sae.save into a temp dir, then swap it in, so saes/<name>/ is never half written."""
     with atomic_path(final, directory=True) as tmp:
         sae.save(tmp, fold_scale=norm_scale)
@@ -194,7 +197,7 @@ def _last_logged(run: RunDir, name: str) -> dict:
     return records[-1] if records else {}
 
 
-def _finish(members: list[Member], source, run: RunDir, pos: Position, status: str) -> SweepResult:
+def _finish(members: list[Member], source: ActivationSource, run: RunDir, pos: Position, status: str) -> SweepResult:
     """Save the final SAEs (when done), record the results in run.json and build the return value."""
     results = {}
     for m in members:
@@ -212,8 +215,8 @@ def _finish(members: list[Member], source, run: RunDir, pos: Position, status: s
 
 
 def train_sweep(
-    saes: Sequence,
-    source,
+    saes: Sequence[BaseSAE | SAEConfig],
+    source: ActivationSource,
     cfg: TrainConfig,
     run_dir: str | Path,
     resume: ResumeMode = "auto",
@@ -243,14 +246,14 @@ def train_sweep(
     if is_main():
         check_writable(run.path)
     members = make_members(modules, cfg, cfg.resolved_device())
-    pos, last_ckpt = _start(members, run, mode, resume, source, cfg, cfg.resolved_device(), chash)
+    pos, last_ckpt, logged = _start(members, run, mode, resume, source, cfg, cfg.resolved_device(), chash)
     if is_main():
         run.write_config(resolved)
         run.write_status(status="running", config_hash=chash, total_tokens=cfg.total_steps * cfg.batch_size,
                          saes=[m.name for m in members], error=None)
     for m in members:
         m.sae.train()
-    logger = MetricsLogger(run, cfg, resolved, active=is_main())
+    logger = MetricsLogger(run, cfg, resolved, active=is_main(), logged_tokens=logged)
     try:
         stopped, _ = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
                            callbacks, grad_hook)
