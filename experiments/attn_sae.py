@@ -12,17 +12,19 @@ attn_sae.html (one heatmap per feature) into --out.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
-from circuit_saes import run_config, train_saes  # noqa: E402
+from circuit_saes import main, run_config, train_saes  # noqa: E402
 from ioi import table  # noqa: E402
 
+from sae_lab.circuits import Spliced  # noqa: E402
 from sae_lab.circuits.dfa import direct_feature_attribution  # noqa: E402
 from sae_lab.data.packing import iter_contexts  # noqa: E402
 from sae_lab.evaluation import FeatureDB, analyze_run, evaluate_run  # noqa: E402
@@ -32,24 +34,44 @@ LAYER = 15
 HOOK = f"blocks.{LAYER}.attn.hook_z"
 
 
-def run(out: Path, reduced: bool = False, model=None) -> dict:
+def run(out: Path, reduced: bool = False, model=None, work: Path | None = None) -> dict:
+    """The experiment; results into ``out``, caches and run directories into ``work`` (default out/work)."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
+    work = work or out / "work"
     model = model or load_model("embedded", device="cpu")
-    tokens = 8192 if reduced else 98304
-    (sae, run_dir), = train_saes(model, [HOOK], out / "work", tokens=tokens).values()
-    cfg = run_config([HOOK], HOOK, out / "work", tokens, 4, 32)
-    ev_cfg = cfg.eval.model_copy(update={"n_tokens": 512 if reduced else 4096})
-    an_cfg = cfg.analyze.model_copy(update={"n_tokens": 1024 if reduced else 16384})
+    tokens = 8192 if reduced else 65536
+    (sae, run_dir), = train_saes(model, [HOOK], work, tokens=tokens).values()
+    cfg = run_config([HOOK], HOOK, work, tokens, 4, 32)
+    ev_cfg = cfg.eval.model_copy(update={"n_tokens": 512 if reduced else 4096, "exclude_outliers": "none"})
+    an_cfg = cfg.analyze.model_copy(update={"n_tokens": 1024 if reduced else 8192})
     metrics = evaluate_run(run_dir, ev_cfg, model)["saes"][sae.cfg.name]
     db_path = analyze_run(run_dir, an_cfg, model)["databases"][sae.cfg.name]
+    metrics["ce_sae_spliced"] = spliced_ce(model, sae, ev_cfg)
     feats = analyse_features(model, sae, db_path, an_cfg, n=2 if reduced else 5)
-    keys = ["fvu", "l0_mean", "dead_fraction", "ce_clean", "ce_sae", "loss_recovered_zero", "loss_recovered_mean"]
+    keys = ["fvu", "l0_mean", "dead_fraction", "ce_clean", "ce_sae", "ce_sae_spliced", "loss_recovered_zero",
+            "loss_recovered_mean"]
     result = {"hook": HOOK, "sae": sae.cfg.name, "d_sae": sae.cfg.d_sae, "k": sae.cfg.k, "train_tokens": tokens,
               "eval": {k: metrics[k] for k in keys}, "features": feats, "reduced": reduced,
               "seconds": round(time.time() - t0, 1)}
     write(out, result)
     return result
+
+
+@torch.inference_mode()
+def spliced_ce(model, sae, ev_cfg) -> float:
+    """CE on eval's own batches with ``Spliced(error_term=False)`` at eval's kept (non-special) positions:
+    the same number as eval's ``ce_sae``."""
+    from sae_lab.evaluation import inputs as I
+    from sae_lab.evaluation.metrics import LossStats, next_token_ce
+
+    acc = LossStats()
+    with Spliced(model, [sae], error_term=False) as s:
+        for _, tokens in I.iter_batches(ev_cfg, model.tokenizer):
+            ids = torch.as_tensor(tokens, dtype=torch.long)
+            keep = torch.from_numpy(~I.special_mask(tokens, model.tokenizer, ev_cfg))
+            acc.update(next_token_ce(s.run(ids, where=keep).logits, ids))
+    return acc.mean_ce
 
 
 def analyse_features(model, sae, db_path, an_cfg, n: int) -> list[dict]:
@@ -83,7 +105,9 @@ def write(out: Path, r: dict) -> None:
             "top_head_share", "top_source", "top_source_token", "top_source_value", "sum_error"]
     md = [f"# Attention-output SAE on {r['hook']}{' (reduced)' if r['reduced'] else ''}", "",
           f"TopK SAE {r['sae']} (d_sae {r['d_sae']}, k {r['k']}), trained on {r['train_tokens']} tokens.", "",
-          "## Evaluation (held-out validation text)", "", table([r["eval"]], list(r["eval"])), "",
+          "## Evaluation (held-out validation text)", "",
+          "`ce_sae_spliced`: the CE with `Spliced(model, [sae], error_term=False)` on the same batches and positions "
+          "(it equals `sae-lab eval`'s `ce_sae`).", "", table([r["eval"]], list(r["eval"])), "",
           "## Direct feature attribution at each feature's top example", "",
           "`top_source` is the source offset from the activating token (0 = itself); shares are of |per-head sums|.",
           "", table(r["features"], cols), "", f"Total time: {r['seconds']} s.", ""]
@@ -108,9 +132,4 @@ def _figure(r: dict):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=Path("experiments/results/attn_sae"))
-    ap.add_argument("--reduced", action="store_true", help="a small version (CI)")
-    a = ap.parse_args()
-    run(a.out, a.reduced)
-    print((a.out / "results.md").read_text())
+    main(run, "attn_sae")

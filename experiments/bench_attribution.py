@@ -27,10 +27,15 @@ HOOKS = ["blocks.6.hook_resid_post", "blocks.10.attn.hook_z", "blocks.14.hook_ml
 
 
 def pair(model, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    text = "When Mary and John went to the store on a sunny morning in the old town, John gave a book to"
-    ids = model.bridge.to_tokens(text)[:, :n]
+    text = ("On a sunny morning in the old part of the town, after a long walk along the river and a short stop "
+            "at the market, Mary and John went to the store, and John gave a book to")
+    full = model.bridge.to_tokens(text)
+    ids = torch.cat([full[:, :1], full[:, 1:][:, -(n - 1):]], dim=1)  # BOS + the last n - 1 tokens
+    if ids.shape[1] != n:
+        raise SystemExit(f"the benchmark text has only {ids.shape[1]} tokens; --tokens must be <= that")
     corrupt = ids.clone()
-    corrupt[0, 2] = model.tokenizer.encode(" Anna", add_special_tokens=False)[0]
+    mary = model.tokenizer.encode(" Mary", add_special_tokens=False)[0]
+    corrupt[corrupt == mary] = model.tokenizer.encode(" Anna", add_special_tokens=False)[0]
     return ids, corrupt
 
 

@@ -11,8 +11,16 @@ from pathlib import Path
 
 from sae_lab.activations.hooks import hook_slug
 from sae_lab.configbase import load_config
+from sae_lab.hooknames import parse_hook
 from sae_lab.pipeline import RunConfig, build_cache_for, train_run
+from sae_lab.rundir import RunDir
 from sae_lab.saes.saelens_format import load_sae
+
+
+def sae_name(hook: str) -> str:
+    """A short name per hook: blocks.6.hook_resid_post -> L6_resid_post, blocks.15.attn.hook_z -> L15_attn_z."""
+    h = parse_hook(hook)
+    return f"L{h.layer}_" + "_".join(p for p in (h.module, h.kind.removeprefix("hook_")) if p)
 
 
 def run_config(hooks: list[str], hook: str, out_dir: Path, tokens: int, expansion: int, k: int,
@@ -27,7 +35,7 @@ def run_config(hooks: list[str], hook: str, out_dir: Path, tokens: int, expansio
         f"hook={hook}", "train.batch_size=512", f"train.total_tokens={tokens}", "train.lr=0.0008",
         "train.warmup_fraction=0.02", "train.decay_start=0.6", f"train.checkpoint_every_tokens={tokens}",
         "train.log_every_steps=50", f"train.b_dec_init_tokens={min(8192, tokens)}",
-        f"saes=[{{architecture: topk, name: topk_k{k}, expansion_factor: {expansion}, k: {k}, "
+        f"saes=[{{architecture: topk, name: {sae_name(hook)}, expansion_factor: {expansion}, k: {k}, "
         f"dead_tokens: {max(tokens // 4, 2048)}}}]",
         "eval.n_tokens=4096", "eval.batch_size=8", "analyze.n_tokens=8192", "analyze.batch_size=8",
         "analyze.data={source: embedded, split: train, context_length: 128}",
@@ -43,6 +51,19 @@ def train_saes(model, hooks: list[str], out_dir: Path, tokens: int, expansion: i
     out = {}
     for h, cfg in cfgs.items():
         train_run(cfg, model=model)
-        run_dir = Path(cfg.run_dir)
-        out[h] = (load_sae(run_dir / "saes" / f"topk_k{k}").eval(), run_dir)
+        run_dir = RunDir(cfg.run_dir)
+        out[h] = (load_sae(run_dir.sae_dir(sae_name(h))).eval(), run_dir.path)
     return out
+
+
+def main(run, name: str) -> None:
+    """The command line of a circuit experiment: ``--out`` (results), ``--work`` (caches, runs), ``--reduced``."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path(f"experiments/results/{name}"))
+    ap.add_argument("--reduced", action="store_true", help="a small version (CI)")
+    ap.add_argument("--work", type=Path, default=Path(f"runs/experiments/{name}"), help="caches and SAE runs")
+    a = ap.parse_args()
+    run(a.out, a.reduced, work=a.work)
+    print((a.out / "results.md").read_text())

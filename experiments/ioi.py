@@ -17,7 +17,6 @@ Writes results.md (tables), results.json and ioi.html (Plotly) into --out.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from circuit_saes import train_saes  # noqa: E402
+from circuit_saes import main, train_saes  # noqa: E402
 
 from sae_lab.circuits import Spliced, logit_diff  # noqa: E402
 from sae_lab.circuits.attribution import patch_effect  # noqa: E402
@@ -139,7 +138,8 @@ def faithfulness(sp: Spliced, rows: list[dict], feats: dict, keep_n: list[int]) 
     out = []
     for n in keep_n:
         m = metric_with(n)
-        out.append({"n_kept": n, "metric": m, "faithfulness": (m - m_empty) / (m_model - m_empty),
+        gap = m_model - m_empty
+        out.append({"n_kept": n, "metric": m, "faithfulness": (m - m_empty) / gap if abs(gap) > 1e-9 else math.nan,
                     "model": m_model, "empty": m_empty})
     return out
 
@@ -150,14 +150,16 @@ def pearson(a: list[float], b: list[float]) -> float:
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     return "\n".join(lines + ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows])
 
 
-def run(out: Path, reduced: bool = False, model=None) -> dict:
+def run(out: Path, reduced: bool = False, model=None, work: Path | None = None) -> dict:
+    """The experiment; results into ``out``, caches and run directories into ``work`` (default out/work)."""
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
+    work = work or out / "work"
     model = model or load_model("embedded", device="cpu")
     n_pairs, n_val, n_top = (4, 2, 8) if reduced else (16, 6, 20)
     behav = []
@@ -170,7 +172,7 @@ def run(out: Path, reduced: bool = False, model=None) -> dict:
     for b in behav:
         b["chosen"] = b["template"] in chosen
     hooks = [f"blocks.{L}.hook_resid_post" for L in LAYERS]
-    saes = train_saes(model, hooks, out / "work", tokens=8192 if reduced else 65536)
+    saes = train_saes(model, hooks, work, tokens=8192 if reduced else 49152)
     sae_list = [saes[h][0] for h in hooks]
     nodes_rows, faith_rows, val = [], [], []
     with Spliced(model, sae_list) as sp:
@@ -197,7 +199,7 @@ def run(out: Path, reduced: bool = False, model=None) -> dict:
 
 def write(out: Path, r: dict) -> None:
     md = [f"# IOI on the embedded model{' (reduced)' if r['reduced'] else ''}", "",
-          "## Does the model do the task? (32 prompts per template)", "",
+          f"## Does the model do the task? ({r['behaviour'][0]['n']} prompts per template)", "",
           table(r["behaviour"], ["template", "text", "tokens", "accuracy", "mean_logit_diff", "chosen"]), "",
           "## Attribution validated by exact patching", "",
           table(r["validation"], ["template", "nodes", "pearson", "feature_total", "error_total"]), "",
@@ -232,9 +234,4 @@ def _figure(r: dict):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=Path("experiments/results/ioi"))
-    ap.add_argument("--reduced", action="store_true", help="a small version (CI)")
-    a = ap.parse_args()
-    res = run(a.out, a.reduced)
-    print((a.out / "results.md").read_text())
+    main(run, "ioi")

@@ -19,9 +19,8 @@ def tables(md: str) -> dict[str, list[dict]]:
         lines = [ln for ln in section.splitlines() if ln.startswith("|")]
         if len(lines) < 2:
             continue
-        cols = [c.strip() for c in lines[0].strip("|").split("|")]
-        out[section.splitlines()[0]] = [dict(zip(cols, (c.strip() for c in ln.strip("|").split("|"))))
-                                        for ln in lines[2:]]
+        cells = [[c.strip() for c in re.split(r"(?<!\\)\|", ln.strip()[1:-1])] for ln in lines]  # \| is a pipe
+        out[section.splitlines()[0]] = [dict(zip(cells[0], row)) for row in cells[2:]]
     return out
 
 
@@ -51,10 +50,11 @@ def test_reduced_ioi_experiment(embedded_model, tmp_path):
 def test_reduced_attention_sae_experiment(embedded_model, tmp_path):
     import attn_sae
 
-    attn_sae.run(tmp_path, reduced=True, model=embedded_model)
+    res = attn_sae.run(tmp_path, reduced=True, model=embedded_model)
+    assert res["eval"]["ce_sae_spliced"] == pytest.approx(res["eval"]["ce_sae"], rel=1e-5)  # Spliced == eval
     t = tables((tmp_path / "results.md").read_text())
     ev, feats = (t[k] for k in t)
-    fvu, *_ = numbers(ev, ["fvu", "l0_mean", "ce_clean", "ce_sae", "loss_recovered_zero"])
+    fvu, *_ = numbers(ev, ["fvu", "l0_mean", "ce_clean", "ce_sae", "ce_sae_spliced", "loss_recovered_zero"])
     assert 0 < fvu < 2
     numbers(feats, ["feature", "density", "activation", "pre_activation", "bias", "top_head", "top_source"])
     assert all(float(r["sum_error"]) < 1e-3 for r in feats) and len(feats) == 2
