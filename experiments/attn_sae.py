@@ -40,11 +40,11 @@ def run(out: Path, reduced: bool = False, model=None, work: Path | None = None) 
     out.mkdir(parents=True, exist_ok=True)
     work = work or out / "work"
     model = model or load_model("embedded", device="cpu")
-    tokens = 8192 if reduced else 65536
+    tokens = 4096 if reduced else 65536
     (sae, run_dir), = train_saes(model, [HOOK], work, tokens=tokens).values()
     cfg = run_config([HOOK], HOOK, work, tokens, 4, 32)
-    ev_cfg = cfg.eval.model_copy(update={"n_tokens": 512 if reduced else 4096, "exclude_outliers": "none"})
-    an_cfg = cfg.analyze.model_copy(update={"n_tokens": 1024 if reduced else 8192})
+    ev_cfg = cfg.eval.model_copy(update={"n_tokens": 256 if reduced else 4096, "exclude_outliers": "none"})
+    an_cfg = cfg.analyze.model_copy(update={"n_tokens": 512 if reduced else 8192})
     metrics = evaluate_run(run_dir, ev_cfg, model)["saes"][sae.cfg.name]
     db_path = analyze_run(run_dir, an_cfg, model)["databases"][sae.cfg.name]
     metrics["ce_sae_spliced"] = spliced_ce(model, sae, ev_cfg)

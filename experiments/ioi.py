@@ -172,7 +172,7 @@ def run(out: Path, reduced: bool = False, model=None, work: Path | None = None) 
     for b in behav:
         b["chosen"] = b["template"] in chosen
     hooks = [f"blocks.{L}.hook_resid_post" for L in LAYERS]
-    saes = train_saes(model, hooks, work, tokens=8192 if reduced else 49152)
+    saes = train_saes(model, hooks, work, tokens=4096 if reduced else 49152)
     sae_list = [saes[h][0] for h in hooks]
     nodes_rows, faith_rows, val = [], [], []
     with Spliced(model, sae_list) as sp:
