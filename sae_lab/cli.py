@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -157,8 +158,19 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    from sae_lab.dashboard import dashboard_command
+
+    cmd, url, warning = dashboard_command(args.targets, host=args.host, port=args.port, model=args.model,
+                                          device=args.device)
+    if warning:
+        print(f"sae-lab dashboard: warning: {warning}", file=sys.stderr)
+    print(f"sae-lab dashboard: {url}  (Ctrl+C stops it)", flush=True)
+    os.execv(cmd[0], cmd)  # become Streamlit: signals and the exit code are its own
+
+
 COMMANDS: dict[str, Callable] = {"eval": cmd_eval, "analyze": cmd_analyze, "cache": cmd_cache, "verify": cmd_verify,
-                                 "train": cmd_train, "run": cmd_run}
+                                 "train": cmd_train, "run": cmd_run, "dashboard": cmd_dashboard}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None,
                        help="device for the model and SAEs: auto|cpu|cuda|cuda:N|mps (default: the run config's "
                             "model.device, else auto)")
+    p = sub.add_parser("dashboard", help="open the Streamlit dashboard on run directories and/or SAE directories",
+                       description="Browse, search, compare, ablate and steer the features of run directories and "
+                                   "SAE directories (ours or SAELens format). Serves on 127.0.0.1 unless --host says "
+                                   "otherwise; reads only inside the directories given.")
+    p.add_argument("targets", nargs="+", help="run directories and/or SAE directories")
+    p.add_argument("--model", default=None, help="model for SAE directories and for runs whose config names none "
+                                                 "(default: the run's model, else embedded)")
+    p.add_argument("--device", default="auto", help="where the model and SAEs run (auto | cpu | cuda | mps)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8501)
     p = sub.add_parser("verify", help="check a cache's shards; exits non-zero and names bad shards")
     p.add_argument("cache", help="the activation cache directory")
     p.add_argument("--quick", action="store_true", help="only check that files exist (skip SHA-256)")

@@ -215,7 +215,16 @@ def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, repor
     analysis = analyze_run(cfg.run_dir, cfg.analyze, model)
     for name, path in analysis.get("databases", {}).items():
         report(f"  {name:>24}: {path}")
+    report(f"done. Browse, compare, ablate and steer these features in the dashboard:\n"
+           f"  {dashboard_hint(cfg.run_dir)}")
     return {"train": result, "eval": summary, "analyze": analysis}
+
+
+def dashboard_hint(run_dir: str | Path) -> str:
+    """The command that opens the dashboard on ``run_dir`` (shell-quoted)."""
+    import shlex
+
+    return f"sae-lab dashboard {shlex.quote(str(run_dir))}"
 
 
 def format_eval_table(summary: dict) -> str:

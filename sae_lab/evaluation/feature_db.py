@@ -21,7 +21,7 @@ import numpy as np
 
 from sae_lab.fileio import atomic_path, atomic_write_text, sha256_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: table top_tokens (version-1 databases are read, searched by a scan)
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE features (id INTEGER PRIMARY KEY, n_active INTEGER NOT NULL, density REAL NOT NULL,
@@ -40,7 +40,12 @@ CREATE TABLE neighbours (feature INTEGER NOT NULL, rank INTEGER NOT NULL, other 
 CREATE TABLE cooccurrence (feature INTEGER NOT NULL, rank INTEGER NOT NULL, other INTEGER NOT NULL,
   count INTEGER NOT NULL, fraction REAL NOT NULL, PRIMARY KEY (feature, rank)) WITHOUT ROWID;
 CREATE TABLE tokens (id INTEGER PRIMARY KEY, str TEXT NOT NULL);
+CREATE TABLE top_tokens (token_id INTEGER NOT NULL, feature INTEGER NOT NULL, count INTEGER NOT NULL,
+  max_value REAL NOT NULL, PRIMARY KEY (token_id, feature)) WITHOUT ROWID;
 """
+# The activating token of each top example, per feature (derived from `examples`; searched by token).
+TOP_TOKENS_SELECT = ("SELECT token_at(token_ids, position - start), feature, COUNT(*), MAX(value) FROM examples "
+                     "WHERE kind = 'top' GROUP BY 1, 2")
 INDEXES = """
 CREATE INDEX features_by_density ON features (density);
 CREATE INDEX logits_by_token ON logits (token_id, sign, rank);
@@ -76,6 +81,8 @@ def _write_tables(file: Path, meta: dict, tables: dict[str, Iterable[tuple]]) ->
         counts = {}
         for name in TABLES:
             counts[name] = _insert(con, name, tables.get(name, ()))
+        _register_functions(con)
+        counts["top_tokens"] = con.execute(f"INSERT INTO top_tokens {TOP_TOKENS_SELECT}").rowcount
         con.executescript(INDEXES)
         entries = {**meta, "schema_version": SCHEMA_VERSION}
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in entries.items()])
@@ -83,6 +90,15 @@ def _write_tables(file: Path, meta: dict, tables: dict[str, Iterable[tuple]]) ->
         con.commit()
     finally:
         con.close()
+
+
+def _token_at(blob: bytes, i: int) -> int:
+    """The i-th int32 (little-endian) of a token_ids blob."""
+    return int.from_bytes(blob[4 * i:4 * i + 4], "little", signed=True)
+
+
+def _register_functions(con: sqlite3.Connection) -> None:
+    con.create_function("token_at", 2, _token_at, deterministic=True)
 
 
 def _insert(con: sqlite3.Connection, table: str, rows: Iterable[tuple]) -> int:
@@ -195,6 +211,9 @@ class FeatureDB:
             raise FeatureDBError(f"feature database '{self.path}' cannot be opened: {e}") from None
         self.meta = check_database(self.path, self.con, verify)
         self.n_features = int(self.meta["d_sae"])
+        _register_functions(self.con)
+        self._has_top_tokens = self.con.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'top_tokens'").fetchone() is not None
 
     def close(self) -> None:
         self.con.close()
@@ -300,3 +319,60 @@ class FeatureDB:
             "WHERE t.str = ? AND l.sign = ? AND l.rank < ?", (token, 1 if top else -1, limit)).fetchall()
         rows.sort(key=lambda r: -abs(r[2]))
         return [{"feature": f, "rank": r, "value": v, "token_id": t} for f, r, v, t in rows]
+
+    # ---- lists and searches (the dashboard's ways to open a feature; each backed by an index) ----------
+
+    def list_features(self, order: str = "density", descending: bool = True, limit: int = 50, offset: int = 0,
+                      alive_only: bool = False) -> list[dict]:
+        """A page of features (id, density, n_active, mean_act, max_act) sorted by ``order`` ('density' or 'id')."""
+        column = {"density": "density", "id": "id"}.get(order)
+        if column is None:
+            raise ValueError(f"order must be 'density' or 'id', got {order!r}")
+        where = "WHERE density > 0" if alive_only else ""
+        rows = self.con.execute(f"SELECT id, density, n_active, mean_act, max_act FROM features {where} ORDER BY "
+                                f"{column} {'DESC' if descending else 'ASC'}, id LIMIT ? OFFSET ?",
+                                (int(limit), int(offset))).fetchall()
+        return [{"id": i, "density": d, "n_active": n, "mean_act": m, "max_act": x} for i, d, n, m, x in rows]
+
+    def n_alive(self) -> int:
+        """How many features fired at least once in the analysed tokens."""
+        return self.con.execute("SELECT COUNT(*) FROM features WHERE density > 0").fetchone()[0]
+
+    def random_alive(self, seed: int | None = None) -> int | None:
+        """A uniformly random feature among the alive ones (None if every feature is dead)."""
+        n = self.n_alive()
+        if n == 0:
+            return None
+        k = int(np.random.default_rng(seed).integers(n))
+        return self.con.execute("SELECT id FROM features WHERE density > 0 ORDER BY density, id LIMIT 1 OFFSET ?",
+                                (k,)).fetchone()[0]
+
+    def _token_ids(self, token: str) -> dict[int, str]:
+        """Vocabulary ids whose string is ``token``, with or without one leading space."""
+        core = token.strip()
+        forms = sorted({token, core, " " + core} - {""})
+        rows = self.con.execute(f"SELECT id, str FROM tokens WHERE str IN ({','.join('?' * len(forms))})", forms)
+        return dict(rows.fetchall())
+
+    def features_with_example_token(self, token: str, limit: int = 100) -> list[dict]:
+        """Features whose top examples activate on the token string ``token`` (with or without a leading space),
+        most examples first, then highest activation: [{feature, token, token_id, count, max_value}]."""
+        ids = self._token_ids(token)
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        if self._has_top_tokens:
+            q = f"SELECT token_id, feature, count, max_value FROM top_tokens WHERE token_id IN ({marks})"
+        else:  # version-1 database: derive from the examples (a scan)
+            q = (f"SELECT tid, feature, COUNT(*), MAX(value) FROM (SELECT token_at(token_ids, position - start) AS "
+                 f"tid, feature, value FROM examples WHERE kind = 'top') WHERE tid IN ({marks}) GROUP BY 1, 2")
+        rows = self.con.execute(q, list(ids)).fetchall()
+        rows.sort(key=lambda r: (-r[2], -r[3], r[1]))
+        return [{"feature": f, "token": ids[t], "token_id": t, "count": c, "max_value": v}
+                for t, f, c, v in rows[:limit]]
+
+    def features_with_logit_token(self, token: str, top: bool = True, limit: int = 100) -> list[dict]:
+        """``features_with_logit`` for the token with or without a leading space, strongest first."""
+        out = [dict(r, token=s) for s in self._token_ids(token).values() for r in self.features_with_logit(s, top)]
+        out.sort(key=lambda r: -abs(r["value"]))
+        return out[:limit]

@@ -54,6 +54,11 @@ class BaseSAE(nn.Module):
         self.register_buffer("density_ema", torch.zeros(d_sae))
         self.register_buffer("stats_started", torch.zeros((), dtype=torch.bool))
 
+    @property
+    def name(self) -> str:
+        """The SAE's label: ``cfg.name``, else its hook name (the key of its results in the circuit API)."""
+        return self.cfg.name or self.cfg.hook_name
+
     # ---- the contract ---------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense code ``[..., d_sae]`` by the inference rule."""
