@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 M = TypeVar("M", bound="StrictModel")
 
@@ -20,6 +20,17 @@ class StrictModel(BaseModel):
     """Base for every config section: unknown keys are rejected, values validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, v: Any, info: ValidationInfo) -> Any:
+        """`batch_size=true` is a mistake, not 1: booleans never stand in for numbers."""
+        if isinstance(v, bool) and info.field_name in cls.model_fields:
+            ann = cls.model_fields[info.field_name].annotation
+            types = set(get_args(ann)) | {ann}
+            if (types & {int, float}) and bool not in types:
+                raise ValueError(f"expected a number, got the boolean {v!r}")
+        return v
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], where: str = "") -> str:
@@ -95,12 +106,16 @@ def _list_index(part: str, node: list, text: str) -> int:
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with a clear error for a missing or malformed file."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file '{p}' is a directory; pass the path to a YAML config file")
     if not p.is_file():
         raise ConfigError(f"config file '{p}' does not exist; pass the path to a YAML config")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file '{p}' is not valid YAML: {e}") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"config file '{p}' cannot be read as UTF-8 text: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{p}' must hold a mapping at the top level")
     return data

@@ -8,8 +8,10 @@ them leaves the old one as ``.<name>.old<pid>``); an exception removes the tempo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,10 +93,50 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
         yield tmp
         _fsync_tree(tmp)
         _replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = isinstance(e, Exception) and (is_space_error(e) or _out_of_room(tmp))
         _remove(tmp)
+        if full:
+            raise WriteError(f"could not write '{path}': {e}. The disk is full or a file-size limit (ulimit -f) "
+                             "was reached: free space (or lift the limit) and run the same command again; it "
+                             "resumes where it stopped.") from e
         raise
     fsync_dir(path.parent)
+
+
+def _out_of_room(tmp: Path) -> bool:
+    """A failed write whose temporary reached the file-size limit (ulimit -f), or whose disk is full: libraries
+    that report a short write without an errno (torch.save) are recognised by their effect."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        files = [tmp] if tmp.is_file() else [p for p in tmp.rglob("*") if p.is_file()]
+        if limit != resource.RLIM_INFINITY and any(p.stat().st_size >= limit for p in files):
+            return True
+        return shutil.disk_usage(tmp.parent).free < (1 << 20)
+    except OSError:
+        return False
+
+
+class WriteError(OSError):
+    """A write that failed for lack of space or a file-size limit; the message names the file and what to do."""
+
+
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def is_space_error(e: BaseException) -> bool:
+    """True for 'disk full' / 'file too large' failures, also when a library re-raised them without the errno
+    (torch.save: 'file write failed')."""
+    if isinstance(e, WriteError):
+        return False  # already explained
+    if isinstance(e, OSError) and e.errno in _SPACE_ERRNOS:
+        return True
+    text = str(e).lower()
+    if re.search(r"\d+ requested and \d+ written", text):  # numpy's short write (tofile/save)
+        return True
+    return any(s in text for s in ("file write failed", "file too large", "no space left", "disk is full"))
 
 
 def _replace(tmp: Path, path: Path) -> None:

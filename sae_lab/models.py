@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 
 from sae_lab.configbase import StrictModel
-from sae_lab.devices import DeviceName, resolve_device
+from sae_lab.devices import DeviceName, check_available, resolve_device
 from sae_lab.fileio import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def load_model(name: str = EMBEDDED_NAME, device: str | torch.device = "auto",
                dtype: str | torch.dtype = "float32") -> LoadedModel:
     """Load ``name`` ('embedded', a Hugging Face id, or a local HF model directory) as a TransformerBridge."""
     dev, dt = resolve_device(device), resolve_dtype(dtype)
+    check_available(dev, "model.device")
     if name == EMBEDDED_NAME:
         hf_model, tok, digest = _load_embedded_hf()
         return wrap_hf_model(hf_model, tok, EMBEDDED_HF_ID, dev, dt, weights_hash=digest, name=EMBEDDED_NAME)
@@ -134,9 +135,39 @@ def hash_state_dict(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face Hub cannot be reached (one quick connection attempt), or None if it can. Lets an
+    offline machine fail in seconds instead of after the Hub client's ~35 s of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return "HF_HUB_OFFLINE=1 is set"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError as e:
+        return f"cannot connect to {endpoint.hostname} ({e})"
+    return None
+
+
+def _cached_on_disk(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # noqa: BLE001 -- no cache information: assume not cached
+        return False
+
+
 def _load_from_hub(name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
 
+    why = None if _cached_on_disk(name) else hub_unreachable()
+    if why is not None and os.environ.get("HF_HUB_OFFLINE") != "1":
+        raise ModelLoadError(f"could not load model '{name}': it is not in the local Hugging Face cache and the Hub "
+                             f"is unreachable ({why}). Use model.name=embedded (ships with sae-lab) or the path of "
+                             "a local Hugging Face model directory, or connect to the network.")
     try:
         bridge = TransformerBridge.boot_transformers(name, device=device, dtype=dtype)
     except Exception as e:  # network, unknown id, gated repo ...

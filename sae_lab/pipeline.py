@@ -22,7 +22,7 @@ from pydantic import BeforeValidator, Field, SerializeAsAny, ValidationError
 
 from sae_lab.activations.config import ActivationConfig, CacheConfig
 from sae_lab.activations.source import ActivationSource
-from sae_lab.configbase import ConfigError, StrictModel, format_validation_error
+from sae_lab.configbase import ConfigError, StrictModel, build_config, format_validation_error
 from sae_lab.data.config import DataConfig
 from sae_lab.evaluation.config import AnalyzeConfig, EvalConfig
 from sae_lab.models import LoadedModel, ModelConfig
@@ -108,6 +108,71 @@ def open_source(cfg: RunConfig, model: LoadedModel | None = None) -> ActivationS
     return StreamingSource(model, cfg.data, cfg.activations, cfg.hook_name)
 
 
+_IDENTITY_PATHS = {"model_name": ("model", "name"), "model_dtype": ("model", "dtype"),
+                   "storage_dtype": ("cache", "storage_dtype"), "shard_contexts": ("cache", "shard_contexts"),
+                   "normalize": ("activations", "normalize"),
+                   "norm_sample_contexts": ("activations", "norm_sample_contexts"),
+                   "exclude_outliers": ("activations", "exclude_outliers")}
+
+
+def _config_path(identity_key: str) -> tuple[str, ...] | None:
+    """Where an identity field lives in a RunConfig (None for derived fields such as data.files)."""
+    if identity_key.startswith("data."):
+        field = identity_key.split(".")[1]
+        return ("data", field) if field in DataConfig.model_fields else None
+    return _IDENTITY_PATHS.get(identity_key)
+
+
+def _explicit(cfg: RunConfig, path: tuple[str, ...]) -> bool:
+    node = cfg
+    for part in path:
+        if node is None or part not in node.model_fields_set:
+            return False
+        node = getattr(node, part)
+    return True
+
+
+def align_with_cache(cfg: RunConfig, manifest: dict) -> RunConfig:
+    """The run config with the cache's settings filled in; the cache's manifest is the source of truth.
+
+    A setting the run config leaves at its default takes the cache's value (so config.yaml records what was
+    used); one it sets explicitly to something else is refused, naming the field. The model's weights hash is
+    checked when the cache is built; the hooks only need to include the run's hook (checked when it opens).
+    """
+    from sae_lab.activations.cache_writer import cache_identity, identity_differences
+
+    recorded = manifest.get("identity") or {}
+    expected = cache_identity(cfg.cache_config(), None)
+    diff = identity_differences(expected, recorded, skip=("hooks", "model_weights_sha256"))
+    keys = [d.split(":")[0] for d in diff]
+    conflicts = [d for d, k in zip(diff, keys) if _config_path(k) is None or _explicit(cfg, _config_path(k))]
+    if conflicts:
+        raise ConfigError(f"the run config does not match the activation cache '{cfg.cache.path}':\n  "
+                          + "\n  ".join(conflicts[:12])
+                          + "\nMake the run config say what the cache was made with (or leave those keys out), or "
+                            "point cache.path at a new directory to build a matching cache (`sae-lab run` builds it).")
+    if not keys:
+        return cfg
+    data = cfg.model_dump(mode="json", exclude_unset=True)
+    flat = _flatten_identity(recorded)
+    for k in keys:
+        section, field = _config_path(k)
+        data.setdefault(section, {})[field] = flat[k] if k in flat else None
+    if "model_name" in keys and "model" in data:  # the cache records a resolved path for local models
+        data["model"]["name"] = recorded.get("model_name", data["model"].get("name"))
+    return build_config(RunConfig, data, where="the run config aligned with its cache")
+
+
+def _flatten_identity(identity: dict) -> dict:
+    out = {}
+    for k, v in identity.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
 def build_cache_for(cfg: RunConfig, model: LoadedModel | None = None) -> dict | None:
     """Create or resume the run's cache (no-op for a streaming run)."""
     if cfg.cache is None:
@@ -117,18 +182,24 @@ def build_cache_for(cfg: RunConfig, model: LoadedModel | None = None) -> dict | 
     return build_cache(cfg.cache_config(), model=model)
 
 
-def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, model: LoadedModel | None = None):
-    """Train the sweep of ``cfg`` into ``cfg.run_dir``; returns the trainer's SweepResult."""
+def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, model: LoadedModel | None = None,
+              config_path: str | Path | None = None):
+    """Train the sweep of ``cfg`` into ``cfg.run_dir``; returns the trainer's SweepResult. ``config_path`` (the
+    user's config file) is protected from ``overwrite``."""
     from sae_lab.training import train_sweep
 
+    if cfg.cache is not None:
+        from sae_lab.activations.cache_format import read_manifest
+
+        cfg = align_with_cache(cfg, read_manifest(Path(cfg.cache.path)))
     source = open_source(cfg, model)
     saes = sae_configs(cfg, source.d_in)
     extra = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("train", "saes", "run_dir")}
     return train_sweep(saes, source, cfg.train, Path(cfg.run_dir), resume=resume, overwrite=overwrite,
-                       extra_config=extra)
+                       extra_config=extra, config_path=config_path)
 
 
-def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, report=print) -> dict:
+def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, report=print, config_path=None) -> dict:
     """The main job: build/resume the cache, train the sweep, then evaluate and analyse every SAE."""
     from sae_lab.evaluation import analyze_run, evaluate_run
 
@@ -136,7 +207,7 @@ def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, repor
     report(f"[1/4] activations: {'cache ' + cfg.cache.path if cfg.cache else 'streaming from the model'}")
     build_cache_for(cfg, model)
     report(f"[2/4] training {len(cfg.saes)} SAE(s) into {cfg.run_dir}")
-    result = train_run(cfg, resume=resume, overwrite=overwrite, model=model)
+    result = train_run(cfg, resume=resume, overwrite=overwrite, model=model, config_path=config_path)
     report(f"[3/4] evaluating on {cfg.eval.n_tokens} held-out tokens")
     summary = evaluate_run(cfg.run_dir, cfg.eval, model)
     report(format_eval_table(summary))
@@ -144,7 +215,16 @@ def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, repor
     analysis = analyze_run(cfg.run_dir, cfg.analyze, model)
     for name, path in analysis.get("databases", {}).items():
         report(f"  {name:>24}: {path}")
+    report(f"done. Browse, compare, ablate and steer these features in the dashboard:\n"
+           f"  {dashboard_hint(cfg.run_dir)}")
     return {"train": result, "eval": summary, "analyze": analysis}
+
+
+def dashboard_hint(run_dir: str | Path) -> str:
+    """The command that opens the dashboard on ``run_dir`` (shell-quoted)."""
+    import shlex
+
+    return f"sae-lab dashboard {shlex.quote(str(run_dir))}"
 
 
 def format_eval_table(summary: dict) -> str:

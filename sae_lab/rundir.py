@@ -12,7 +12,11 @@ Layout (one directory per sweep)::
     saes/<name>/eval.json        that SAE's eval record
     saes/<name>/features.sqlite  that SAE's feature database (``sae-lab analyze``)
 
-This module sits on the ground floor: it imports only the standard library, PyYAML and ``sae_lab.fileio``.
+A run directory carries sae-lab's ownership marker (:mod:`sae_lab.ownership`): only the entries above (and
+their temporaries) are ever deleted, by :meth:`RunDir.clear`, and never while other files are present.
+
+This module sits on the ground floor: it imports only the standard library, PyYAML, ``sae_lab.fileio`` and
+``sae_lab.ownership``.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from typing import Any
 
 import yaml
 
+from sae_lab import ownership
 from sae_lab.fileio import atomic_write_text
 
 CONFIG, STATUS, METRICS, EVAL = "config.yaml", "run.json", "metrics.jsonl", "eval.json"
 CHECKPOINTS, SAES, FEATURE_DB, TENSORBOARD = "checkpoints", "saes", "features.sqlite", "tensorboard"
 ANALYZE_CHECKPOINT = ".analyze_checkpoint.safetensors"
+RUN_KIND = "run"
+OWNED = (CONFIG, STATUS, METRICS, EVAL, CHECKPOINTS, SAES, TENSORBOARD, "wandb", ANALYZE_CHECKPOINT)
 
 
 class RunDirError(RuntimeError):
@@ -168,6 +175,24 @@ class RunDir:
 
     def write_sae_eval(self, name: str, record: dict) -> None:
         atomic_write_text(self.sae_eval_path(name), json.dumps(record, indent=2))
+
+    # ---- ownership ------------------------------------------------------------------------------
+    def claim(self) -> None:
+        """Create the directory if needed and mark it as a sae-lab run (before anything else is written)."""
+        ownership.mark(self.path, RUN_KIND)
+
+    def is_owned(self) -> bool:
+        return ownership.owner_kind(self.path) == RUN_KIND
+
+    def foreign_entries(self) -> list[str]:
+        """Files here that sae-lab did not write (directories with their own sae-lab marker, e.g. a cache, are
+        sae-lab's)."""
+        return ownership.foreign_entries(self.path, OWNED)
+
+    def clear(self, config_path: str | Path | None = None) -> None:
+        """Delete this run's files to start over; OwnershipError (naming them) unless sae-lab can prove it wrote
+        everything here. Refuses '.', '..', home and any parent of ``config_path`` outright."""
+        ownership.clear_owned(self.path, RUN_KIND, OWNED, config_path)
 
 
 def resolve_sae_dir(path: str | Path) -> Path:

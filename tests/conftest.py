@@ -16,6 +16,18 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny random Llama saved as a local Hugging Face model directory (for subprocesses and the CLI)."""
+    from tiny import tiny_hf
+
+    where = tmp_path_factory.mktemp("tiny_model")
+    model, tok = tiny_hf()
+    model.save_pretrained(where)
+    tok.save_pretrained(where)
+    return where
+
+
+@pytest.fixture(scope="session")
 def embedded_model():
     """The real embedded SmolLM2-135M model (built into the user cache on first use)."""
     from sae_lab.models import load_model
@@ -39,3 +51,27 @@ def embedded_cache(tmp_path_factory, embedded_model):
     cfg = load_config(CacheConfig, None, [f"output={root}", *EMBEDDED_CACHE_ARGS])
     build_cache(cfg, model=embedded_model, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A run directory trained, evaluated and analysed by the pipeline on a tiny random Llama (~20 s)."""
+    from dashboard_helpers import tiny_run as build
+
+    return build(tmp_path_factory.mktemp("dashboard"))
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory):
+    """A run directory with two small SAEs on the real embedded model, trained, evaluated and analysed."""
+    from dashboard_helpers import embedded_run as build
+
+    return build(tmp_path_factory.mktemp("dashboard_embedded"))
+
+
+@pytest.fixture(scope="session")
+def hook_z_sae(tiny_run):
+    """A standalone attention-output SAE directory (tiny model) with its feature database."""
+    from dashboard_helpers import hook_z_sae_dir
+
+    return hook_z_sae_dir(tiny_run.parent, tiny_run.parent / "tiny_model")

@@ -4,25 +4,12 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from cache_helpers import shard_digests
 from sae_lab.activations.cache_reader import verify_cache
 
 ARGS = ["data.max_tokens=2048", "data.context_length=32", "shard_contexts=8",
         "activations.hooks=[blocks.1.hook_resid_post]", "activations.norm_sample_contexts=8",
         "storage_dtype=float32"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from tiny import tiny_hf
-
-    where = tmp_path_factory.mktemp("tiny_model")
-    model, tok = tiny_hf()
-    model.save_pretrained(where)
-    tok.save_pretrained(where)
-    return where
 
 
 def run_cache(output, model_dir, nproc: int) -> None:

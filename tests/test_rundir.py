@@ -32,7 +32,7 @@ def test_a_trained_run_reads_back_through_rundir(trained):
     assert [r["tokens"] for r in run.metrics("b")] == [2 * BATCH, 4 * BATCH, 6 * BATCH]
     assert len(run.metrics()) == 6 and {r["sae"] for r in run.metrics()} == {"a", "b"}
     assert run.metrics("b")[-1] == result.results["b"].metrics
-    assert sorted(p.name for p in run.checkpoints_dir.iterdir())[-1] == status["last_checkpoint"]
+    assert sorted(p.name for p in run.checkpoints_dir.glob("ckpt_*.pt"))[-1] == status["last_checkpoint"]
     assert run.eval_summary() is None and run.sae_eval("a") is None
     assert run.feature_db_path("a") == root / "saes" / "a" / "features.sqlite"
 

@@ -46,9 +46,9 @@ def test_never_refuses_without_overwrite_and_restarts_with_it(tmp_path):
     train_sweep([sae_cfg()], planted_source(), short(), run)
     with pytest.raises(RunDirError, match="overwrite"):
         train_sweep([sae_cfg()], planted_source(), short(lr=1e-3), run, resume="never")
-    (run / "stale.txt").write_text("from the old run")
+    (run / "eval.json").write_text("{}")  # sae-lab's own file from the old run: removed by overwrite
     result = train_sweep([sae_cfg()], planted_source(), short(lr=1e-3), run, resume="never", overwrite=True)
-    assert result.status == "done" and not (run / "stale.txt").exists()
+    assert result.status == "done" and not (run / "eval.json").exists()
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["lr"] == 1e-3
 
 

@@ -17,14 +17,18 @@ is complete. The manifest is always rebuilt from the shard directories.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sae_lab.fileio import atomic_path, atomic_write_text, remove_temps, sha256_file
+from sae_lab.fileio import WriteError, atomic_path, atomic_write_text, remove_temps, sha256_file
 
+log = logging.getLogger(__name__)
 FORMAT = "sae-lab-activation-cache"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -69,10 +73,12 @@ def write_shard(root: Path, index: int, arrays: dict[str, np.ndarray], info: dic
                 np.save(tmp / f"{name}.npy", arr)
                 files[f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
             record = {"name": shard_name(index), **info, "sha256": files}
+            record["checksum"] = _checksum(record)
             (tmp / "shard.json").write_text(json.dumps(record, indent=1))
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise CacheError(f"disk full while writing shard {shard_name(index)} in {root}. Free space "
+        if isinstance(e, WriteError) or e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise CacheError(f"disk full while writing shard {shard_name(index)} in {root} (or a file-size "
+                             f"limit). Free space "
                              f"and run the same command again: it resumes from the last complete shard.") from None
         raise CacheError(f"could not write shard {shard_name(index)} in {root}: {e}") from None
     return record
@@ -83,16 +89,64 @@ def remove_stale_tmp(root: Path) -> None:
     remove_temps(root / SHARDS)
 
 
-def completed_shards(root: Path) -> dict[int, dict]:
-    """The shard.json records of every complete shard directory, by index."""
+def read_shard_record(shard_dir: Path) -> dict | None:
+    """A shard's shard.json, or None if it is missing, truncated or not a shard record."""
+    try:
+        rec = json.loads((shard_dir / "shard.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("sha256"), dict) or "n_contexts" not in rec:
+        return None
+    if "checksum" in rec and rec["checksum"] != _checksum({k: v for k, v in rec.items() if k != "checksum"}):
+        return None  # an edit that still parses (a flipped digit)
+    return rec
+
+
+def _matches(rec: dict, digest: str | None) -> bool:
+    """A shard belongs to the cache of ``digest`` (records from before shards carried it are accepted)."""
+    return digest is None or rec.get("identity_sha256", digest) == digest
+
+
+def completed_shards(root: Path, digest: str | None = None) -> dict[int, dict]:
+    """The shard.json records of every complete shard directory (of the cache identity ``digest``), by index."""
     out = {}
     for d in sorted((root / SHARDS).glob("[0-9]" * 6)):
-        meta = d / "shard.json"
-        if meta.is_file():
-            try:
-                out[int(d.name)] = json.loads(meta.read_text())
-            except json.JSONDecodeError:
-                continue  # treated as missing: the shard is rewritten on resume
+        rec = read_shard_record(d)
+        if rec is not None and _matches(rec, digest):
+            out[int(d.name)] = rec  # a damaged or foreign-config shard counts as missing: rewritten on resume
+    return out
+
+
+def shard_problem(shard_dir: Path, rec: dict | None, digest: str | None, checksums: bool = True) -> str | None:
+    """Why a shard directory cannot be used (naming the file), or None when it is sound."""
+    if rec is None:
+        return "shard.json is missing, truncated or corrupt"
+    if not _matches(rec, digest):
+        return "was made with a different config (identity mismatch)"
+    for fname, want in rec["sha256"].items():
+        path = shard_dir / fname
+        if not path.is_file():
+            return f"missing file {fname}"
+        if checksums and sha256_file(path) != want:
+            return f"{fname} is corrupt (SHA-256 mismatch)"
+    return None
+
+
+def sound_shards(root: Path, digest: str, rank: int = 0, world_size: int = 1) -> dict[int, dict]:
+    """Check this rank's shard directories against their own checksums; delete (and name) the damaged ones, so a
+    rerun of `sae-lab cache` repairs them. Returns the sound shards' records by index."""
+    out = {}
+    for d in sorted((root / SHARDS).glob("[0-9]" * 6)):
+        index = int(d.name)
+        if index % world_size != rank:
+            continue
+        rec = read_shard_record(d)
+        problem = shard_problem(d, rec, digest)
+        if problem is None:
+            out[index] = rec
+            continue
+        log.warning("cache %s: shard %s %s; rewriting it", root, d.name, problem)
+        shutil.rmtree(d)  # a shard directory (our own name, inside our cache's shards/)
     return out
 
 
@@ -105,17 +159,26 @@ def read_manifest(root: Path) -> dict:
         raise CacheError(f"'{root}' has no {MANIFEST}: it is not an activation cache (or its creation was "
                          f"interrupted before the first shard; rerun `sae-lab cache`)")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CacheError(f"{path} is corrupt ({e.msg}); rerun `sae-lab cache` with the same config to rebuild it")
-    if manifest.get("format") != FORMAT:
-        raise CacheError(f"{path} is not an sae-lab activation cache manifest")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CacheError(f"{path} is corrupt ({e}); rerun `sae-lab cache` with the same config to rebuild it")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CacheError(f"{path} is not an sae-lab activation cache manifest (damaged or foreign); rerun "
+                         "`sae-lab cache` with the same config to rebuild it")
+    if "checksum" in manifest and manifest.pop("checksum") != _checksum(manifest):
+        raise CacheError(f"{path} is damaged (its checksum does not match its contents); rerun `sae-lab cache` "
+                         "with the same config to rebuild it")
+    missing = [k for k in ("status", "shards", "hooks", "storage_dtype", "context_length", "totals")
+               if k not in manifest]
+    if missing:
+        raise CacheError(f"{path} is damaged (no {', '.join(missing)}); rerun `sae-lab cache` with the same "
+                         "config to rebuild it")
     return manifest
 
 
 def build_manifest(root: Path, header: dict, final: bool) -> dict:
     """Combine the header with the shard records on disk into the manifest, and write it atomically."""
-    shards = completed_shards(root)
+    shards = completed_shards(root, header.get("identity_sha256"))
     records = [shards[i] for i in sorted(shards)]
     hooks = list(header["hooks"])
     totals = {
@@ -129,5 +192,10 @@ def build_manifest(root: Path, header: dict, final: bool) -> dict:
     contiguous = [r["index"] for r in records] == list(range(len(records)))
     status = "complete" if final and contiguous else "in_progress"
     manifest = {**header, "status": status, "totals": totals, "shards": records}
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    atomic_write_text(root / MANIFEST, json.dumps({**manifest, "checksum": _checksum(manifest)}, indent=1))
     return manifest
+
+
+def _checksum(manifest: dict) -> str:
+    """SHA-256 of the manifest's canonical JSON (without the checksum): catches edits that still parse."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from sae_lab.activations import cache_format as fmt
-from sae_lab.fileio import sha256_file
 
 DEFAULT_BUFFER_TOKENS = 1 << 17
 
@@ -27,12 +26,14 @@ def verify_cache(root: str | Path, checksums: bool = True) -> list[str]:
         if not shard_dir.is_dir():
             problems.append(f"shard {rec['name']}: missing directory {shard_dir}")
             continue
-        for fname, digest in rec["sha256"].items():
-            path = shard_dir / fname
-            if not path.is_file():
-                problems.append(f"shard {rec['name']}: missing file {fname}")
-            elif checksums and sha256_file(path) != digest:
-                problems.append(f"shard {rec['name']}: {fname} is corrupt (SHA-256 mismatch)")
+        own = fmt.read_shard_record(shard_dir)
+        if own is not None and own != rec:
+            problems.append(f"shard {rec['name']}: shard.json disagrees with the manifest")
+            continue
+        problem = fmt.shard_problem(shard_dir, own if own is not None else None,
+                                    manifest.get("identity_sha256"), checksums)
+        if problem is not None:
+            problems.append(f"shard {rec['name']}: {problem}")
     expected = list(range(len(manifest["shards"])))
     if [r["index"] for r in manifest["shards"]] != expected:
         problems.append("shard indices are not contiguous: some shards are missing from the manifest")

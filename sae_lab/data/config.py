@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from sae_lab.configbase import StrictModel
 
@@ -29,6 +30,8 @@ class DataConfig(StrictModel):
     max_tokens: int | None = Field(None, ge=1, description="stop after this many tokens (whole contexts)")
     separator: Literal["eos", "bos", "none"] = Field("eos", description="token placed between documents")
     exclude_special: bool = Field(True, description="mask BOS/EOS/pad positions out of training activations")
+    encoding: str = Field("utf-8", description="text encoding of local .txt/.jsonl files; undecodable bytes are "
+                                               "refused, naming the file (and line)")
 
     @field_validator("source")
     @classmethod
@@ -36,6 +39,14 @@ class DataConfig(StrictModel):
         if not v.strip():
             raise ValueError("data.source is empty; use 'embedded', a local path/glob, or 'hf:<dataset>'")
         return v.strip()
+
+    @model_validator(mode="after")
+    def _say_when_rounding(self):
+        if self.max_tokens is not None and self.max_tokens % self.context_length:
+            warnings.warn(f"data.max_tokens={self.max_tokens} is not a multiple of data.context_length="
+                          f"{self.context_length}: rounded up to {self.max_contexts * self.context_length} tokens "
+                          f"({self.max_contexts} whole contexts)", stacklevel=2)
+        return self
 
     @property
     def max_contexts(self) -> int | None:

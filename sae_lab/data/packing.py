@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from sae_lab.data.config import DataConfig
-from sae_lab.data.sources import Document, iter_documents
+from sae_lab.data.sources import DataSourceError, Document, iter_documents
 
 TOKENIZE_BATCH = 64
 
@@ -34,7 +34,17 @@ def _tokenized(docs: Iterable[Document], tokenizer) -> Iterator[list[int]]:
         texts = [d for d in chunk if isinstance(d, str)]
         encoded = iter(tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else iter(())
         for d in chunk:
-            yield next(encoded) if isinstance(d, str) else [int(t) for t in d]
+            yield next(encoded) if isinstance(d, str) else _in_vocab([int(t) for t in d], tokenizer)
+
+
+def _in_vocab(ids: list[int], tokenizer) -> list[int]:
+    """Pre-tokenised ids must exist in the model's vocabulary (an embedding lookup would fail obscurely)."""
+    size = max(len(tokenizer), int(getattr(tokenizer, "vocab_size", 0) or 0))
+    bad = [t for t in ids if not 0 <= t < size]
+    if bad:
+        raise DataSourceError(f"pre-tokenised data holds token id {bad[0]} ({len(bad)} such), outside the "
+                              f"tokenizer's vocabulary of {size}; was it tokenised for another model?")
+    return ids
 
 
 def pack_token_stream(docs: Iterable[list[int]], context_length: int, bos: int,

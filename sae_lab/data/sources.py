@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator, Union
 
 from sae_lab.data.config import DataConfig
+from sae_lab.fileio import sha256_file
 
 Document = Union[str, list[int]]
 SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -33,11 +34,15 @@ def iter_documents(cfg: DataConfig) -> Iterator[Document]:
     return iter_local(cfg)
 
 
-def describe_source(cfg: DataConfig) -> dict:
-    """A JSON-able spec of the data, for manifests and eval records."""
+def describe_source(cfg: DataConfig, hashes: bool = False) -> dict:
+    """A JSON-able spec of the data, for manifests and eval records (``hashes``: with each local file's SHA-256,
+    so that edited data under the same name is a different source)."""
     spec = cfg.model_dump(mode="json")
     if not (cfg.source == "embedded" or cfg.source.startswith("hf:")):
-        spec["files"] = [str(p) for p in resolve_local_files(cfg.source)]
+        files = resolve_local_files(cfg.source)
+        spec["files"] = [str(p) for p in files]
+        if hashes:
+            spec["files_sha256"] = [sha256_file(p) for p in files]
     return spec
 
 
@@ -86,7 +91,7 @@ def resolve_local_files(source: str) -> list[Path]:
 def iter_local(cfg: DataConfig) -> Iterator[Document]:
     for path in resolve_local_files(cfg.source):
         if path.suffix == ".txt":
-            yield path.read_text(encoding="utf-8", errors="replace")
+            yield _read_text(path, cfg.encoding)
         elif path.suffix == ".jsonl":
             yield from _iter_jsonl(path, cfg)
         else:
@@ -104,17 +109,51 @@ def _pick_field(available: list[str], cfg: DataConfig, where: str) -> tuple[str,
                           f"Set data.text_field (or data.tokens_field for pre-tokenised data).")
 
 
+def _read_text(path: Path, encoding: str) -> str:
+    """A text file decoded strictly (binary or wrongly-encoded files are refused, naming the file)."""
+    data = path.read_bytes()
+    if b"\x00" in data[:8192] and not encoding.lower().startswith("utf-16"):
+        raise DataSourceError(f"{path} looks like a binary file (it holds NUL bytes), not text; remove it from "
+                              "data.source")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise DataSourceError(f"{path} is not valid {encoding} text (byte {e.start}: {e.reason}); set "
+                              "data.encoding to the file's encoding (e.g. latin-1) or convert it") from None
+    except LookupError:
+        raise DataSourceError(f"data.encoding '{encoding}' is not a known text encoding") from None
+
+
 def _iter_jsonl(path: Path, cfg: DataConfig) -> Iterator[Document]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataSourceError(f"{path}:{lineno} is not valid JSON ({e.msg})") from None
-            field, _ = _pick_field(list(row), cfg, f"{path}:{lineno}")
-            yield row[field]
+    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        try:
+            line = raw.decode(cfg.encoding)
+        except UnicodeDecodeError as e:
+            raise DataSourceError(f"{path}:{lineno} is not valid {cfg.encoding} text ({e.reason}); set "
+                                  "data.encoding or fix the line") from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataSourceError(f"{path}:{lineno} is not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataSourceError(f"{path}:{lineno} is a JSON {type(row).__name__}, not an object with a "
+                                  f"'{cfg.text_field}' field")
+        field, tokens = _pick_field(list(row), cfg, f"{path}:{lineno}")
+        yield _checked(row[field], tokens, f"{path}:{lineno}", field)
+
+
+def _checked(value, tokens: bool, where: str, field: str) -> Document:
+    """A document value of the right type: text, or a list of non-negative token ids."""
+    if tokens:
+        if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                                  for t in value):
+            raise DataSourceError(f"{where}: field '{field}' must be a list of non-negative token ids")
+        return value
+    if not isinstance(value, str):
+        raise DataSourceError(f"{where}: field '{field}' must be text, got {type(value).__name__} ({value!r:.40})")
+    return value
 
 
 def _iter_parquet(path: Path, cfg: DataConfig) -> Iterator[Document]:
@@ -124,9 +163,12 @@ def _iter_parquet(path: Path, cfg: DataConfig) -> Iterator[Document]:
         pf = pq.ParquetFile(path)
     except Exception as e:
         raise DataSourceError(f"{path} is not a readable parquet file: {e}") from None
-    field, _ = _pick_field(pf.schema_arrow.names, cfg, str(path))
+    field, tokens = _pick_field(pf.schema_arrow.names, cfg, str(path))
+    row = 0
     for batch in pf.iter_batches(columns=[field], batch_size=1024):
-        yield from batch.column(0).to_pylist()
+        for value in batch.column(0).to_pylist():
+            row += 1
+            yield _checked(value, tokens, f"{path} row {row}", field)
 
 
 # --- Hugging Face Hub ---------------------------------------------------------------------------
@@ -135,6 +177,12 @@ def _iter_parquet(path: Path, cfg: DataConfig) -> Iterator[Document]:
 def iter_hub(cfg: DataConfig) -> Iterator[Document]:
     """Stream a Hub dataset; fails with a clear message when offline or the name is wrong."""
     name = cfg.source[3:]
+    from sae_lab.models import hub_unreachable
+
+    why = hub_unreachable()
+    if why is not None and os.environ.get("HF_DATASETS_OFFLINE") != "1" and os.environ.get("HF_HUB_OFFLINE") != "1":
+        raise DataSourceError(f"could not stream Hub dataset '{name}': the Hub is unreachable ({why}). Use a local "
+                              "copy (data.source=/path/to/files) or the offline corpus (data.source=embedded).")
     try:
         import datasets
 
@@ -147,6 +195,6 @@ def iter_hub(cfg: DataConfig) -> Iterator[Document]:
             f"{', config ' + cfg.hub_config if cfg.hub_config else ''}){' while offline' if offline else ''}: "
             f"{type(e).__name__}: {str(e)[:300]}\nCheck the name and your network, or use a local copy "
             f"(data.source=/path/to/files) or the offline corpus (data.source=embedded).") from None
-    field, _ = _pick_field(list(first), cfg, f"Hub dataset '{name}'")
-    for row in ds:
-        yield row[field]
+    field, tokens = _pick_field(list(first), cfg, f"Hub dataset '{name}'")
+    for i, row in enumerate(ds, 1):
+        yield _checked(row[field], tokens, f"Hub dataset '{name}' row {i}", field)

@@ -124,6 +124,8 @@ def fingerprint(targets, model: LoadedModel, cfg: AnalyzeConfig, multiple: float
 
 def _save_checkpoint(path: Path, fp: str, contexts: int, stats: dict[str, FeatureStats]) -> None:
     tensors = {f"{name}/{k}": v for name, s in stats.items() for k, v in s.state().items()}
+    for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a killed run (our own temporary names only)
+        stale.unlink(missing_ok=True)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"fingerprint": fp, "contexts": str(contexts)})
 

@@ -2,8 +2,9 @@
 
 Writing is atomic (``sae_lab.fileio.atomic_path``: temp name, fsync, rename) and ends with a completion
 record in ``meta``; a ``<name>.sha256`` sidecar holds the file's hash. Opening checks, in order: the SQLite header
-(magic, and file size == page size x page count, which catches truncation), ``PRAGMA quick_check``, the
-completion record and the row counts it lists; ``verify='full'`` also compares the SHA-256 sidecar. Any
+(magic, and file size == page size x page count, which catches truncation), the SHA-256 sidecar (see
+:func:`check_sidecar`: hashed once, then a cheap size/mtime/inode check), ``PRAGMA quick_check``, the
+completion record and the row counts it lists; ``verify='full'`` re-hashes the file every time. Any
 failure raises ``FeatureDBError`` naming the file.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import struct
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from sae_lab.fileio import atomic_path, atomic_write_text, sha256_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: table top_tokens (version-1 databases are read, searched by a scan)
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE features (id INTEGER PRIMARY KEY, n_active INTEGER NOT NULL, density REAL NOT NULL,
@@ -38,7 +40,12 @@ CREATE TABLE neighbours (feature INTEGER NOT NULL, rank INTEGER NOT NULL, other 
 CREATE TABLE cooccurrence (feature INTEGER NOT NULL, rank INTEGER NOT NULL, other INTEGER NOT NULL,
   count INTEGER NOT NULL, fraction REAL NOT NULL, PRIMARY KEY (feature, rank)) WITHOUT ROWID;
 CREATE TABLE tokens (id INTEGER PRIMARY KEY, str TEXT NOT NULL);
+CREATE TABLE top_tokens (token_id INTEGER NOT NULL, feature INTEGER NOT NULL, count INTEGER NOT NULL,
+  max_value REAL NOT NULL, PRIMARY KEY (token_id, feature)) WITHOUT ROWID;
 """
+# The activating token of each top example, per feature (derived from `examples`; searched by token).
+TOP_TOKENS_SELECT = ("SELECT token_at(token_ids, position - start), feature, COUNT(*), MAX(value) FROM examples "
+                     "WHERE kind = 'top' GROUP BY 1, 2")
 INDEXES = """
 CREATE INDEX features_by_density ON features (density);
 CREATE INDEX logits_by_token ON logits (token_id, sign, rank);
@@ -57,6 +64,8 @@ class FeatureDBError(RuntimeError):
 def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> Path:
     """Write a complete database atomically: rows of each table, then indexes, then the completion record."""
     path = Path(path)
+    for stale in [*path.parent.glob(f".{path.name}.tmp*"), *path.parent.glob(f"{path.name}.tmp*")]:
+        stale.unlink(missing_ok=True)  # left by a killed run (our own temporary names only)
     with atomic_path(path) as tmp:
         _write_tables(tmp, meta, tables)
         atomic_write_text(path.with_name(path.name + ".sha256"), sha256_file(tmp) + "\n")
@@ -72,6 +81,8 @@ def _write_tables(file: Path, meta: dict, tables: dict[str, Iterable[tuple]]) ->
         counts = {}
         for name in TABLES:
             counts[name] = _insert(con, name, tables.get(name, ()))
+        _register_functions(con)
+        counts["top_tokens"] = con.execute(f"INSERT INTO top_tokens {TOP_TOKENS_SELECT}").rowcount
         con.executescript(INDEXES)
         entries = {**meta, "schema_version": SCHEMA_VERSION}
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in entries.items()])
@@ -79,6 +90,15 @@ def _write_tables(file: Path, meta: dict, tables: dict[str, Iterable[tuple]]) ->
         con.commit()
     finally:
         con.close()
+
+
+def _token_at(blob: bytes, i: int) -> int:
+    """The i-th int32 (little-endian) of a token_ids blob."""
+    return int.from_bytes(blob[4 * i:4 * i + 4], "little", signed=True)
+
+
+def _register_functions(con: sqlite3.Connection) -> None:
+    con.create_function("token_at", 2, _token_at, deterministic=True)
 
 
 def _insert(con: sqlite3.Connection, table: str, rows: Iterable[tuple]) -> int:
@@ -117,7 +137,7 @@ def check_header(path: Path) -> None:
 
 
 def check_database(path: Path, con: sqlite3.Connection, verify: str) -> dict:
-    """quick_check, completion record and row counts (and the sidecar hash for verify='full'); returns meta."""
+    """quick_check, completion record and row counts; returns meta."""
     how = "rerun `sae-lab analyze` to rebuild it"
     try:
         result = con.execute("PRAGMA quick_check").fetchone()[0]
@@ -133,11 +153,42 @@ def check_database(path: Path, con: sqlite3.Connection, verify: str) -> dict:
         if have != n:
             raise FeatureDBError(f"feature database '{path}': table {table} has {have} rows, the completion record "
                                  f"says {n}; {how}")
-    if verify == "full":
-        sidecar = path.with_name(path.name + ".sha256")
-        if not sidecar.is_file() or sidecar.read_text().strip() != sha256_file(path):
-            raise FeatureDBError(f"feature database '{path}' does not match its recorded SHA-256 ({sidecar}); {how}")
     return meta
+
+
+TRUST_AFTER_S = 2.0  # file timestamps are coarse (a clock tick): only trust a stat record older than this
+
+
+def check_sidecar(path: Path, full: bool = False) -> None:
+    """Compare ``path`` with its ``.sha256`` sidecar; FeatureDBError on a mismatch.
+
+    The first open hashes the file and, once the file is a few seconds old, records its size, mtime and inode
+    in the sidecar (second line); later opens compare only those (a stat call, so a 16k-latent database opens
+    fast) and re-hash when any differs. ``full`` always re-hashes. No sidecar (an older database): no check.
+    """
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file():
+        if full:
+            raise FeatureDBError(f"feature database '{path}' has no SHA-256 sidecar ({sidecar}) to verify against; "
+                                 "rerun `sae-lab analyze` to rebuild it")
+        return
+    lines = sidecar.read_text().splitlines() or [""]
+    st = path.stat()
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+    try:
+        recorded = json.loads(lines[1]) if len(lines) > 1 else None
+    except json.JSONDecodeError:
+        recorded = None
+    if not full and recorded == stamp:
+        return
+    if sha256_file(path) != lines[0].strip():
+        raise FeatureDBError(f"feature database '{path}' does not match its recorded SHA-256 ({sidecar}): "
+                             "the file was damaged or changed; rerun `sae-lab analyze` to rebuild it")
+    if time.time() - st.st_mtime > TRUST_AFTER_S:
+        try:
+            atomic_write_text(sidecar, f"{lines[0].strip()}\n{json.dumps(stamp)}\n")
+        except OSError:
+            pass  # a read-only location: the hash is simply checked on every open
 
 
 # ---- reading -------------------------------------------------------------------------------------------
@@ -153,12 +204,16 @@ class FeatureDB:
         if verify not in ("quick", "full"):
             raise ValueError(f"verify must be 'quick' or 'full', got {verify!r}")
         check_header(self.path)
+        check_sidecar(self.path, full=verify == "full")
         try:
             self.con = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
         except sqlite3.DatabaseError as e:
             raise FeatureDBError(f"feature database '{self.path}' cannot be opened: {e}") from None
         self.meta = check_database(self.path, self.con, verify)
         self.n_features = int(self.meta["d_sae"])
+        _register_functions(self.con)
+        self._has_top_tokens = self.con.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'top_tokens'").fetchone() is not None
 
     def close(self) -> None:
         self.con.close()
@@ -264,3 +319,60 @@ class FeatureDB:
             "WHERE t.str = ? AND l.sign = ? AND l.rank < ?", (token, 1 if top else -1, limit)).fetchall()
         rows.sort(key=lambda r: -abs(r[2]))
         return [{"feature": f, "rank": r, "value": v, "token_id": t} for f, r, v, t in rows]
+
+    # ---- lists and searches (the dashboard's ways to open a feature; each backed by an index) ----------
+
+    def list_features(self, order: str = "density", descending: bool = True, limit: int = 50, offset: int = 0,
+                      alive_only: bool = False) -> list[dict]:
+        """A page of features (id, density, n_active, mean_act, max_act) sorted by ``order`` ('density' or 'id')."""
+        column = {"density": "density", "id": "id"}.get(order)
+        if column is None:
+            raise ValueError(f"order must be 'density' or 'id', got {order!r}")
+        where = "WHERE density > 0" if alive_only else ""
+        rows = self.con.execute(f"SELECT id, density, n_active, mean_act, max_act FROM features {where} ORDER BY "
+                                f"{column} {'DESC' if descending else 'ASC'}, id LIMIT ? OFFSET ?",
+                                (int(limit), int(offset))).fetchall()
+        return [{"id": i, "density": d, "n_active": n, "mean_act": m, "max_act": x} for i, d, n, m, x in rows]
+
+    def n_alive(self) -> int:
+        """How many features fired at least once in the analysed tokens."""
+        return self.con.execute("SELECT COUNT(*) FROM features WHERE density > 0").fetchone()[0]
+
+    def random_alive(self, seed: int | None = None) -> int | None:
+        """A uniformly random feature among the alive ones (None if every feature is dead)."""
+        n = self.n_alive()
+        if n == 0:
+            return None
+        k = int(np.random.default_rng(seed).integers(n))
+        return self.con.execute("SELECT id FROM features WHERE density > 0 ORDER BY density, id LIMIT 1 OFFSET ?",
+                                (k,)).fetchone()[0]
+
+    def _token_ids(self, token: str) -> dict[int, str]:
+        """Vocabulary ids whose string is ``token``, with or without one leading space."""
+        core = token.strip()
+        forms = sorted({token, core, " " + core} - {""})
+        rows = self.con.execute(f"SELECT id, str FROM tokens WHERE str IN ({','.join('?' * len(forms))})", forms)
+        return dict(rows.fetchall())
+
+    def features_with_example_token(self, token: str, limit: int = 100) -> list[dict]:
+        """Features whose top examples activate on the token string ``token`` (with or without a leading space),
+        most examples first, then highest activation: [{feature, token, token_id, count, max_value}]."""
+        ids = self._token_ids(token)
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        if self._has_top_tokens:
+            q = f"SELECT token_id, feature, count, max_value FROM top_tokens WHERE token_id IN ({marks})"
+        else:  # version-1 database: derive from the examples (a scan)
+            q = (f"SELECT tid, feature, COUNT(*), MAX(value) FROM (SELECT token_at(token_ids, position - start) AS "
+                 f"tid, feature, value FROM examples WHERE kind = 'top') WHERE tid IN ({marks}) GROUP BY 1, 2")
+        rows = self.con.execute(q, list(ids)).fetchall()
+        rows.sort(key=lambda r: (-r[2], -r[3], r[1]))
+        return [{"feature": f, "token": ids[t], "token_id": t, "count": c, "max_value": v}
+                for t, f, c, v in rows[:limit]]
+
+    def features_with_logit_token(self, token: str, top: bool = True, limit: int = 100) -> list[dict]:
+        """``features_with_logit`` for the token with or without a leading space, strongest first."""
+        out = [dict(r, token=s) for s in self._token_ids(token).values() for r in self.features_with_logit(s, top)]
+        out.sort(key=lambda r: -abs(r["value"]))
+        return out[:limit]

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sae_lab.configbase import ConfigError
+from sae_lab.fileio import sha256_file
 from sae_lab.hooknames import parse_hook
 from sae_lab.saes import registry
 from sae_lab.saes.config import SAEConfig
@@ -53,7 +54,8 @@ def save_sae(sae: BaseSAE, directory: str | Path, fold_scale: float | None = Non
     saelens = {**saelens_cfg(cfg, sl_arch or f"sae_lab_{arch}", metadata or {}), **type(sae).saelens_fields(cfg)}
     (d / "cfg.json").write_text(json.dumps(saelens, indent=2))
     ours = {"format": FORMAT, "architecture": arch, "config": cfg.model_dump(mode="json"), "fold_scale": fold_scale,
-            "saelens_architecture": sl_arch, "metadata": metadata or {}}
+            "saelens_architecture": sl_arch, "metadata": metadata or {},
+            "sha256": {f: sha256_file(d / f) for f in ("sae_weights.safetensors", "sae_lab_state.safetensors")}}
     if sl_arch is None:
         ours["note"] = type(sae).saelens_unmapped_note(cfg)
     (d / "sae_lab.json").write_text(json.dumps(ours, indent=2))
@@ -78,29 +80,75 @@ def load_sae(directory: str | Path, device: str | torch.device | None = None) ->
     d = Path(directory)
     if not (d / "sae_weights.safetensors").is_file():
         raise ConfigError(f"'{d}' holds no sae_weights.safetensors: not an SAE directory")
-    sae = _load_ours(d) if (d / "sae_lab.json").is_file() else _load_saelens(d)
+    try:
+        sae = _load_ours(d) if (d / "sae_lab.json").is_file() else _load_saelens(d)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise SAEFileError(f"'{d}' is not a usable SAE directory: cfg.json or the weights lack or mis-shape "
+                           f"{type(e).__name__}: {e}") from None
     return sae.to(device) if device is not None else sae
 
 
+class SAEFileError(ConfigError):
+    """An SAE file that cannot be used (unreadable, truncated, malformed, non-finite); the message names it."""
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``, or SAEFileError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SAEFileError(f"'{path}' cannot be read as JSON ({e}); restore it or save the SAE again") from None
+    if not isinstance(data, dict):
+        raise SAEFileError(f"'{path}' must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, refusing truncated/damaged files and NaN/inf values, naming both."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type for truncated or malformed headers
+        raise SAEFileError(f"'{path}' is not a readable safetensors file ({type(e).__name__}: {e}); "
+                           "it is truncated or damaged: restore it or save the SAE again") from None
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n_bad = int((~torch.isfinite(t)).sum())
+            raise SAEFileError(f"'{path}': tensor '{name}' holds {n_bad} NaN/inf value(s); these weights are "
+                               "unusable (a diverged or damaged SAE): retrain it or restore the file")
+    return tensors
+
+
 def _load_ours(d: Path):
-    info = json.loads((d / "sae_lab.json").read_text())
-    cls = registry.get_sae_class(info["architecture"])
-    # files written before per-architecture configs hold every architecture's options: keep this one's
-    fields = cls.config_class.model_fields
-    sae = cls(cls.config_class.model_validate({k: v for k, v in info["config"].items() if k in fields}))
-    state = load_file(str(d / "sae_weights.safetensors"))
+    info = read_json(d / "sae_lab.json")
+    try:
+        cls = registry.get_sae_class(info["architecture"])
+        # files written before per-architecture configs hold every architecture's options: keep this one's
+        fields = cls.config_class.model_fields
+        sae = cls(cls.config_class.model_validate({k: v for k, v in info["config"].items() if k in fields}))
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise SAEFileError(f"'{d / 'sae_lab.json'}' does not describe an SAE ({type(e).__name__}: {e})") from None
+    state = read_tensors(d / "sae_weights.safetensors")  # unreadable or non-finite: named precisely
     extra = d / "sae_lab_state.safetensors"
     if extra.is_file():
-        state.update(load_file(str(extra)))
+        state.update(read_tensors(extra))
+    for fname, digest in (info.get("sha256") or {}).items():  # then any silent change (a flipped bit)
+        if (d / fname).is_file() and sha256_file(d / fname) != digest:
+            raise SAEFileError(f"'{d / fname}' does not match the SHA-256 recorded in sae_lab.json: the file is "
+                               "damaged; restore it or save the SAE again")
     own = sae.state_dict()
     if "threshold" in state and own["threshold"].dim() == 0:
         state["threshold"] = state["threshold"].reshape(-1)[0]
-    sae.load_state_dict(state)
+    try:
+        sae.load_state_dict(state)
+    except RuntimeError as e:
+        raise SAEFileError(f"the weights in '{d}' do not fit its config: {e}") from None
     return sae
 
 
 def _load_saelens(d: Path):
-    c = json.loads((d / "cfg.json").read_text())
+    c = read_json(d / "cfg.json")
     arch = c.get("architecture") or ("topk" if c.get("activation_fn_str") == "topk" else "standard")
     meta = c.get("metadata") or {}
     norm = c.get("normalize_activations") or "none"
@@ -113,7 +161,7 @@ def _load_saelens(d: Path):
     loaders = {name: cls for cls in registry.registered_classes() for name in cls.saelens_loads}
     if arch not in loaders:
         raise ConfigError(f"SAELens architecture '{arch}' is not supported; supported: {', '.join(sorted(loaders))}")
-    W = {k: v.float() for k, v in load_file(str(d / "sae_weights.safetensors")).items()}
+    W = {k: v.float() for k, v in read_tensors(d / "sae_weights.safetensors").items()}
     fields = dict(d_in=int(c["d_in"]), d_sae=int(c["d_sae"]), name=d.name or "saelens",
                   hook_name=c.get("hook_name") or meta.get("hook_name") or "")
     sae = loaders[arch].from_saelens(c, W, fields)

@@ -6,6 +6,7 @@ A checkpoint is a dict of tensors and plain Python values only (RNG states inclu
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from sae_lab.fileio import atomic_path, remove_temps
+from sae_lab.fileio import atomic_path, atomic_write_text, remove_temps, sha256_file
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"^ckpt_(\d{14})\.pt$")
@@ -106,13 +109,23 @@ def save_checkpoint(directory: Path, state: dict, keep: int = 2) -> Path:
     final = directory / checkpoint_name(int(state["tokens_seen"]))
     with atomic_path(final) as tmp:
         torch.save({"format": FORMAT_VERSION, **state}, tmp)
+        digest = sha256_file(tmp)
+    atomic_write_text(_sidecar(final), digest + "\n")
     for old in list_checkpoints(directory)[keep:]:
         old.unlink(missing_ok=True)
+        _sidecar(old).unlink(missing_ok=True)
     return final
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load one checkpoint with ``weights_only=True``."""
+    """Load one checkpoint with ``weights_only=True``, after checking it against its ``.sha256`` sidecar."""
+    sidecar = _sidecar(path)
+    if sidecar.is_file() and sidecar.read_text().strip() != sha256_file(path):
+        raise CheckpointError(f"{path} does not match its recorded SHA-256 ({sidecar.name}): it is damaged")
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a sae-lab checkpoint (format {FORMAT_VERSION})")
@@ -124,9 +137,12 @@ def load_latest(directory: Path, map_location: str | torch.device = "cpu") -> tu
     errors = []
     for path in list_checkpoints(directory):
         try:
-            return path, load_checkpoint(path, map_location)
+            found = path, load_checkpoint(path, map_location)
         except Exception as e:  # a truncated or corrupt file: try the previous one
             errors.append(f"{path.name}: {e}")
+            log.warning("checkpoint %s is unusable (%s); trying an older one", path, e)
+            continue
+        return found
     if errors:
         raise CheckpointError(f"no checkpoint in {directory} could be loaded: " + "; ".join(errors))
     return None

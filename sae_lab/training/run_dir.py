@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -15,6 +14,7 @@ import yaml
 
 from sae_lab.activations.source import ActivationSource
 from sae_lab.configbase import dump_yaml
+from sae_lab.ownership import OwnershipError, describe_foreign
 from sae_lab.rundir import RunDir, RunDirError
 from sae_lab.saes.base import BaseSAE
 from sae_lab.training.config import NON_TRAINING_FIELDS, TrainConfig, config_hash
@@ -84,34 +84,40 @@ def describe_differences(old: dict, new: dict, limit: int = 8) -> str:
     return "\n".join(lines)
 
 
-def prepare(run: RunDir, resolved: dict, resume: ResumeMode, overwrite: bool = False) -> Literal["fresh", "resume"]:
-    """Decide whether to start fresh or resume in ``run``; never clobbers a run silently.
+def prepare(run: RunDir, resolved: dict, resume: ResumeMode, overwrite: bool = False,
+            config_path: str | Path | None = None) -> Literal["fresh", "resume"]:
+    """Decide whether to start fresh or resume in ``run``; never clobbers a run silently, never deletes a file
+    sae-lab did not write.
 
-    - empty or missing directory: fresh (``resume='must'`` refuses: nothing to resume);
+    - empty or missing directory, or one holding only sae-lab's own directories (e.g. the run's cache): fresh
+      (``resume='must'`` refuses: nothing to resume);
     - an existing run with the same training config: resume (``'auto'``/``'must'``);
-    - ``resume='never'``: refuses an existing run unless ``overwrite=True``, which deletes it first;
+    - ``resume='never'``: refuses an existing run unless ``overwrite=True``, which deletes the run's own files
+      (RunDir.clear: refused for unmarked runs, while foreign files are present, and for '.', '..', home and
+      any parent of ``config_path``);
     - an existing run with a different training config: refuses, naming the differing keys;
-    - a non-empty directory that is not a sae-lab run: refuses, even with overwrite.
+    - a directory holding other files and no run: refuses, naming those files, even with overwrite.
     """
     if resume not in ("auto", "never", "must"):
         raise ValueError(f"resume must be 'auto', 'never' or 'must', got {resume!r}")
     path = run.path
-    nonempty = path.is_dir() and any(p for p in path.iterdir() if not p.name.startswith(".write-probe"))
-    if not nonempty:
+    if not run.is_run():
+        foreign = run.foreign_entries()
+        if foreign:
+            raise RunDirError(f"'{path}' is not a sae-lab run directory and holds other files "
+                              f"({describe_foreign(foreign)}); choose a new or empty run_dir")
         if resume == "must":
             raise RunDirError(f"resume='must' but '{path}' holds no run to resume")
         return "fresh"
-    if not run.is_run():
-        raise RunDirError(
-            f"'{path}' is not empty and is not a sae-lab run directory (no config.yaml); "
-            "choose a new or empty run_dir"
-        )
     how = (f"Choose a new run_dir, or pass resume='never' with overwrite=True "
-           f"(CLI: --resume never --overwrite) to delete '{path}' and start over.")
+           f"(CLI: --resume never --overwrite) to delete the run's own files in '{path}' and start over.")
     if resume == "never":
         if not overwrite:
             raise RunDirError(f"'{path}' already holds a run and resume='never'. {how}")
-        shutil.rmtree(path)
+        try:
+            run.clear(config_path)
+        except OwnershipError as e:
+            raise RunDirError(str(e)) from None
         return "fresh"
     old = run.read_config()
     if resolved_hash(old) != resolved_hash(resolved):

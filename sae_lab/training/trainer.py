@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -17,6 +18,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from sae_lab import ownership
 from sae_lab.activations.source import ActivationSource
 from sae_lab.distributed import world
 from sae_lab.fileio import atomic_path
@@ -25,6 +27,7 @@ from sae_lab.saes import BaseSAE, SAEConfig
 from sae_lab.training import checkpoint as ckpt
 from sae_lab.training.checks import preflight
 from sae_lab.training.config import TrainConfig
+from sae_lab.training.divergence import DivergedError, DivergenceGuard, diverged_message
 from sae_lab.training.metrics_log import MetricsLogger, require_optional_loggers, truncate_metrics
 from sae_lab.training.report import make_record, postfix, underused_mask
 from sae_lab.training.run_dir import ResumeMode, check_writable, prepare, resolved_config, resolved_hash
@@ -39,6 +42,10 @@ from sae_lab.training.state import (
     seed_all,
 )
 from sae_lab.training.step import NonFiniteValue, first_non_finite_param, train_step
+
+SAE_KIND = "sae"
+SAE_OWNED = ("cfg.json", "sae_weights.safetensors", "sae_lab_state.safetensors", "sae_lab.json", "eval.json",
+             "features.sqlite", "features.sqlite.sha256", ".analyze_checkpoint.safetensors")
 
 
 class NonFiniteError(FloatingPointError):
@@ -70,7 +77,7 @@ class SweepResult:
     stream (the copies in ``saes/<name>/`` have the scale folded in and apply to raw activations)."""
 
     run_dir: Path
-    status: str  # "done" or "stopped"
+    status: str  # "done" or "stopped" (a diverged run raises DivergedError; run.json says "diverged")
     steps: int
     tokens_seen: int
     results: dict[str, SAEResult]
@@ -115,13 +122,17 @@ def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, so
     return pos, path, logged
 
 
-def _log(members: list[Member], pos: Position, cfg: TrainConfig, logger: MetricsLogger, bar, clock):
+def _log(members: list[Member], pos: Position, cfg: TrainConfig, logger: MetricsLogger, bar, clock,
+         guard: DivergenceGuard, last_ckpt: Path | None):
     now = time.perf_counter()
     tokens_per_s = (pos.tokens - clock[1]) / max(now - clock[0], 1e-9)
     records = [make_record(m, pos, cfg, tokens_per_s) for m in members]
     for r in records:
         logger.log(r)
     bar.set_postfix_str(postfix(records), refresh=False)
+    diverged = [r["sae"] for r in records if guard.update(r["sae"], r["fvu"])]
+    if diverged:
+        raise DivergedError(diverged_message(diverged, guard, pos.step, last_ckpt))
     return now, pos.tokens
 
 
@@ -133,7 +144,8 @@ def _save_checkpoint(members: list[Member], pos: Position, run: RunDir, cfg: Tra
 
 def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run: RunDir, pos: Position, chash: str,
           logger: MetricsLogger, last_ckpt: Path | None, stop_after_tokens: int | None,
-          callbacks: Iterable[Callable[[StepInfo], None]], grad_hook) -> tuple[bool, Path | None]:
+          callbacks: Iterable[Callable[[StepInfo], None]], grad_hook,
+          guard: DivergenceGuard) -> tuple[bool, Path | None]:
     """Train until total_steps (returns False) or stop_after_tokens (returns True); checkpoints as it goes."""
     main, device = is_main(), cfg.resolved_device()
     batches = source.iter_batches(cfg.batch_size, seed=cfg.seed, skip_batches=pos.batches, device=device)
@@ -158,7 +170,7 @@ def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run
             if log_now or save_now:
                 _check_params(members, pos.step, last_ckpt)
             if log_now:
-                clock = _log(members, pos, cfg, logger, bar, clock)
+                clock = _log(members, pos, cfg, logger, bar, clock, guard, last_ckpt)
             saved = None
             if save_now:
                 saved = last_ckpt = _save_checkpoint(members, pos, run, cfg, chash)
@@ -207,8 +219,13 @@ def _check_params(members: list[Member], step: int, last_ckpt: Path | None) -> N
 
 
 def _save_sae(sae: BaseSAE, final: Path, norm_scale: float) -> None:
-    """sae.save into a temp dir, then swap it in, so saes/<name>/ is never half written."""
+    """sae.save into a temp dir, then swap it in, so saes/<name>/ is never half written. An existing
+    saes/<name>/ is replaced only when sae-lab owns everything in it (ownership.clear_owned refuses, naming
+    them, while foreign files are there)."""
+    if final.exists():
+        ownership.clear_owned(final, SAE_KIND, SAE_OWNED)
     with atomic_path(final, directory=True) as tmp:
+        ownership.mark(tmp, SAE_KIND)
         sae.save(tmp, fold_scale=norm_scale)
 
 
@@ -217,11 +234,15 @@ def _last_logged(run: RunDir, name: str) -> dict:
     return records[-1] if records else {}
 
 
-def _finish(members: list[Member], source: ActivationSource, run: RunDir, pos: Position, status: str) -> SweepResult:
-    """Save the final SAEs (when done), record the results in run.json and build the return value."""
+def _finish(members: list[Member], source: ActivationSource, run: RunDir, pos: Position, status: str,
+            guard: DivergenceGuard, last_ckpt: Path | None) -> SweepResult:
+    """Save the final SAEs (when done), record the results in run.json and build the return value.
+
+    SAEs that diverged (see training.divergence) are not saved; the run is then "diverged" and raises."""
+    diverged = [m.name for m in members if guard.failed_at_end(m.name)] if status == "done" else []
     results = {}
     for m in members:
-        sae_dir = run.sae_dir(m.name) if status == "done" else None
+        sae_dir = run.sae_dir(m.name) if status == "done" and m.name not in diverged else None
         if sae_dir is not None and is_main():
             _save_sae(m.sae, sae_dir, source.norm_scale)
         dead = torch.nonzero(m.sae.dead_mask()).flatten().tolist()
@@ -233,7 +254,11 @@ def _finish(members: list[Member], source: ActivationSource, run: RunDir, pos: P
         for m in members:
             if m.calibration:
                 summary[m.name]["threshold_calibration"] = m.calibration
-        run.write_status(status=status, tokens_seen=pos.tokens, steps=pos.step, results=summary)
+        run.write_status(status="diverged" if diverged else status, tokens_seen=pos.tokens, steps=pos.step,
+                         results=summary, error=diverged_message(diverged, guard, pos.step, last_ckpt)
+                         if diverged else None)
+    if diverged:
+        raise DivergedError(diverged_message(diverged, guard, pos.step, last_ckpt))
     return SweepResult(run.path, status, pos.step, pos.tokens, results, {m.name: m.sae for m in members})
 
 
@@ -249,6 +274,7 @@ def train_sweep(
     callbacks: Iterable[Callable[[StepInfo], None]] = (),
     extra_config: dict | None = None,
     grad_hook: Callable[[torch.nn.Module], None] | None = None,
+    config_path: str | Path | None = None,
 ) -> SweepResult:
     """Train every SAE in ``saes`` (modules or SAEConfigs) on one pass over ``source``.
 
@@ -257,17 +283,21 @@ def train_sweep(
     A run dir holding a different config is never touched. ``stop_after_tokens`` pauses cleanly (a
     checkpoint is written; status 'stopped'). ``extra_config`` adds sections (e.g. data, model) to
     config.yaml without entering the config hash. ``grad_hook(sae)`` runs after backward (DDP all-reduce).
-    Raises ConfigError/RunDirError before training on bad input, NonFiniteError on NaN/inf.
+    ``config_path`` (the user's config file) is protected: overwrite never clears a directory holding it.
+    Raises ConfigError/RunDirError before training on bad input, NonFiniteError on NaN/inf, DivergedError when
+    training made an SAE worse (run.json then says "diverged").
     """
     modules = build_saes(saes, cfg.seed)
     preflight(modules, source, cfg)
+    _warn_many_epochs(source, cfg)
     require_optional_loggers(cfg)
     run = RunDir(run_dir)
     resolved = resolved_config(cfg, modules, source, extra_config)
     chash = resolved_hash(resolved)
-    mode = prepare(run, resolved, resume, overwrite) if is_main() else "resume"
+    mode = prepare(run, resolved, resume, overwrite, config_path) if is_main() else "resume"
     if is_main():
         check_writable(run.path)
+        run.claim()
     members = make_members(modules, cfg, cfg.resolved_device())
     pos, last_ckpt, logged = _start(members, run, mode, resume, source, cfg, cfg.resolved_device(), chash)
     if is_main():
@@ -277,13 +307,51 @@ def train_sweep(
     for m in members:
         m.sae.train()
     logger = MetricsLogger(run, cfg, resolved, active=is_main(), logged_tokens=logged)
+    guard = DivergenceGuard(_first_fvu(run))
     try:
-        stopped, _ = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
-                           callbacks, grad_hook)
-    except NonFiniteError as e:
+        stopped, last_ckpt = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
+                                   callbacks, grad_hook, guard)
+        return _finish(members, source, run, pos, "stopped" if stopped else "done", guard, last_ckpt)
+    except BaseException as e:
         if is_main():
-            run.write_status(status="failed", error=str(e))
+            _record_failure(run, e)
         raise
     finally:
         logger.close()
-    return _finish(members, source, run, pos, "stopped" if stopped else "done")
+
+
+MANY_EPOCHS = 10
+
+
+def _warn_many_epochs(source, cfg: TrainConfig) -> None:
+    """Training for many passes over a small cache overfits it; say so (the user may have meant more data)."""
+    n = getattr(source, "n_tokens", None)
+    total = cfg.total_steps * cfg.batch_size
+    if n and total > MANY_EPOCHS * n:
+        warnings.warn(f"train.total_tokens={total} is {total / n:.0f} epochs of the {n} usable tokens of the "
+                      "activation source; cache more data (data.max_tokens) or train for fewer tokens",
+                      stacklevel=3)
+
+
+def _first_fvu(run: RunDir) -> dict[str, float]:
+    """Each SAE's first logged FVU (a resumed run keeps judging divergence against its true start)."""
+    first: dict[str, float] = {}
+    for r in run.metrics() if is_main() else []:
+        if r.get("fvu") is not None:
+            first.setdefault(r["sae"], r["fvu"])
+    return first
+
+
+def _record_failure(run: RunDir, e: BaseException) -> None:
+    """run.json never keeps saying "running" after the process gave up (best effort: the disk may be full)."""
+    if isinstance(e, DivergedError):
+        status = "diverged"
+    elif isinstance(e, KeyboardInterrupt):
+        status = "interrupted"
+    else:
+        status = "failed"
+    try:
+        if run.read_status().get("status") != "diverged":
+            run.write_status(status=status, error=f"{type(e).__name__}: {e}" if status == "failed" else str(e))
+    except Exception:  # noqa: BLE001 -- the original error is what the user must see
+        pass

@@ -1,0 +1,138 @@
+"""End to end in a real browser: `sae-lab dashboard` on localhost, driven by Playwright through Debian's Chromium,
+on a small run trained in the test on the real embedded model. Screenshots go to tests/artifacts/dashboard/."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from browser_helpers import CHROMIUM, browser_page, click_and_wait, dashboard, exceptions, metric, open_page
+from sae_lab.evaluation import FeatureDB
+
+pytestmark = [pytest.mark.embedded, pytest.mark.browser]
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "dashboard"
+
+
+def _require_browser() -> None:
+    import importlib.util
+
+    missing = [what for what, ok in (("Debian's chromium", Path(CHROMIUM).exists()),
+                                     ("playwright", importlib.util.find_spec("playwright") is not None)) if not ok]
+    if missing:
+        reason = f"{' and '.join(missing)} missing: run `python install.py --dev` (as root, for apt-get)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI installs them: never a silent skip there
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def server(embedded_run, tmp_path_factory):
+    _require_browser()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with dashboard([embedded_run], tmp_path_factory.mktemp("server") / "server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with browser_page() as pg:
+        yield pg
+
+
+def check(pg, name: str) -> None:
+    """No exception element on the page; a full-page screenshot as a test artifact."""
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    assert exceptions(pg) == []
+
+
+def test_every_page_loads(page, server, embedded_run):
+    for path, title in (("runs", "Runs"), ("features", "Feature browser"), ("prompt", "Prompt explorer"),
+                        ("intervene", "Ablate and steer"), ("compare", "Compare dictionaries")):
+        open_page(page, server + path)
+        page.get_by_role("heading", name=title).first.wait_for()
+        check(page, f"page_{path}")
+    open_page(page, server + "runs")
+    text = page.locator('[data-testid="stMain"]').inner_text()
+    assert "topk_k8" in text or page.locator('[data-testid="stDataFrame"]').count() >= 1
+
+
+def test_feature_by_url(page, server, embedded_run):
+    db = FeatureDB(embedded_run / "saes" / "topk_k8" / "features.sqlite")
+    i = db.list_features("density", limit=1)[0]["id"]
+    open_page(page, f"{server}features?run=run&sae=topk_k8&feature={i}")
+    page.get_by_text(f"Feature {i}").first.wait_for()
+    f, top = db.feature(i), db.top_examples(i)[0]
+    assert metric(page, "density") == f"{f['density']:.3%}" and metric(page, "times active") == f"{f['n_active']:,}"
+    highlighted = page.locator(".sae-ex span.h").first
+    assert highlighted.get_attribute("title").endswith(f"{top['acts'][top['highlight']]:.4g}")
+    assert page.locator(".sae-ex").first.inner_text().startswith(f"{top['value']:.3f}")
+    check(page, "feature_browser")
+    click_and_wait(page, page.get_by_role("button", name="next ▶"))
+    page.get_by_text(f"Feature {i + 1}").first.wait_for()
+    assert f"feature={i + 1}" in page.url and metric(page, "density") == f"{db.feature(i + 1)['density']:.3%}"
+
+
+def submit(pg, label: str = "Run") -> None:
+    click_and_wait(pg, pg.get_by_role("button", name=label))
+
+
+def test_prompt_explorer(page, server, embedded_run, embedded_model):
+    from sae_lab.circuits import prompt_features
+    from sae_lab.saes.saelens_format import load_sae
+
+    prompt = "The capital of France is Paris. The capital of Germany is"
+    open_page(page, f"{server}prompt?run=run&sae=topk_k8")
+    page.locator("textarea").first.fill(prompt)
+    pf = prompt_features(embedded_model, load_sae(embedded_run / "saes" / "topk_k8"), prompt, top_k=5)
+    submit(page)
+    page.wait_for_function("n => document.querySelectorAll('.sae-ex span.t').length === n", arg=len(pf.tokens))
+    tokens = page.locator(".sae-ex span.t")
+    assert tokens.count() == len(pf.tokens)
+    best = max(pf.acts, key=lambda f: max(pf.acts[f]))
+    assert page.get_by_text(f"Feature {best}").first.is_visible()
+    title = tokens.nth(max(range(len(pf.tokens)), key=lambda t: pf.acts[best][t])).get_attribute("title")
+    assert title.endswith(f"{max(pf.acts[best]):.4g}")
+    check(page, "prompt_explorer")
+
+
+def _intervene(pg, server, action: str, value: str, feature: int) -> tuple[str, str]:
+    open_page(pg, f"{server}intervene?run=run&sae=topk_k8&feature={feature}")
+    pg.get_by_role("combobox", name="Action").click()
+    pg.get_by_role("option", name=action).click()
+    box = pg.get_by_label("Value / strength")
+    box.fill(value)
+    submit(pg)
+    pg.get_by_text("Greedy generation after").wait_for()
+    codes = pg.locator('[data-testid="stCode"]')
+    return codes.nth(0).inner_text().strip(), codes.nth(1).inner_text().strip()
+
+
+def test_ablation_and_steering(page, server, embedded_run, embedded_model):
+    from sae_lab.circuits import Intervention, compare_interventions
+    from sae_lab.saes.saelens_format import load_sae
+
+    sae = load_sae(embedded_run / "saes" / "topk_k8")
+    prompt, feature = "The capital of France is", 0
+    before, after = _intervene(page, server, "zero-ablate", "0", feature)
+    check(page, "ablate")
+    ref = compare_interventions(embedded_model, sae, prompt, [Intervention.zero(sae, [feature])],
+                                tokens=[" Paris", " London"], max_new_tokens=12)
+    assert before == ref["before"]["generation"].strip() and after == ref["after"]["generation"].strip()
+    before, after = _intervene(page, server, "steer with a strength", "400", feature)
+    check(page, "steer")
+    ref = compare_interventions(embedded_model, sae, prompt, [Intervention.steer(sae, [feature], 400.0)],
+                                tokens=[" Paris", " London"], max_new_tokens=12)
+    assert after == ref["after"]["generation"].strip() and after != before
+
+
+def test_compare_dictionaries(page, server, embedded_run):
+    from sae_lab.evaluation.compare import match_dictionaries
+    from sae_lab.saes.saelens_format import load_sae
+
+    open_page(page, server + "compare")
+    page.get_by_text("matched above 0.70").first.wait_for()
+    m = match_dictionaries(*(load_sae(embedded_run / "saes" / n) for n in ("feature_choice_k8", "topk_k8")))
+    assert metric(page, "matched above 0.70") == f"{m.fraction_above(0.7):.1%}"
+    assert metric(page, "matched pairs") == f"{len(m.a):,}"
+    check(page, "compare")
