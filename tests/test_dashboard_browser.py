@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import CHROMIUM, browser_page, click_and_wait, dashboard, exceptions, metric, open_page
+from browser_helpers import CHROMIUM, browser_page, click_and_wait, dashboard, exceptions, idle, metric, open_page
 from sae_lab.evaluation import FeatureDB
 
 pytestmark = [pytest.mark.embedded, pytest.mark.browser]
@@ -47,12 +47,13 @@ def check(pg, name: str) -> None:
 
 
 def test_every_page_loads(page, server, embedded_run):
-    for path, title in (("runs", "Runs"), ("features", "Feature browser"), ("prompt", "Prompt explorer"),
+    for path, title in (("", "Runs"), ("features", "Feature browser"), ("prompt", "Prompt explorer"),
                         ("intervene", "Ablate and steer"), ("compare", "Compare dictionaries")):
         open_page(page, server + path)
         page.get_by_role("heading", name=title).first.wait_for()
-        check(page, f"page_{path}")
-    open_page(page, server + "runs")
+        assert page.locator('[data-testid="stDialog"]').count() == 0  # e.g. Streamlit's "Page not found"
+        check(page, f"page_{path or 'runs'}")
+    open_page(page, server)
     text = page.locator('[data-testid="stMain"]').inner_text()
     assert "topk_k8" in text or page.locator('[data-testid="stDataFrame"]').count() >= 1
 
@@ -71,6 +72,29 @@ def test_feature_by_url(page, server, embedded_run):
     click_and_wait(page, page.get_by_role("button", name="next ▶"))
     page.get_by_text(f"Feature {i + 1}").first.wait_for()
     assert f"feature={i + 1}" in page.url and metric(page, "density") == f"{db.feature(i + 1)['density']:.3%}"
+
+
+def test_frontier_click_opens_features(page, server, embedded_run):
+    """A real mouse click on a point of the FVU-vs-L0 frontier opens that SAE's feature browser."""
+    open_page(page, server)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first  # the frontier: the first chart of the Runs page
+    chart.scroll_into_view_if_needed()
+    points = chart.locator("g.scatterlayer path.point")
+    points.first.wait_for()
+    assert points.count() == 2  # one point per SAE of the run
+    box = points.first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 6, y - 6)
+    page.mouse.move(x, y)  # plotly picks the clicked point from the last hover
+    page.mouse.click(x, y)
+    page.wait_for_url("**/features?*")
+    idle(page)
+    sae = next(n for n in ("topk_k8", "feature_choice_k8") if f"sae={n}" in page.url)
+    assert "run=run" in page.url and "feature=0" in page.url
+    page.get_by_text("Feature 0").first.wait_for()
+    db = FeatureDB(embedded_run / "saes" / sae / "features.sqlite")
+    assert metric(page, "density") == f"{db.feature(0)['density']:.3%}"
+    check(page, "frontier_click")
 
 
 def submit(pg, label: str = "Run") -> None:
