@@ -79,6 +79,15 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def matches_reference(command: str, where: Path, ref: dict) -> bool:
+    """Whether what ``command`` wrote under ``where`` equals the uninterrupted reference run's output."""
+    if command == "cache":
+        return cache_fp(where / "cache") == ref["cache_fp"]
+    if command == "train":
+        return sae_fp(where / "run") == ref["sae_fp"]
+    return db_fp(where / "run") == ref["db_fp"]
+
+
 def cache_fp(root: Path) -> dict:
     """Every shard file's hash plus the manifest's content (without its creation time and checksum)."""
     fp = {str(p.relative_to(root)): digest(p) for p in sorted((root / "shards").rglob("*")) if p.is_file()}
@@ -153,12 +162,7 @@ def test_sigkill_then_rerun_equals_the_uninterrupted_run(ref, tmp_path, command)
         moment = rng.uniform(0.3, 0.95) * ref["times"][command]
         killed = kill_at(args, moment)
         ok(sae_lab(*args))
-        if command == "cache":
-            same = cache_fp(where / "cache") == ref["cache_fp"]
-        elif command == "train":
-            same = sae_fp(where / "run") == ref["sae_fp"]
-        else:
-            same = db_fp(where / "run") == ref["db_fp"]
+        same = matches_reference(command, where, ref)
         record(f"kill during {command}", same)
         assert same, f"{command}: rerun after a kill at {moment:.1f}s (killed={killed}) differs from the reference"
 
@@ -251,12 +255,7 @@ def test_a_file_size_limit_gives_a_clear_message_and_a_rerun_recovers(ref, tmp_p
     if command == "train":
         assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
     ok(sae_lab(*args))
-    if command == "cache":
-        same = cache_fp(tmp_path / "cache") == ref["cache_fp"]
-    elif command == "train":
-        same = sae_fp(tmp_path / "run") == ref["sae_fp"]
-    else:
-        same = db_fp(tmp_path / "run") == ref["db_fp"]
+    same = matches_reference(command, tmp_path, ref)
     record(f"file-size limit during {command}", clear and same)
     assert same
 
