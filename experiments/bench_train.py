@@ -54,7 +54,7 @@ class SaeLabNotReady(RuntimeError):
 
 
 def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, epochs: int = 1,
-                lr: float | None = None, seed: int = 0, eval_chunk: int = 4096) -> dict:
+                lr: float | None = None, seed: int = 0, eval_chunk: int = 4096, dtype: str | None = None) -> dict:
     """Train sae-lab's ``arch`` ('topk' or 'mp') on ``train`` ([n, d_in] float32 tensor, already in the
     benchmark's row order) for ``epochs`` and evaluate on ``heldout``.
 
@@ -82,6 +82,8 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
     overrides = dict(batch_size=batch, total_tokens=n_train, seed=seed, device="cpu", progress=False)
     if lr is not None:
         overrides["lr"] = lr
+    if dtype is not None:
+        overrides["dtype"] = dtype
     cfg = TrainConfig(**overrides)
 
     try:
@@ -126,6 +128,7 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
         "n_train": n_train,
         "lr": lr,
         "lr_setting": cfg.lr,
+        "dtype": cfg.dtype,
         "optimizer": f"Adam{tuple(cfg.betas)}, warm-up {cfg.warmup_fraction:g}, {cfg.decay} decay, "
                      f"clip {cfg.grad_clip}, b_dec {cfg.b_dec_init} [sae_lab.training.train_step]",
         **metrics,
