@@ -23,10 +23,10 @@ NON_TRAINING_FIELDS = frozenset(
 # `lr: auto`: Adam's base lr as a function of the SAE's width, lr = AUTO_LR_AT_REF / sqrt(d_sae / AUTO_LR_REF_LATENTS).
 # The 1/sqrt(d_sae) scaling is eai-sparsify's default (sparsify 1.3.3, trainer.py: Adam lr = 2e-4 / sqrt(num_latents
 # / 2**14)). Its constant suits sparsify's long runs; this one is tuned for sae-lab's schedule (warm-up, constant,
-# linear decay to 0) on runs of a few hundred steps, and checked at two other widths: experiments/lr_auto.py,
+# linear decay to 0) on runs of a few hundred steps (fitted at 4,608 latents), checked at 2,304 and 9,216: lr_auto.py,
 # BENCHMARKS.md "Default learning rate".
 AUTO_LR_REF_LATENTS = 2**14
-AUTO_LR_AT_REF = 1e-3
+AUTO_LR_AT_REF = 2e-3
 
 
 def auto_lr(d_sae: int) -> float:
@@ -51,7 +51,7 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(4096, gt=0, description="tokens per optimisation step")
     total_tokens: int = Field(10_000_000, gt=0, description="training length; rounded down to whole batches")
     lr: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
-        "auto", description="Adam's base lr, or 'auto': a width-aware rule, 1e-3 / sqrt(d_sae / 16384), "
+        "auto", description="Adam's base lr, or 'auto': a width-aware rule, 2e-3 / sqrt(d_sae / 16384), "
         "resolved per SAE (sae_lab.training.config.auto_lr)"
     )
     betas: tuple[float, float] = (0.9, 0.999)
