@@ -109,7 +109,7 @@ def main() -> None:
         p.error("--factors must include 1 (the default)")
     train = permute_rows(load_rows(args.train), args.seed)
     heldout = load_rows(args.heldout)
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the peer runner works in experiments/peers
     out.parent.mkdir(parents=True, exist_ok=True)
     results = [sweep_width(args, train, heldout, d, out.parent) for d in args.d_sae]
     out.write_text(json.dumps({"args": vars(args), "n_train": int(train.shape[0]), "results": results}, indent=2))
