@@ -60,7 +60,7 @@ def sweep_width(args, train, heldout, d_sae: int, out_dir: Path) -> dict:
         "best_lr": best["lr"], "best_fvu": best["heldout_fvu"],
         "auto_over_best": auto["heldout_fvu"] / best["heldout_fvu"],
         "sparsify_fvu": peer and peer["heldout_fvu"], "sparsify_lr": peer and peer.get("lr"),
-        "sparsify_tokens_per_s": peer and peer["tokens_per_s"],
+        "sparsify_tokens_per_s": peer and peer["tokens_per_s"], "sparsify_dead_frac": peer and peer["dead_frac"],
     }
 
 
@@ -74,8 +74,9 @@ def markdown(args, n_train: int, results: list[dict]) -> str:
             out.append(f"| {res['d_sae']} | {r['lr']:.3g}{tag} | {r['heldout_fvu']:.4f} | "
                        f"{100 * r['dead_frac']:.1f}% |")
         if res["sparsify_fvu"] is not None:
+            dead = res.get("sparsify_dead_frac")
             out.append(f"| {res['d_sae']} | eai-sparsify default ({res['sparsify_lr']:.3g}, signum) | "
-                       f"{res['sparsify_fvu']:.4f} | |")
+                       f"{res['sparsify_fvu']:.4f} | {'' if dead is None else f'{100 * dead:.1f}%'} |")
     out.append("")
     for res in results:
         verdict = "met" if res["auto_over_best"] <= 1.02 else "NOT met"
