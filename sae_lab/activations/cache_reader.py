@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Literal
@@ -116,6 +117,7 @@ class CachedSource:
         self.n_keep = np.array([s["n_keep"][hook] for s in cache.shards], dtype=np.int64)
         if self.n_keep.sum() == 0:
             raise fmt.CacheError(f"cache '{cache.root}' has no usable positions for hook '{hook}'")
+        self.held_out: str | None = None  # set by split_holdout on its two parts
 
     @property
     def n_tokens(self) -> int:
@@ -124,7 +126,26 @@ class CachedSource:
     def describe(self) -> dict:
         m = self.cache.manifest
         return {"kind": "cache", "path": str(self.cache.root), "hook": self.hook_name, "model": m["model"],
-                "data": m["data"], "tokens": self.n_tokens, "norm_scale": self.norm_scale}
+                "data": m["data"], "tokens": self.n_tokens, "norm_scale": self.norm_scale,
+                **({"rows": self.held_out} if self.held_out else {})}
+
+    def split_holdout(self, tokens: int) -> tuple["CachedSource", "CachedSource"]:
+        """(this source without ``tokens`` of its usable rows, those rows): two disjoint sources, e.g. training
+        data and a calibration sample it never draws from. The held-out rows are spread over every shard, in
+        proportion to its rows (each shard's last ones, i.e. whole contexts), so they sample all of the text.
+        """
+        total = self.n_tokens
+        if not 0 < tokens < total:
+            raise ValueError(f"cannot hold out {tokens} of the {total} usable tokens of the cache")
+        cut = np.round(tokens * np.cumsum(self.n_keep) / total).astype(np.int64)  # held out up to each shard
+        held = np.diff(cut, prepend=0)
+        head, tail = copy.copy(self), copy.copy(self)
+        pairs = [(p[:len(p) - h], p[len(p) - h:]) for p, h in zip(self._keep_positions, held.tolist())]
+        for i, part in enumerate((head, tail)):
+            part.__dict__["_keep_positions"] = [pair[i] for pair in pairs]
+            part.n_keep = np.array([len(pair[i]) for pair in pairs], dtype=np.int64)
+        head.held_out, tail.held_out = f"all but {tokens} held-out rows", f"{tokens} held-out rows"
+        return head, tail
 
     @cached_property
     def _keep_positions(self) -> list[np.ndarray]:
