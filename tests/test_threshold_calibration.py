@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -68,16 +69,18 @@ def test_training_calibrates_once_records_it_and_resumes_identically(tmp_path):
     assert "threshold_calibration" not in json.loads((tmp_path / "c" / "run.json").read_text())["results"]["mc"]
 
 
-def test_a_cache_holds_out_rows_spread_over_every_shard_and_disjoint_from_training(tiny_cache):
-    """split_holdout gives two disjoint parts that cover the cache; the held-out rows come from every shard and
-    are exactly the rows the held-out part yields."""
+def test_a_cache_holds_out_its_last_rows_disjoint_from_training(tiny_cache):
+    """split_tail gives two disjoint parts that cover the cache; the held-out part is the last rows in shard order
+    (across a shard boundary here) and yields exactly those rows."""
     src = ActivationCache(tiny_cache).source()
-    head, held = src.split_holdout(192)
-    assert (head.n_tokens, held.n_tokens) == (src.n_tokens - 192, 192)
-    assert (held.n_keep > 0).all() and len(src.n_keep) > 4
+    head, held = src.split_tail(300)
+    assert (head.n_tokens, held.n_tokens) == (src.n_tokens - 300, 300)
+    owners = np.flatnonzero(held.n_keep)
+    assert len(owners) == 2 and owners[-1] == len(src.n_keep) - 1 and held.n_keep[owners[-1]] == src.n_keep[-1]
+    assert (head.n_keep[owners[0] + 1:] == 0).all() and (head.n_keep[:owners[0]] == src.n_keep[:owners[0]]).all()
     for full, h, t in zip(src._keep_positions, head._keep_positions, held._keep_positions):
         assert set(h.tolist()).isdisjoint(t.tolist()) and sorted([*h.tolist(), *t.tolist()]) == full.tolist()
-    yielded = torch.cat(list(itertools.islice(held.iter_batches(64, seed=3), 3)))  # one epoch of the 192 rows
+    yielded = torch.cat(list(itertools.islice(held.iter_batches(100, seed=3), 3)))  # one epoch of the 300 rows
     expected = torch.cat([src.cache.acts(s, src.hook_name).reshape(-1, src.d_in)[torch.from_numpy(p)]
                           for s, p in enumerate(held._keep_positions)]) * src.norm_scale
     assert sorted(map(tuple, yielded.tolist())) == sorted(map(tuple, expected.tolist()))

@@ -199,12 +199,12 @@ def _step_all(members: list[Member], x: torch.Tensor, cfg: TrainConfig, step: in
 def calibration_split(saes: Sequence[BaseSAE], source: ActivationSource,
                       cfg: TrainConfig) -> tuple[ActivationSource, ActivationSource | None]:
     """(training source, calibration source or None). The choice SAEs calibrate their inference thresholds on
-    tokens they never trained on: a finite source (cache, tensor) holds out ``calibrate_tokens`` (whole batches)
-    spread over all its text for calibration, and the whole sweep trains on the rest. Calibrating on tokens seen in training
-    over-counts on new text (held-out L0 +11% of k after 4 epochs). A stream calibrates on its next tokens
-    (None), which are new text unless training wrapped around its corpus."""
+    text they never trained on: a finite source (cache, tensor) holds out its last ``calibrate_tokens`` (whole
+    batches), the end of its text, and the whole sweep trains on the rest. A stream calibrates on its next
+    tokens (None), which are new text unless training wrapped around its corpus. Why: BENCHMARKS.md §8.
+    """
     n = math.ceil(cfg.calibrate_tokens / cfg.batch_size) * cfg.batch_size
-    split = getattr(source, "split_holdout", None)
+    split = getattr(source, "split_tail", None)
     if not n or split is None or all(s.threshold_calibrator(cfg.batch_size, 1) is None for s in saes):
         return source, None
     if 2 * n > source.n_tokens:
