@@ -311,8 +311,8 @@ def train_sweep(
     training made an SAE worse (run.json then says "diverged").
     """
     modules = build_saes(saes, cfg.seed)
-    source, calibration_source = calibration_split(modules, source, cfg)
     preflight(modules, source, cfg)
+    source, calibration_source = calibration_split(modules, source, cfg)
     _warn_many_epochs(source, cfg)
     require_optional_loggers(cfg)
     run = RunDir(run_dir)
