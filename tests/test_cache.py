@@ -89,12 +89,13 @@ def test_skip_batches_resumes_exactly_across_epochs(tiny_cache):
 
 @pytest.mark.parametrize("n, batch, buffer", [(100, 100, 1 << 17), (250, 64, 1 << 17), (64, 32, 256)])
 def test_head_reads_exactly_the_first_rows_of_the_stream(tiny_cache, n, batch, buffer):
-    src = ActivationCache(tiny_cache, verify="none").source(HOOKS[1], buffer_tokens=buffer)
-    it = src.iter_batches(batch, seed=5)
-    expected = torch.cat([next(it) for _ in range(-(-n // batch))])[:n]
-    head = src.head(n, batch, seed=5)
-    assert head is not None and torch.equal(head, expected)
-    assert src.head(src.n_tokens + batch, batch, seed=5) is None  # more than the first window: caller falls back
+    full = ActivationCache(tiny_cache, verify="none").source(HOOKS[1], buffer_tokens=buffer)
+    for src in (full, full.split_tail(128)[0]):  # also the training part of a calibration split
+        it = src.iter_batches(batch, seed=5)
+        expected = torch.cat([next(it) for _ in range(-(-n // batch))])[:n]
+        head = src.head(n, batch, seed=5)
+        assert head is not None and torch.equal(head, expected)
+        assert src.head(src.n_tokens + batch, batch, seed=5) is None  # beyond the first window: caller falls back
 
 
 def test_resume_reuses_complete_shards_and_refuses_other_configs(tiny_cache, tmp_path, tiny_model):
