@@ -50,7 +50,8 @@ def test_default_lr_is_width_aware_on_embedded_activations(embedded_cache, tmp_p
     from sae_lab.training.config import auto_lr
 
     run = tmp_path / "run"
-    saes = "[{architecture: topk, d_sae: 576, k: 16, name: narrow}, {architecture: topk, d_sae: 2304, k: 16, name: wide}]"
+    saes = ("[{architecture: topk, d_sae: 576, k: 16, name: narrow}, "
+            "{architecture: topk, d_sae: 2304, k: 16, name: wide}]")
     args = ["train", f"run_dir={run}", f"cache.path={embedded_cache}", f"saes={saes}", "train.total_tokens=10240",
             "train.batch_size=512", "train.log_every_steps=5", "train.progress=false"]  # train.lr left at auto
     assert cli_main(args) == 0
