@@ -46,8 +46,9 @@ class SharedForward:
     """The forwards of one eval: ``clean`` once per batch, then ``logits`` per variant from its hook's block."""
 
     def __init__(self, bridge, hooks: list[str], share: bool = True):
-        self.bridge, self.share, self.checked = bridge, share, False
-        self.starts = {h: start_of(h, len(bridge.blocks)) for h in hooks}
+        blocks = getattr(bridge, "blocks", None)  # architectures without a 'blocks' stack: full forwards
+        self.bridge, self.share, self.checked = bridge, share and blocks is not None, False
+        self.starts = {h: start_of(h, len(blocks)) if self.share else None for h in hooks}
         self.inputs: dict[int, tuple[torch.Tensor, dict]] = {}
         self.counts = {"from_block": 0, "full": 0}
         self.ids: torch.Tensor | None = None
