@@ -179,7 +179,7 @@ def write_db(
     }
     tables = {
         "features": R.feature_rows(s, t.sae.W_dec),
-        "examples": [*R.top_example_rows(s, cfg, T), *R.interval_example_rows(s, cfg, T)],
+        "examples": R.example_rows(s, cfg, T),
         "intervals": R.interval_rows(s, cfg),
         "logits": R.logit_rows(effects),
         "neighbours": R.neighbour_rows(nb_ids, nb_cos),

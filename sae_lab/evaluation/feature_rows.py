@@ -9,6 +9,7 @@ import torch
 
 from sae_lab.evaluation.config import AnalyzeConfig
 from sae_lab.evaluation.feature_stats import UNSET
+from sae_lab.evaluation.pair_counts import top_pairs
 
 
 def feature_rows(s: dict[str, torch.Tensor], W_dec: torch.Tensor) -> Iterator[tuple]:
@@ -24,23 +25,26 @@ def feature_rows(s: dict[str, torch.Tensor], W_dec: torch.Tensor) -> Iterator[tu
                hist[f].tobytes(), float(norms[f]))
 
 
-def _example_rows(kind: str, feat: np.ndarray, interval: np.ndarray, rank: np.ndarray, val: np.ndarray,
-                  gidx: np.ndarray, ids: np.ndarray, acts: np.ndarray, T: int, left: int) -> Iterator[tuple]:
-    valid = ids >= 0
-    ids, acts = ids.astype("<i4"), acts.astype("<f4")
-    pos = gidx % T
-    columns = zip(feat.tolist(), interval.tolist(), rank.tolist(), val.tolist(), gidx.tolist(), (gidx // T).tolist(),
-                  pos.tolist(), np.maximum(pos - left, 0).tolist())
-    for r, (f, i, k, v, g, context, p, start) in enumerate(columns):
-        yield f, kind, i, k, v, g, context, p, start, ids[r][valid[r]].tobytes(), acts[r][valid[r]].tobytes()
+def _example_rows(kind: str, feat: np.ndarray, interval: np.ndarray, rank: np.ndarray, at: tuple[np.ndarray, ...],
+                  arrays: tuple[np.ndarray, ...], T: int, left: int, chunk: int = 1 << 15) -> Iterator[tuple]:
+    """Rows of examples: entry ``r`` is arrays (value, token index, window ids, window acts) at index ``at[.][r]``;
+    built ``chunk`` rows at a time, so memory stays bounded at any d_sae."""
+    for c in range(0, len(feat), chunk):
+        sl = slice(c, c + chunk)
+        val, gidx, ids, acts = (a[tuple(i[sl] for i in at)] for a in arrays)
+        valid = ids >= 0
+        ids, acts = ids.astype("<i4"), acts.astype("<f4")
+        pos = gidx % T
+        columns = zip(feat[sl].tolist(), interval[sl].tolist(), rank[sl].tolist(), val.tolist(), gidx.tolist(),
+                      (gidx // T).tolist(), pos.tolist(), np.maximum(pos - left, 0).tolist())
+        for r, (f, i, k, v, g, context, p, start) in enumerate(columns):
+            yield f, kind, i, k, v, g, context, p, start, ids[r][valid[r]].tobytes(), acts[r][valid[r]].tobytes()
 
 
 def top_example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> Iterator[tuple]:
-    F, K = s["top_val"].shape
-    live = (s["top_val"] > 0).numpy()
-    f, r = np.nonzero(live)
-    return _example_rows("top", f, np.full(len(f), -1), r, s["top_val"].numpy()[f, r], s["top_idx"].numpy()[f, r],
-                         s["top_ids"].numpy()[f, r], s["top_acts"].numpy()[f, r], T, cfg.context_left)
+    f, r = np.nonzero((s["top_val"] > 0).numpy())
+    arrays = tuple(s[k].numpy() for k in ("top_val", "top_idx", "top_ids", "top_acts"))
+    yield from _example_rows("top", f, np.full(len(f), -1), r, (f, r), arrays, T, cfg.context_left)
 
 
 def interval_example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> Iterator[tuple]:
@@ -48,10 +52,16 @@ def interval_example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int
     val = torch.where(torch.isfinite(s["s_key"]), s["s_val"].double(), -1.0)  # [F*I, S]
     val, order = val.sort(dim=1, descending=True)  # highest value first within an interval
     g, r = np.nonzero((val >= 0).numpy())
+    del val
     slot = order.numpy()[g, r]
-    pick = lambda name: s[name].numpy()[g, slot]  # noqa: E731
-    return _example_rows("interval", g // I, g % I, r, pick("s_val"), pick("s_idx"), pick("s_ids"), pick("s_acts"),
-                         T, cfg.context_left)
+    arrays = tuple(s[k].numpy() for k in ("s_val", "s_idx", "s_ids", "s_acts"))
+    yield from _example_rows("interval", g // I, g % I, r, (g, slot), arrays, T, cfg.context_left)
+
+
+def example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> Iterator[tuple]:
+    """The examples table: every feature's top examples, then its interval samples."""
+    yield from top_example_rows(s, cfg, T)
+    yield from interval_example_rows(s, cfg, T)
 
 
 def interval_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig) -> Iterator[tuple]:
@@ -83,8 +93,9 @@ def neighbour_rows(ids: torch.Tensor, cos: torch.Tensor) -> Iterator[tuple]:
 
 
 def cooccurrence_rows(s: dict[str, torch.Tensor], n: int) -> Iterator[tuple]:
-    cooc = s["cooc"] + s["cooc"].t()  # stored for i < j only
-    counts, other = cooc.topk(min(n, cooc.shape[1]), dim=1)
+    """Each feature's ``n`` most co-active features (count > 0), from the sparse pair table."""
+    F = s["fired"].shape[0]
+    counts, other = top_pairs(s["cooc_keys"].numpy(), s["cooc_counts"].numpy(), F, n)
     fraction = counts.double() / s["fired"].clamp_min(1).double().unsqueeze(1)
     live = (counts > 0).numpy()
     f, r = np.nonzero(live)
