@@ -157,6 +157,8 @@ def write_db(
 ) -> Path:
     """Directions, logit effects and neighbours from the weights, then every table into t.db_path."""
     s = stats.state()
+    log.info("%s: co-occurrence: %d distinct pairs (%.1f MiB)", t.name, len(s["cooc_keys"]),
+             (s["cooc_keys"].nbytes + s["cooc_counts"].nbytes) / 2**20)
     T = cfg.data.context_length
     dirs = residual_directions(t.sae, model)
     effects = None if dirs is None else logit_effects(dirs, model, cfg.n_logits)
@@ -185,6 +187,7 @@ def write_db(
         "neighbours": R.neighbour_rows(nb_ids, nb_cos),
         "cooccurrence": R.cooccurrence_rows(s, cfg.n_cooccurring),
         "tokens": enumerate(vocab),
+        "top_tokens": R.top_token_rows(s, cfg),
     }
     t.out_dir.mkdir(parents=True, exist_ok=True)
     return write_feature_db(t.db_path, meta, tables)

@@ -62,7 +62,8 @@ class FeatureDBError(RuntimeError):
 
 
 def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> Path:
-    """Write a complete database atomically: rows of each table, then indexes, then the completion record."""
+    """Write a complete database atomically: rows of each table, then indexes, then the completion record.
+    ``top_tokens`` is derived from ``examples`` by SQL unless ``tables`` holds its rows."""
     path = Path(path)
     for stale in [*path.parent.glob(f".{path.name}.tmp*"), *path.parent.glob(f"{path.name}.tmp*")]:
         stale.unlink(missing_ok=True)  # left by a killed run (our own temporary names only)
@@ -81,8 +82,11 @@ def _write_tables(file: Path, meta: dict, tables: dict[str, Iterable[tuple]]) ->
         counts = {}
         for name in TABLES:
             counts[name] = _insert(con, name, tables.get(name, ()))
-        _register_functions(con)
-        counts["top_tokens"] = con.execute(f"INSERT INTO top_tokens {TOP_TOKENS_SELECT}").rowcount
+        if "top_tokens" in tables:  # precomputed by the caller (must equal TOP_TOKENS_SELECT over `examples`)
+            counts["top_tokens"] = _insert(con, "top_tokens", tables["top_tokens"])
+        else:
+            _register_functions(con)
+            counts["top_tokens"] = con.execute(f"INSERT INTO top_tokens {TOP_TOKENS_SELECT}").rowcount
         con.executescript(INDEXES)
         entries = {**meta, "schema_version": SCHEMA_VERSION}
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in entries.items()])

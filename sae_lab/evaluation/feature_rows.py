@@ -64,6 +64,22 @@ def example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> Iter
     yield from interval_example_rows(s, cfg, T)
 
 
+def top_token_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig) -> Iterator[tuple]:
+    """The top_tokens table (``feature_db.TOP_TOKENS_SELECT`` over the top examples), from the state: per
+    (activating token, feature) of the live top examples, their count and largest value; key order."""
+    F = s["top_val"].shape[0]
+    f, r = np.nonzero((s["top_val"] > 0).numpy())
+    key = s["top_ids"].numpy()[f, r, cfg.context_left].astype(np.int64) * F + f  # the window's centre token
+    order = np.argsort(key, kind="stable")
+    key, val = key[order], s["top_val"].numpy()[f, r][order]
+    if not len(key):
+        return iter(())
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    count = np.diff(np.append(starts, len(key)))
+    return zip((key[starts] // F).tolist(), (key[starts] % F).tolist(), count.tolist(),
+               np.maximum.reduceat(val, starts).tolist())
+
+
 def interval_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig) -> Iterator[tuple]:
     I, B = cfg.n_intervals, cfg.hist_bins
     counts = s["hist"].reshape(-1, I, B // I).sum(-1).numpy()
