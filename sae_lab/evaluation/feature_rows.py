@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterator
 
 import numpy as np
@@ -25,6 +26,18 @@ def feature_rows(s: dict[str, torch.Tensor], W_dec: torch.Tensor) -> Iterator[tu
                hist[f].tobytes(), float(norms[f]))
 
 
+def _window_blobs(x: np.ndarray, valid: np.ndarray) -> list[bytes]:
+    """Per row of ``x`` [n, W], the bytes of its valid entries (a window's valid positions are one contiguous
+    run: the context cuts it only at its ends), sliced from one buffer."""
+    n, W = valid.shape
+    lo, hi = valid.argmax(1), W - valid[:, ::-1].argmax(1)
+    if not (valid.sum(1) == hi - lo).all():  # not contiguous: cannot happen for windows; mask row by row
+        return [x[r][valid[r]].tobytes() for r in range(n)]
+    buf, size = x.tobytes(), x.itemsize
+    base = np.arange(n) * W
+    return [buf[a:b] for a, b in zip(((base + lo) * size).tolist(), ((base + hi) * size).tolist())]
+
+
 def _example_rows(kind: str, feat: np.ndarray, interval: np.ndarray, rank: np.ndarray, at: tuple[np.ndarray, ...],
                   arrays: tuple[np.ndarray, ...], T: int, left: int, chunk: int = 1 << 15) -> Iterator[tuple]:
     """Rows of examples: entry ``r`` is arrays (value, token index, window ids, window acts) at index ``at[.][r]``;
@@ -33,12 +46,11 @@ def _example_rows(kind: str, feat: np.ndarray, interval: np.ndarray, rank: np.nd
         sl = slice(c, c + chunk)
         val, gidx, ids, acts = (a[tuple(i[sl] for i in at)] for a in arrays)
         valid = ids >= 0
-        ids, acts = ids.astype("<i4"), acts.astype("<f4")
         pos = gidx % T
-        columns = zip(feat[sl].tolist(), interval[sl].tolist(), rank[sl].tolist(), val.tolist(), gidx.tolist(),
-                      (gidx // T).tolist(), pos.tolist(), np.maximum(pos - left, 0).tolist())
-        for r, (f, i, k, v, g, context, p, start) in enumerate(columns):
-            yield f, kind, i, k, v, g, context, p, start, ids[r][valid[r]].tobytes(), acts[r][valid[r]].tobytes()
+        yield from zip(feat[sl].tolist(), itertools.repeat(kind), interval[sl].tolist(), rank[sl].tolist(),
+                       val.tolist(), gidx.tolist(), (gidx // T).tolist(), pos.tolist(),
+                       np.maximum(pos - left, 0).tolist(), _window_blobs(np.ascontiguousarray(ids, "<i4"), valid),
+                       _window_blobs(np.ascontiguousarray(acts, "<f4"), valid))
 
 
 def top_example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> Iterator[tuple]:
