@@ -63,8 +63,8 @@ class FeatureDBError(RuntimeError):
 
 
 def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> Path:
-    """Write a complete database atomically: rows of each table, then indexes, then the completion record.
-    ``top_tokens`` is derived from ``examples`` by SQL unless ``tables`` holds its rows."""
+    """Write a complete database atomically: rows of each table (in the order of ``tables``), then indexes, then
+    the completion record. ``top_tokens`` is derived from ``examples`` by SQL unless ``tables`` holds its rows."""
     path = Path(path)
     for stale in [*path.parent.glob(f".{path.name}.tmp*"), *path.parent.glob(f"{path.name}.tmp*")]:
         stale.unlink(missing_ok=True)  # left by a killed run (our own temporary names only)
@@ -81,8 +81,10 @@ def _write_tables(file: Path, meta: dict, tables: dict[str, Iterable[tuple]]) ->
         con.execute("PRAGMA synchronous=OFF")
         con.executescript(SCHEMA)
         counts = {}
-        for name in TABLES:
-            counts[name] = _insert(con, name, tables.get(name, ()))
+        for name in [*tables, *TABLES]:  # the caller's order first (rows not ready yet can come last)
+            if name in TABLES and name not in counts:
+                counts[name] = _insert(con, name, tables.get(name, ()))
+        counts = {name: counts[name] for name in TABLES}
         if "top_tokens" in tables:  # precomputed by the caller (must equal TOP_TOKENS_SELECT over `examples`)
             counts["top_tokens"] = _insert(con, "top_tokens", tables["top_tokens"])
         else:
