@@ -7,29 +7,30 @@ import torch
 from sae_lab.evaluation.pair_counts import PairCounts, top_pairs
 
 
-def _random_pair_keys(g: torch.Generator, F: int, n_tokens: int, k: int) -> torch.Tensor:
-    """Keys i * F + j (i < j) of all pairs among k latents per token, drawn from a skewed (Zipf-like) law."""
+def _random_sets(g: torch.Generator, F: int, n_tokens: int, k: int) -> torch.Tensor:
+    """[n_tokens, k] ascending latent ids per token from a skewed (Zipf-like) law; some tokens have fewer than k
+    (F fills their unused slots) or none."""
     weights = 1.0 / torch.arange(1, F + 1, dtype=torch.float64)
-    idx = torch.multinomial(weights.expand(n_tokens, F), k, generator=g).sort(dim=1).values
-    first, second = torch.triu_indices(k, k, 1)
-    return (idx[:, first] * F + idx[:, second]).reshape(-1)
+    idx = torch.multinomial(weights.expand(n_tokens, F), k, generator=g)
+    size = torch.randint(0, k + 1, (n_tokens, 1), generator=g)
+    return torch.where(torch.arange(k) < size, idx, F).sort(dim=1).values
 
 
 @pytest.mark.parametrize("F", [50, 700])  # topk takes different code paths below/above 64 * n columns
 def test_sparse_counts_and_top_partners_equal_the_dense_matrix(F):
     g = torch.Generator().manual_seed(F)
     pairs = PairCounts(F, flush_min=300)  # many flushes: merges into a non-empty table
-    dense = torch.zeros(F * F, dtype=torch.int32)
+    dense = torch.zeros(F + 1, F + 1, dtype=torch.int32)  # row/column F: unused slots
     for _ in range(12):
-        keys = _random_pair_keys(g, F, n_tokens=int(torch.randint(1, 40, (1,), generator=g)), k=6)
-        pairs.add(keys)
-        dense.index_add_(0, keys, torch.ones_like(keys, dtype=torch.int32))  # the old accumulation
+        sets = _random_sets(g, F, n_tokens=int(torch.randint(1, 40, (1,), generator=g)), k=6)
+        pairs.add_sets(sets.numpy())
+        onehot = torch.zeros(len(sets), F + 1, dtype=torch.int32).scatter_(1, sets, 1)
+        dense += onehot.t() @ onehot  # every pair of latents the token holds (the old dense matrix, symmetric)
     keys, counts = pairs.table()
     assert (np.diff(keys) > 0).all() and (counts > 0).all()
-    dense = dense.view(F, F)
-    sym = dense + dense.t()
+    sym = dense[:F, :F].fill_diagonal_(0)
     assert torch.equal(pairs.dense(), sym)
-    assert len(keys) == int((dense > 0).sum())
+    assert len(keys) == int((sym > 0).sum()) // 2
     want_counts, want_ids = sym.topk(10, dim=1)  # the old read-out: ties among small counts are frequent
     assert (want_counts[:, :-1] == want_counts[:, 1:]).any()
     for block_elems in (F, 7 * F, 1 << 25):  # one row, several rows, the whole matrix per block
@@ -39,7 +40,7 @@ def test_sparse_counts_and_top_partners_equal_the_dense_matrix(F):
 
 def test_state_round_trip_and_bad_checkpoint():
     pairs = PairCounts(20, flush_min=1)
-    pairs.add(torch.tensor([1, 21, 1, 399]))
+    pairs.add(np.array([1, 21, 1, 399]))
     again = PairCounts(20)
     again.load_state(pairs.state())
     assert torch.equal(again.dense(), pairs.dense()) and int(again.dense()[0, 1]) == 2

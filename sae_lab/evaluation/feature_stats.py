@@ -232,9 +232,7 @@ class FeatureStats:
         else:  # the c largest of each token, in ascending column order
             vals, idx = z.topk(c, dim=1)
             idx = torch.where(vals > 0, idx, F).sort(dim=1).values
-        first, second = torch.triu_indices(c, c, 1, device=z.device)
-        a, b = idx[:, first], idx[:, second]  # a < b wherever b is set
-        self.pairs.add((a * F + b)[b < F])
+        self.pairs.add_sets(idx[l0 >= 2].cpu().numpy())
 
     def cooccurrence(self) -> torch.Tensor:
         """Symmetric dense [F, F] counts of tokens on which both features are active (zero diagonal); for small F
