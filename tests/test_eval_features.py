@@ -117,6 +117,20 @@ def _dump(path):
     return out
 
 
+def test_top_tokens_written_from_the_state_equal_the_sql_derivation(analysed):
+    """analyze writes top_tokens from its top-example arrays; it must equal the SQL derivation over `examples`
+    that other writers (and version-1 readers) use."""
+    from sae_lab.evaluation.feature_db import TOP_TOKENS_SELECT, _register_functions
+
+    run, _, saes = analysed
+    for name in saes:
+        con = sqlite3.connect(run / "saes" / name / "features.sqlite")
+        _register_functions(con)
+        derived = sorted(con.execute(TOP_TOKENS_SELECT).fetchall())
+        assert sorted(con.execute("SELECT * FROM top_tokens").fetchall()) == derived and len(derived) > 50
+        con.close()
+
+
 def test_an_interrupted_analysis_resumes_to_the_same_database(tiny_model, analysed, tmp_path):
     run, _, saes = analysed
     again = make_run(tmp_path / "again", list(saes.values()))
