@@ -160,21 +160,25 @@ class FeatureStats:
         T: int,
         first_index: int,
     ) -> None:
-        """Merge the batch's per-feature top-K into the running top-K; windows only for new winners."""
+        """Merge the batch's per-feature top-K into the running top-K, in place on the features whose top-K moved;
+        windows only for new winners."""
         t, K, c = self.t, self.cfg.top_k, self.cfg
         cand_val, cand_row = top_per_column(rows, cols, vals, self.F, K)  # [F, K]
         best, sel = torch.cat([t["top_val"], cand_val], 1).topk(K, dim=1)
+        t["top_val"] = best
+        moved = (sel != torch.arange(K, device=sel.device)).any(1).nonzero().squeeze(1)
+        if not moved.numel():
+            return
+        sel = sel[moved]
         kept = sel.clamp(max=K - 1)
-        new_idx, new_ids = (
-            t["top_idx"].gather(1, kept),
-            t["top_ids"].gather(1, kept[..., None].expand(-1, -1, c.window)),
-        )
-        new_acts = t["top_acts"].gather(1, kept[..., None].expand(-1, -1, c.window))
-        fi, si = (sel >= K).nonzero(as_tuple=True)
-        r = cand_row[fi, sel[fi, si] - K]
-        new_idx[fi, si] = r + first_index
-        new_ids[fi, si], new_acts[fi, si] = windows(r, fi, z, ids, T, c.context_left, c.context_right)
-        t.update(top_val=best, top_idx=new_idx, top_ids=new_ids, top_acts=new_acts)
+        t["top_idx"][moved] = t["top_idx"][moved].gather(1, kept)
+        for name in ("top_ids", "top_acts"):
+            t[name][moved] = t[name][moved].gather(1, kept[..., None].expand(-1, -1, c.window))
+        mi, si = (sel >= K).nonzero(as_tuple=True)
+        fi = moved[mi]
+        r = cand_row[fi, sel[mi, si] - K]
+        t["top_idx"][fi, si] = r + first_index
+        t["top_ids"][fi, si], t["top_acts"][fi, si] = windows(r, fi, z, ids, T, c.context_left, c.context_right)
 
     def _samples(self, rows, cols, vals, z, ids, T: int, first_index: int, grown: torch.Tensor) -> None:
         """Bottom-S hash-key sampling per (feature, interval): re-bucket features whose range grew, then merge
