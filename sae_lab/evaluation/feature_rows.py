@@ -121,14 +121,15 @@ def neighbour_rows(ids: torch.Tensor, cos: torch.Tensor) -> Iterator[tuple]:
 
 
 def cooccurrence_rows(s: dict[str, torch.Tensor], n: int) -> Iterator[tuple]:
-    """Each feature's ``n`` most co-active features (count > 0), from the sparse pair table."""
+    """Each feature's ``n`` most co-active features (count > 0), from the sparse pair table (computed when the
+    first row is asked for, so its scratch memory is not held alongside other tables' work)."""
     F = s["fired"].shape[0]
     counts, other = top_pairs(s["cooc_keys"].numpy(), s["cooc_counts"].numpy(), F, n)
     fraction = counts.double() / s["fired"].clamp_min(1).double().unsqueeze(1)
     live = (counts > 0).numpy()
     f, r = np.nonzero(live)
-    return zip(f.tolist(), r.tolist(), other.numpy()[live].tolist(), counts.numpy()[live].tolist(),
-               fraction.numpy()[live].tolist())
+    yield from zip(f.tolist(), r.tolist(), other.numpy()[live].tolist(), counts.numpy()[live].tolist(),
+                   fraction.numpy()[live].tolist())
 
 
 def vocabulary(tokenizer, vocab_size: int) -> list[str]:
