@@ -1,6 +1,7 @@
 """Time one SAE training step (forward + backward + Adam + decoder renorm) per architecture.
 
     python experiments/bench_sae_step.py [--seconds 3] [--batch 1024] [--d-in 576] [--d-sae 4608] [--k 32]
+        [--profile N]   # then also a torch.profiler table of N TopK steps, by operator
 
 Prints tokens/s per architecture and its step-time ratio to TopK, MP with the Gram update vs the full
 recompute, and the TopK step's achieved FLOP/s as a fraction of a plain fp32 matmul measured in the same run.
@@ -52,6 +53,7 @@ def main() -> None:
     ap.add_argument("--d-in", type=int, default=576)
     ap.add_argument("--d-sae", type=int, default=4608)
     ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--profile", type=int, default=0, help="profile this many TopK steps after the timing")
     a = ap.parse_args()
     torch.manual_seed(0)
     x = torch.randn(a.batch, a.d_in) + 0.3 * torch.randn(a.d_in)
@@ -95,6 +97,19 @@ def main() -> None:
           f"{ach / (mm_flops / med['matmul'] / 1e9):.0%} of the measured matmul throughput")
     g, f = med["matching_pursuit(gram)"], med["matching_pursuit(full)"]
     print(f"MP Gram update vs full recompute: {1e3 * g:.0f} ms vs {1e3 * f:.0f} ms per step ({f / g:.1f}x faster)")
+    if a.profile:
+        profile_steps(steps["topk"], a.profile)
+
+
+def profile_steps(step, n: int) -> None:
+    """torch.profiler over ``n`` steps: self CPU time per operator, and per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            step()
+    print(f"TopK step profile, {n} steps (self CPU time; per-step ms = total / {n}):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=48))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class SaeLabNotReady(RuntimeError):
 
 
 def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, epochs: int = 1,
-                lr: float | None = None, seed: int = 0, eval_chunk: int = 4096) -> dict:
+                lr: float | None = None, seed: int = 0, eval_chunk: int = 4096, dtype: str | None = None) -> dict:
     """Train sae-lab's ``arch`` ('topk' or 'mp') on ``train`` ([n, d_in] float32 tensor, already in the
     benchmark's row order) for ``epochs`` and evaluate on ``heldout``.
 
@@ -82,6 +82,8 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
     overrides = dict(batch_size=batch, total_tokens=n_train, seed=seed, device="cpu", progress=False)
     if lr is not None:
         overrides["lr"] = lr
+    if dtype is not None:
+        overrides["dtype"] = dtype
     cfg = TrainConfig(**overrides)
 
     try:
@@ -90,7 +92,8 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
             sae = build_sae({"architecture": architecture, "d_in": int(train.shape[1]), "d_sae": d_sae, "k": k})
     except Exception as e:  # noqa: BLE001
         raise SaeLabNotReady(f"cannot build sae_lab '{architecture}' SAE: {type(e).__name__}: {e}") from e
-    opt = make_optimizer(sae, cfg.lr, cfg.betas, cfg.eps)  # the trainer's own optimiser (fused Adam on CPU)
+    lr = cfg.lr_for(d_sae)
+    opt = make_optimizer(sae, lr, cfg.betas, cfg.eps)  # the trainer's own optimiser (fused Adam on CPU)
     sched = make_scheduler(opt, cfg)
     sample = train[: cfg.b_dec_init_tokens]
     sae.train()
@@ -123,7 +126,9 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
         "tokens_per_s": n_train / seconds,
         "train_seconds": seconds,
         "n_train": n_train,
-        "lr": cfg.lr,
+        "lr": lr,
+        "lr_setting": cfg.lr,
+        "dtype": cfg.dtype,
         "optimizer": f"Adam{tuple(cfg.betas)}, warm-up {cfg.warmup_fraction:g}, {cfg.decay} decay, "
                      f"clip {cfg.grad_clip}, b_dec {cfg.b_dec_init} [sae_lab.training.train_step]",
         **metrics,

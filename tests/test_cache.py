@@ -87,6 +87,17 @@ def test_skip_batches_resumes_exactly_across_epochs(tiny_cache):
     assert all(torch.equal(a, b) for a, b in zip(full[30:], resumed))
 
 
+@pytest.mark.parametrize("n, batch, buffer", [(100, 100, 1 << 17), (250, 64, 1 << 17), (64, 32, 256)])
+def test_head_reads_exactly_the_first_rows_of_the_stream(tiny_cache, n, batch, buffer):
+    full = ActivationCache(tiny_cache, verify="none").source(HOOKS[1], buffer_tokens=buffer)
+    for src in (full, full.split_tail(128)[0]):  # also the training part of a calibration split
+        it = src.iter_batches(batch, seed=5)
+        expected = torch.cat([next(it) for _ in range(-(-n // batch))])[:n]
+        head = src.head(n, batch, seed=5)
+        assert head is not None and torch.equal(head, expected)
+        assert src.head(src.n_tokens + batch, batch, seed=5) is None  # beyond the first window: caller falls back
+
+
 def test_resume_reuses_complete_shards_and_refuses_other_configs(tiny_cache, tmp_path, tiny_model):
     before = {p.name: p.stat().st_mtime_ns for p in (tiny_cache / "shards").iterdir()}
     build_cache(cache_config(tiny_cache, HOOKS, storage_dtype="float32"), model=tiny_model, progress=False)

@@ -44,3 +44,21 @@ def test_train_sweep_on_cached_embedded_activations(embedded_cache, tmp_path, ca
     # a second identical command resumes the finished run instead of overwriting it
     assert cli_main(args) == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == len(records)
+
+
+def test_default_lr_is_width_aware_on_embedded_activations(embedded_cache, tmp_path):
+    from sae_lab.training.config import auto_lr
+
+    run = tmp_path / "run"
+    saes = ("[{architecture: topk, d_sae: 576, k: 16, name: narrow}, "
+            "{architecture: topk, d_sae: 2304, k: 16, name: wide}]")
+    args = ["train", f"run_dir={run}", f"cache.path={embedded_cache}", f"saes={saes}", "train.total_tokens=10240",
+            "train.batch_size=512", "train.log_every_steps=5", "train.progress=false"]  # train.lr left at auto
+    assert cli_main(args) == 0
+    results = json.loads((run / "run.json").read_text())["results"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for name, d_sae in (("narrow", 576), ("wide", 2304)):
+        assert results[name]["base_lr"] == pytest.approx(auto_lr(d_sae))
+        fvus = [r["fvu"] for r in records if r["sae"] == name]
+        assert fvus[-1] < 0.8 * fvus[0], (name, fvus)
+    assert results["narrow"]["base_lr"] == pytest.approx(2 * results["wide"]["base_lr"])

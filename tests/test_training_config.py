@@ -7,6 +7,7 @@ import torch
 
 from sae_lab.configbase import ConfigError, build_config, load_config
 from sae_lab.training import TrainConfig
+from sae_lab.training.config import AUTO_LR_AT_REF, AUTO_LR_REF_LATENTS, auto_lr
 from sae_lab.training.run_dir import resolved_hash
 from sae_lab.training.schedule import WarmupDecay, make_scheduler
 
@@ -31,6 +32,7 @@ def test_unknown_key_is_named_with_a_suggestion():
         ({"dtype": "float16"}, ["dtype", "'float32' or 'bfloat16'"]),
         ({"device": "gpu"}, ["device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"]),
         ({"lr": -1}, ["lr", "greater than 0"]),
+        ({"lr": "fast"}, ["lr", "'auto'"]),
         ({"betas": [0.9, 1.5]}, ["betas", "[0, 1)"]),
         ({"batch_size": 4096, "total_tokens": 100}, ["total_tokens (100)", "batch_size (4096)"]),
         ({"decay_start": 1.5}, ["decay_start", "less than or equal to 1"]),
@@ -93,3 +95,18 @@ def test_config_hash_covers_training_fields_only():
     other_source = resolved()
     other_source["source"] = {"n": 2}
     assert resolved_hash(other_source) != base
+
+
+def test_lr_auto_is_the_default_and_scales_as_one_over_sqrt_width():
+    cfg = TrainConfig()
+    assert cfg.lr == "auto"
+    assert cfg.lr_for(AUTO_LR_REF_LATENTS) == pytest.approx(AUTO_LR_AT_REF)
+    for d_sae in (576, 2304, 4608, 9216, 65536):
+        assert cfg.lr_for(d_sae) == auto_lr(d_sae)
+        assert auto_lr(4 * d_sae) == pytest.approx(auto_lr(d_sae) / 2)  # 1/sqrt(d_sae), sparsify's rule
+    assert auto_lr(2304) > auto_lr(9216)
+    assert TrainConfig(lr=3e-4).lr_for(2304) == TrainConfig(lr=3e-4).lr_for(9216) == 3e-4
+    assert load_config(TrainConfig, overrides=["lr=auto"]).lr == "auto"
+    assert load_config(TrainConfig, overrides=["lr=0.0008"]).lr == pytest.approx(8e-4)
+    with pytest.raises(ValueError, match="d_sae must be positive"):
+        auto_lr(0)

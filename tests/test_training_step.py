@@ -104,3 +104,42 @@ def test_matching_pursuit_selection_ignores_autocast():
 
 def planted_data_batch() -> torch.Tensor:
     return next(planted_source().iter_batches(BATCH))
+
+
+def test_eager_adam_is_torch_adam_without_the_dynamo_import():
+    import subprocess
+    import sys
+    import textwrap
+
+    from sae_lab.training.optim import EagerAdam
+
+    torch.manual_seed(0)
+    p1, p2 = torch.nn.Parameter(torch.randn(6, 5)), torch.nn.Parameter(torch.randn(5))
+    q1, q2 = torch.nn.Parameter(p1.detach().clone()), torch.nn.Parameter(p2.detach().clone())
+    ours = EagerAdam([p1, p2], lr=1e-2, fused=True)
+    ref = torch.optim.Adam([q1, q2], lr=1e-2, fused=True)
+    for _ in range(3):
+        for a, b in ((p1, q1), (p2, q2)):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        ours.step()
+        ref.step()
+    assert torch.equal(p1, q1) and torch.equal(p2, q2)
+    plain = torch.optim.Adam([q1, q2], lr=1e-2, fused=True)
+    plain.load_state_dict(ours.state_dict())  # checkpoints stay torch.optim.Adam's format
+    assert torch.equal(plain.state_dict()["state"][0]["exp_avg"], ours.state_dict()["state"][0]["exp_avg"])
+    code = textwrap.dedent("""
+        import sys, torch
+        from sae_lab.saes import build_sae
+        from sae_lab.training.step import make_optimizer, train_step
+        from sae_lab.training.config import TrainConfig
+        from sae_lab.training.schedule import make_scheduler
+        sae = build_sae({"architecture": "topk", "d_in": 8, "d_sae": 16, "k": 2})
+        opt = make_optimizer(sae, 1e-3, (0.9, 0.999), 1e-8)
+        sched = make_scheduler(opt, TrainConfig(batch_size=4, total_tokens=8))
+        train_step(sae, opt, sched, torch.randn(4, 8), grad_clip=1.0)
+        opt.load_state_dict(opt.state_dict())
+        print("torch._dynamo" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", "building or stepping the optimiser imported torch._dynamo (seconds of start-up)"

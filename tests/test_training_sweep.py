@@ -146,3 +146,18 @@ def test_a_torn_metrics_line_from_a_kill_is_dropped_on_resume(tmp_path):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(records) == 10
     assert [r["step"] for r in records] == list(range(2, 21, 2))
+
+
+def test_lr_auto_resolves_per_sae_width_and_is_recorded(tmp_path):
+    from sae_lab.training.config import auto_lr
+
+    saes = [sae_cfg(name="narrow", d_sae=32), sae_cfg(name="wide", d_sae=128)]
+    result = train_sweep(saes, planted_source(), train_cfg(lr="auto", warmup_fraction=0.0, decay="none"),
+                         tmp_path / "r")
+    status = json.loads((tmp_path / "r" / "run.json").read_text())["results"]
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    for name, d_sae in (("narrow", 32), ("wide", 128)):
+        assert status[name]["base_lr"] == pytest.approx(auto_lr(d_sae))
+        logged = [r["lr"] for r in records if r.get("sae") == name]
+        assert logged and logged == pytest.approx([auto_lr(d_sae)] * len(logged))  # constant schedule
+    assert result.results["narrow"].metrics["lr"] > result.results["wide"].metrics["lr"]

@@ -172,6 +172,18 @@ class CachedSource:
         if order is not None:
             out[torch.from_numpy(order)] = dest
 
+    def head(self, n: int, batch_size: int, seed: int = 0) -> torch.Tensor | None:
+        """The first ``n`` rows :meth:`iter_batches` would yield, reading only those rows (not the whole first
+        window), or None when they do not all come from the first window."""
+        window = np.random.default_rng([seed, 0]).permutation(len(self.cache.shards))[:self.shards_per_window]
+        ids = self._window_ids(window)
+        perm = np.random.default_rng([seed, 0, 0]).permutation(len(ids))
+        if n > (len(ids) // batch_size) * batch_size:
+            return None
+        out = torch.empty(n, self.d_in)
+        self._load_rows(ids[perm[:n]], out)
+        return out
+
     def iter_batches(self, batch_size: int, seed: int = 0, skip_batches: int = 0,
                      device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
         """Endless shuffled batches [batch_size, d_in] (normalised); see ActivationSource."""

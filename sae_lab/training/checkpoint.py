@@ -86,10 +86,18 @@ def _tensors(obj: Any) -> Iterator[tuple[str, torch.Tensor]]:
                 yield f"{i}.{path}" if path else str(i), t
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """No NaN/inf in ``t``: its min and max (one pass, no [N] bool temporary; NaN propagates) are finite."""
+    if t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t.detach())
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+
+
 def first_non_finite(state: Any) -> str | None:
     """Path of the first floating tensor in ``state`` holding NaN or inf, or None if all are finite."""
     for path, t in _tensors(state):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and not all_finite(t):
             return path
     return None
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+import math
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -17,6 +18,22 @@ from sae_lab.devices import DeviceName, resolve_device
 NON_TRAINING_FIELDS = frozenset(
     {"checkpoint_every_tokens", "keep_checkpoints", "log_every_steps", "progress", "wandb", "tensorboard", "device"}
 )
+
+
+# `lr: auto`: Adam's base lr as a function of the SAE's width, lr = AUTO_LR_AT_REF / sqrt(d_sae / AUTO_LR_REF_LATENTS).
+# The 1/sqrt(d_sae) scaling is eai-sparsify's default (sparsify 1.3.3, trainer.py: Adam lr = 2e-4 / sqrt(num_latents
+# / 2**14)). Its constant suits sparsify's long runs; this one is tuned for sae-lab's schedule (warm-up, constant,
+# linear decay to 0) on runs of a few hundred steps (fitted at 4,608 latents), checked at 2,304 and 9,216: lr_auto.py,
+# BENCHMARKS.md "Default learning rate".
+AUTO_LR_REF_LATENTS = 2**14
+AUTO_LR_AT_REF = 2e-3
+
+
+def auto_lr(d_sae: int) -> float:
+    """The `lr: auto` learning rate of an SAE with ``d_sae`` latents (see AUTO_LR_AT_REF)."""
+    if d_sae <= 0:
+        raise ValueError(f"d_sae must be positive, got {d_sae}")
+    return AUTO_LR_AT_REF / math.sqrt(d_sae / AUTO_LR_REF_LATENTS)
 
 
 class WandbConfig(StrictModel):
@@ -33,7 +50,10 @@ class TrainConfig(StrictModel):
 
     batch_size: int = Field(4096, gt=0, description="tokens per optimisation step")
     total_tokens: int = Field(10_000_000, gt=0, description="training length; rounded down to whole batches")
-    lr: float = Field(2e-4, gt=0)
+    lr: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        "auto", description="Adam's base lr, or 'auto': a width-aware rule, 2e-3 / sqrt(d_sae / 16384), "
+        "resolved per SAE (sae_lab.training.config.auto_lr)"
+    )
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     warmup_tokens: int | None = Field(
@@ -97,6 +117,10 @@ class TrainConfig(StrictModel):
     def warmup_steps(self) -> int:
         tokens = self.warmup_tokens if self.warmup_tokens is not None else self.warmup_fraction * self.total_tokens
         return int(round(tokens / self.batch_size))
+
+    def lr_for(self, d_sae: int) -> float:
+        """The base lr of an SAE with ``d_sae`` latents: ``lr`` itself, or :func:`auto_lr` under 'auto'."""
+        return auto_lr(d_sae) if self.lr == "auto" else float(self.lr)
 
     def resolved_device(self) -> torch.device:
         """The device to train on (sae_lab.devices.resolve_device: 'auto' = CUDA, else MPS, else CPU)."""

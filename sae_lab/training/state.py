@@ -66,7 +66,7 @@ def make_members(saes: list[BaseSAE], cfg: TrainConfig, device: torch.device) ->
     members = []
     for sae in saes:
         sae.to(device)
-        opt = make_optimizer(sae, cfg.lr, cfg.betas, cfg.eps)
+        opt = make_optimizer(sae, cfg.lr_for(sae.cfg.d_sae), cfg.betas, cfg.eps)
         members.append(Member(sae_name(sae), sae, opt, make_scheduler(opt, cfg)))
     return members
 
@@ -76,9 +76,14 @@ def init_b_dec(members: list[Member], source: ActivationSource, cfg: TrainConfig
     if cfg.b_dec_init == "zeros":
         sample = torch.zeros(1, source.d_in, device=device)
     else:
-        n_batches = math.ceil(cfg.b_dec_init_tokens / cfg.batch_size)
-        it = source.iter_batches(cfg.batch_size, seed=cfg.seed, skip_batches=0, device=device)
-        sample = torch.cat([next(it) for _ in range(n_batches)])[: cfg.b_dec_init_tokens]
+        head = getattr(source, "head", None)  # a cache reads just these rows, not its whole first window
+        sample = head(cfg.b_dec_init_tokens, cfg.batch_size, seed=cfg.seed) if head else None
+        if sample is not None:
+            sample = sample.to(device)
+        else:
+            n_batches = math.ceil(cfg.b_dec_init_tokens / cfg.batch_size)
+            it = source.iter_batches(cfg.batch_size, seed=cfg.seed, skip_batches=0, device=device)
+            sample = torch.cat([next(it) for _ in range(n_batches)])[: cfg.b_dec_init_tokens]
     with torch.no_grad():
         for m in members:
             m.sae.init_b_dec(sample, method=cfg.b_dec_init)

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from sae_lab.saes.base import BaseSAE
+from sae_lab.training.checkpoint import all_finite
+from sae_lab.training.optim import eager_adam
 
 
 class NonFiniteValue(FloatingPointError):
@@ -99,17 +101,18 @@ def _grad_norm(sae: BaseSAE, grad_clip: float | None) -> torch.Tensor:
 def first_non_finite_param(sae: BaseSAE) -> str | None:
     """Name of the first parameter holding NaN/inf, else None (one pass over the weights: call sparingly)."""
     for name, p in sae.named_parameters():
-        if not bool(torch.isfinite(p).all()):
+        if not all_finite(p):
             return name
     return None
 
 
 def make_optimizer(sae: BaseSAE, lr: float, betas: tuple[float, float], eps: float) -> torch.optim.Optimizer:
-    """Adam, fused when the device supports it (about 4x faster than foreach on CPU), else the default."""
+    """Adam (:class:`~sae_lab.training.optim.EagerAdam`), fused when the device supports it (about 4x faster than
+    foreach on CPU), else the default."""
     try:
-        return torch.optim.Adam(sae.parameters(), lr=lr, betas=betas, eps=eps, fused=True)
+        return eager_adam(sae.parameters(), lr=lr, betas=betas, eps=eps, fused=True)
     except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(sae.parameters(), lr=lr, betas=betas, eps=eps)
+        return eager_adam(sae.parameters(), lr=lr, betas=betas, eps=eps)
 
 
 @dataclass

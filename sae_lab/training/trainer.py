@@ -275,6 +275,7 @@ def _finish(members: list[Member], source: ActivationSource, run: RunDir, pos: P
         summary = {n: {**r.metrics, "n_dead": len(r.dead_latents), "n_underused": len(r.underused_latents)}
                    for n, r in results.items()}
         for m in members:
+            summary[m.name]["base_lr"] = m.optimizer.param_groups[0]["initial_lr"]  # train.lr resolved (auto)
             if m.calibration:
                 summary[m.name]["threshold_calibration"] = m.calibration
         run.write_status(status="diverged" if diverged else status, tokens_seen=pos.tokens, steps=pos.step,
