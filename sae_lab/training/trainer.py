@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from sae_lab import ownership
 from sae_lab.activations.source import ActivationSource
-from sae_lab.configbase import ConfigError
 from sae_lab.distributed import world
 from sae_lab.fileio import atomic_path
 from sae_lab.rundir import RunDir, RunDirError
@@ -165,8 +164,11 @@ def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run
             _step_all(members, x, cfg, pos.step + 1, last_ckpt, grad_hook)
             pos.step, pos.batches, pos.tokens = pos.step + 1, pos.batches + 1, pos.tokens + n
             if pos.step == cfg.total_steps:
-                _calibrate(members, batches if calibration_source is None else
-                           calibration_source.iter_batches(cfg.batch_size, seed=cfg.seed, device=device), cfg)
+                if calibration_source is None:
+                    _calibrate(members, batches, math.ceil(cfg.calibrate_tokens / cfg.batch_size), cfg)
+                else:
+                    _calibrate(members, calibration_source.iter_batches(cfg.batch_size, seed=cfg.seed, device=device),
+                               calibration_source.n_tokens // cfg.batch_size, cfg)
             log_now = pos.step % cfg.log_every_steps == 0 or pos.step == cfg.total_steps
             save_now = main and _checkpoint_due(pos, n, cfg)
             if log_now or save_now:
@@ -202,26 +204,28 @@ def calibration_split(saes: Sequence[BaseSAE], source: ActivationSource,
     text they never trained on: a finite source (cache, tensor) holds out its last ``calibrate_tokens`` (whole
     batches), the end of its text, and the whole sweep trains on the rest. A stream calibrates on its next
     tokens (None), which are new text unless training wrapped around its corpus. Why: BENCHMARKS.md §8.
+    At most a quarter of a small source is held out (with a warning); below four batches, none.
     """
-    n = math.ceil(cfg.calibrate_tokens / cfg.batch_size) * cfg.batch_size
+    b = cfg.batch_size
+    n = math.ceil(cfg.calibrate_tokens / b) * b
     split = getattr(source, "split_tail", None)
-    if not n or split is None or all(s.threshold_calibrator(cfg.batch_size, 1) is None for s in saes):
+    if not n or split is None or all(s.threshold_calibrator(b, 1) is None for s in saes):
         return source, None
-    if 2 * n > source.n_tokens:
-        raise ConfigError(
-            f"train.calibrate_tokens={cfg.calibrate_tokens} (whole batches: {n}) would take more than half of the "
-            f"{source.n_tokens} usable tokens of the activation source away from training; cache more data "
-            "(data.max_tokens) or lower train.calibrate_tokens (0 keeps the training EMAs)"
-        )
-    return split(n)
+    most = source.n_tokens // (4 * b) * b
+    if n > most:
+        warnings.warn(
+            f"train.calibrate_tokens={cfg.calibrate_tokens} is more than a quarter of the {source.n_tokens} usable "
+            f"tokens of the activation source; " + (f"holding out {most} for the threshold calibration instead"
+            if most else "calibrating the thresholds on tokens the SAEs trained on") + ". Cache more data "
+            "(data.max_tokens) for an unbiased calibration", stacklevel=3)
+        n = most
+    return split(n) if n else (source, None)
 
 
-def _calibrate(members: list[Member], batches, cfg: TrainConfig) -> None:
-    """After the last step: set the choice SAEs' inference thresholds from ``calibrate_tokens`` tokens of
-    ``batches`` (held out from training, see calibration_split) with the final weights
-    (see sae_lab/saes/calibration.py). Runs before the final checkpoint, so a resumed run never calibrates
-    twice."""
-    n = math.ceil(cfg.calibrate_tokens / cfg.batch_size)
+def _calibrate(members: list[Member], batches, n: int, cfg: TrainConfig) -> None:
+    """After the last step: set the choice SAEs' inference thresholds from ``n`` of ``batches`` (held out from
+    training, see calibration_split) with the final weights (see sae_lab/saes/calibration.py). Runs before the
+    final checkpoint, so a resumed run never calibrates twice."""
     cals = [(m, m.sae.threshold_calibrator(cfg.batch_size, n)) for m in members] if n else []
     cals = [(m, c) for m, c in cals if c is not None]
     if not cals:
