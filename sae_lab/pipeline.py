@@ -183,9 +183,9 @@ def build_cache_for(cfg: RunConfig, model: LoadedModel | None = None) -> dict | 
 
 
 def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, model: LoadedModel | None = None,
-              config_path: str | Path | None = None):
+              config_path: str | Path | None = None, callbacks=()):
     """Train the sweep of ``cfg`` into ``cfg.run_dir``; returns the trainer's SweepResult. ``config_path`` (the
-    user's config file) is protected from ``overwrite``."""
+    user's config file) is protected from ``overwrite``; ``callbacks`` are train_sweep's (called after each step)."""
     from sae_lab.training import train_sweep
 
     if cfg.cache is not None:
@@ -196,7 +196,7 @@ def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, mod
     saes = sae_configs(cfg, source.d_in)
     extra = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("train", "saes", "run_dir")}
     return train_sweep(saes, source, cfg.train, Path(cfg.run_dir), resume=resume, overwrite=overwrite,
-                       extra_config=extra, config_path=config_path)
+                       extra_config=extra, config_path=config_path, callbacks=callbacks)
 
 
 def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, report=print, config_path=None) -> dict:
