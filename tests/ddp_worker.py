@@ -29,7 +29,8 @@ def forbid_writes_under(root: Path) -> None:
 
     def inside(path) -> bool:
         try:
-            return os.path.abspath(os.fsdecode(path)).startswith(root)
+            p = os.path.abspath(os.fsdecode(path))
+            return p == root or p.startswith(root + os.sep)
         except TypeError:  # a file descriptor
             return False
 
