@@ -24,6 +24,7 @@ from sae_lab.activations.config import ActivationConfig, CacheConfig
 from sae_lab.activations.source import ActivationSource
 from sae_lab.configbase import ConfigError, StrictModel, build_config, format_validation_error
 from sae_lab.data.config import DataConfig
+from sae_lab.distributed import world
 from sae_lab.evaluation.config import AnalyzeConfig, EvalConfig
 from sae_lab.models import LoadedModel, ModelConfig
 from sae_lab.saes.config import SAEConfig
@@ -208,6 +209,8 @@ def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, repor
     build_cache_for(cfg, model)
     report(f"[2/4] training {len(cfg.saes)} SAE(s) into {cfg.run_dir}")
     result = train_run(cfg, resume=resume, overwrite=overwrite, model=model, config_path=config_path)
+    if world()[0] != 0:  # under torchrun: the ranks cached and trained together; rank 0 evaluates and analyses
+        return {"train": result}
     report(f"[3/4] evaluating on {cfg.eval.n_tokens} held-out tokens")
     summary = evaluate_run(cfg.run_dir, cfg.eval, model)
     report(format_eval_table(summary))

@@ -20,6 +20,7 @@ batch_size / N rows of every global batch, so a run with N ranks follows the sam
 from __future__ import annotations
 
 import math
+import pickle
 from typing import Any, Callable, Iterator
 
 import torch
@@ -91,11 +92,19 @@ def on_main(fn: Callable[[], Any]) -> Any:
         try:
             box = (True, fn())
         except Exception as e:  # noqa: BLE001 -- re-raised on every rank below
-            box = (False, e)
+            box = (False, e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}"))
     ok, value = broadcast_object(box)
     if not ok:
         raise value
     return value
+
+
+def _picklable(obj: Any) -> bool:
+    try:
+        pickle.dumps(obj)
+        return True
+    except Exception:  # noqa: BLE001 -- any pickling failure
+        return False
 
 
 def sync_saes(saes: list[torch.nn.Module]) -> None:
