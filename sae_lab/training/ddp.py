@@ -124,3 +124,16 @@ def check_same(what: str, value: float | str, fix: str) -> None:
     dist.all_gather_object(values, value)
     if any(v != values[0] for v in values):
         raise ConfigError(f"the ranks disagree on {what}: {values} (by rank); {fix}")
+
+
+def sync_norm_scale(source: ActivationSource, rtol: float = 1e-5) -> None:
+    """Every rank normalises with rank 0's scale (a stream estimates it on each rank, a cache reads it from its
+    manifest); a rank whose own estimate differs by more than ``rtol`` read other data: ConfigError on all."""
+    if world()[1] == 1:
+        return
+    scales = [None] * world()[1]
+    dist.all_gather_object(scales, float(source.norm_scale))
+    if any(abs(s - scales[0]) > rtol * abs(scales[0]) for s in scales):
+        raise ConfigError(f"the ranks disagree on the activation normalisation scale: {scales} (by rank); every "
+                          "rank must read the same cache or data source")
+    source.norm_scale = scales[0]
