@@ -28,6 +28,17 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory, tiny_model):
+    """A small activation cache of blocks.1.hook_resid_post of the tiny random Llama (read only)."""
+    from cache_helpers import cache_config
+    from sae_lab.activations.cache_writer import build_cache
+
+    root = tmp_path_factory.mktemp("tiny_cache") / "cache"
+    build_cache(cache_config(root, ["blocks.1.hook_resid_post"]), model=tiny_model, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
 def embedded_model():
     """The real embedded SmolLM2-135M model (built into the user cache on first use)."""
     from sae_lab.models import load_model

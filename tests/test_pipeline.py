@@ -4,9 +4,7 @@ import shutil
 
 import pytest
 
-from cache_helpers import cache_config
 from sae_lab.activations.cache_format import CacheError
-from sae_lab.activations.cache_writer import build_cache
 from sae_lab.cli import main as cli_main
 from sae_lab.configbase import ConfigError, load_config
 from sae_lab.pipeline import RunConfig, sae_configs, train_run
@@ -14,11 +12,10 @@ from sae_lab.pipeline import RunConfig, sae_configs, train_run
 HOOK = "blocks.1.hook_resid_post"
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory, tiny_model):
-    root = tmp_path_factory.mktemp("pipe") / "cache"
-    build_cache(cache_config(root, [HOOK]), model=tiny_model, progress=False)
-    return root
+@pytest.fixture
+def cache(tiny_cache):
+    """The session's tiny cache (read only: tests that damage a cache copy it first)."""
+    return tiny_cache
 
 
 def run_cfg(run_dir, cache, *extra):

@@ -32,11 +32,10 @@ from synthetic_db import write_synthetic_db
 HOOK = "blocks.1.hook_resid_post"
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory, tiny_model):
-    root = tmp_path_factory.mktemp("rel") / "cache"
-    build_cache(cache_config(root, [HOOK]), model=tiny_model, progress=False)
-    return root
+@pytest.fixture
+def cache(tiny_cache):
+    """The session's tiny cache (read only: tests that damage a cache copy it first)."""
+    return tiny_cache
 
 
 def flip_byte(path, offset: int = -100) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
+import yaml
 
 from _train_helpers import planted_source, sae_cfg, train_cfg
+from sae_lab.activations.cache_reader import ActivationCache
+from sae_lab.configbase import ConfigError
 from sae_lab.saes import build_sae
 from sae_lab.training import train_sweep
 
@@ -62,3 +67,36 @@ def test_training_calibrates_once_records_it_and_resumes_identically(tmp_path):
     uncalibrated = train_sweep(cfgs, planted_source(), train_cfg(calibrate_tokens=0), tmp_path / "c")
     assert not torch.equal(full.saes["mc"].threshold, uncalibrated.saes["mc"].threshold)
     assert "threshold_calibration" not in json.loads((tmp_path / "c" / "run.json").read_text())["results"]["mc"]
+
+
+def test_a_cache_holds_out_its_last_rows_disjoint_from_training(tiny_cache):
+    """split_tail gives two disjoint parts that cover the cache; the held-out part is the last rows in shard order
+    (across a shard boundary here) and yields exactly those rows."""
+    src = ActivationCache(tiny_cache).source()
+    head, held = src.split_tail(300)
+    assert (head.n_tokens, held.n_tokens) == (src.n_tokens - 300, 300)
+    owners = np.flatnonzero(held.n_keep)
+    assert len(owners) == 2 and owners[-1] == len(src.n_keep) - 1 and held.n_keep[owners[-1]] == src.n_keep[-1]
+    assert (head.n_keep[owners[0] + 1:] == 0).all() and (head.n_keep[:owners[0]] == src.n_keep[:owners[0]]).all()
+    for full, h, t in zip(src._keep_positions, head._keep_positions, held._keep_positions):
+        assert set(h.tolist()).isdisjoint(t.tolist()) and sorted([*h.tolist(), *t.tolist()]) == full.tolist()
+    yielded = torch.cat(list(itertools.islice(held.iter_batches(100, seed=3), 3)))  # one epoch of the 300 rows
+    expected = torch.cat([src.cache.acts(s, src.hook_name).reshape(-1, src.d_in)[torch.from_numpy(p)]
+                          for s, p in enumerate(held._keep_positions)]) * src.norm_scale
+    assert sorted(map(tuple, yielded.tolist())) == sorted(map(tuple, expected.tolist()))
+    assert head.describe()["rows"] != held.describe()["rows"]
+
+
+def test_the_sweep_trains_on_all_but_the_calibration_sample_only_when_it_calibrates(tmp_path):
+    """With a choice SAE the sweep (TopK too) trains on the source minus the held-out calibration tokens; without
+    one, or with calibrate_tokens=0, on all of it. A sample larger than half the data is refused, naming the fix."""
+    def trained_on(saes, **kw):
+        where = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        train_sweep(saes, planted_source(), train_cfg(total_tokens=128, **kw), where)
+        return yaml.safe_load((where / "config.yaml").read_text())["source"]["n_tokens"]
+
+    assert trained_on([sae_cfg("topk", name="t"), sae_cfg("mutual_choice", name="mc")]) == 2048 - 256
+    assert trained_on([sae_cfg("topk", name="t")]) == 2048
+    assert trained_on([sae_cfg("feature_choice", name="fc")], calibrate_tokens=0) == 2048
+    with pytest.raises(ConfigError, match="calibrate_tokens=1100 .* more than half"):
+        trained_on([sae_cfg("feature_choice", name="fc")], calibrate_tokens=1100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Literal
@@ -116,6 +117,7 @@ class CachedSource:
         self.n_keep = np.array([s["n_keep"][hook] for s in cache.shards], dtype=np.int64)
         if self.n_keep.sum() == 0:
             raise fmt.CacheError(f"cache '{cache.root}' has no usable positions for hook '{hook}'")
+        self.held_out: str | None = None  # set by split_holdout on its two parts
 
     @property
     def n_tokens(self) -> int:
@@ -124,7 +126,25 @@ class CachedSource:
     def describe(self) -> dict:
         m = self.cache.manifest
         return {"kind": "cache", "path": str(self.cache.root), "hook": self.hook_name, "model": m["model"],
-                "data": m["data"], "tokens": self.n_tokens, "norm_scale": self.norm_scale}
+                "data": m["data"], "tokens": self.n_tokens, "norm_scale": self.norm_scale,
+                **({"rows": self.held_out} if self.held_out else {})}
+
+    def split_tail(self, tokens: int) -> tuple["CachedSource", "CachedSource"]:
+        """(this source without its last ``tokens`` usable rows, those rows): two disjoint sources, e.g. training
+        data and a calibration sample it never draws from. The rows are last in shard order, so the held-out part
+        is the end of the cached text: whole documents but one, as new text would be."""
+        total = self.n_tokens
+        if not 0 < tokens < total:
+            raise ValueError(f"cannot hold out {tokens} of the {total} usable tokens of the cache")
+        before = np.concatenate([[0], np.cumsum(self.n_keep)[:-1]])  # usable rows in the shards before each
+        kept = np.clip(total - tokens - before, 0, self.n_keep)  # rows of each shard left for the head
+        head, tail = copy.copy(self), copy.copy(self)
+        pairs = [(p[:k], p[k:]) for p, k in zip(self._keep_positions, kept.tolist())]
+        for i, part in enumerate((head, tail)):
+            part.__dict__["_keep_positions"] = [pair[i] for pair in pairs]
+            part.n_keep = np.array([len(pair[i]) for pair in pairs], dtype=np.int64)
+        head.held_out, tail.held_out = f"all but the last {tokens} rows", f"the last {tokens} rows"
+        return head, tail
 
     @cached_property
     def _keep_positions(self) -> list[np.ndarray]:

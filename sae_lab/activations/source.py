@@ -64,5 +64,16 @@ class TensorSource:
                 yield self.data[rows].to(device) * self.norm_scale
                 index += 1
 
+    @property
+    def n_tokens(self) -> int:
+        return int(self.data.shape[0])
+
+    def split_tail(self, tokens: int) -> tuple["TensorSource", "TensorSource"]:
+        """(all rows but the last ``tokens``, those rows): two disjoint sources."""
+        if not 0 < tokens < self.n_tokens:
+            raise ValueError(f"cannot hold out {tokens} of the {self.n_tokens} rows of this TensorSource")
+        return (TensorSource(self.data[:-tokens], self.hook_name, self.norm_scale),
+                TensorSource(self.data[-tokens:], self.hook_name, self.norm_scale))
+
     def describe(self) -> dict:
-        return {"kind": "tensor", "n_tokens": int(self.data.shape[0]), "d_in": self.d_in}
+        return {"kind": "tensor", "n_tokens": self.n_tokens, "d_in": self.d_in}

@@ -53,8 +53,9 @@ class TrainConfig(StrictModel):
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
     b_dec_init_tokens: int = Field(8192, gt=0, description="sample size (from the start of the stream) for b_dec_init")
     calibrate_tokens: int = Field(
-        32768, ge=0, description="choice SAEs: tokens after the last step on which the inference thresholds are "
-        "calibrated with the final weights (rounded up to whole batches; 0 keeps the training EMAs)"
+        16384, ge=0, description="choice SAEs: tokens on which the inference thresholds are calibrated with the "
+        "final weights after the last step (rounded up to whole batches; 0 keeps the training EMAs). With a cache, "
+        "they are its last tokens, held out from training for every SAE of the sweep; with a stream, its next ones"
     )
     rare_density: float = Field(
         1e-5, ge=0, le=1, description="latents firing less often than this in a log window count as underutilised"

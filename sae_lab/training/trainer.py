@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from sae_lab import ownership
 from sae_lab.activations.source import ActivationSource
+from sae_lab.configbase import ConfigError
 from sae_lab.distributed import broadcast_object, global_rows, sharded_batches, world
 from sae_lab.fileio import atomic_path
 from sae_lab.rundir import RunDir, RunDirError
@@ -148,7 +149,7 @@ def _save_checkpoint(members: list[Member], pos: Position, run: RunDir, cfg: Tra
 def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run: RunDir, pos: Position, chash: str,
           logger: MetricsLogger, last_ckpt: Path | None, stop_after_tokens: int | None,
           callbacks: Iterable[Callable[[StepInfo], None]], grad_hook,
-          guard: DivergenceGuard) -> tuple[bool, Path | None]:
+          guard: DivergenceGuard, calibration_source: ActivationSource | None) -> tuple[bool, Path | None]:
     """Train until total_steps (returns False) or stop_after_tokens (returns True); checkpoints as it goes."""
     main, device = is_main(), cfg.resolved_device()
     batches = ddp.rank_batches(source, cfg.batch_size, cfg.seed, pos.batches, device)
@@ -167,7 +168,8 @@ def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run
             _step_all(members, x, n, cfg, pos.step + 1, last_ckpt, grad_hook)
             pos.step, pos.batches, pos.tokens = pos.step + 1, pos.batches + 1, pos.tokens + n
             if pos.step == cfg.total_steps:
-                _calibrate(members, batches, cfg)
+                _calibrate(members, batches if calibration_source is None else
+                           ddp.rank_batches(calibration_source, cfg.batch_size, cfg.seed, 0, device), cfg)
             log_now = pos.step % cfg.log_every_steps == 0 or pos.step == cfg.total_steps
             save_now = main and _checkpoint_due(pos, n, cfg)
             if log_now or save_now:
@@ -197,10 +199,31 @@ def _step_all(members: list[Member], x: torch.Tensor, n: int, cfg: TrainConfig, 
         m.window.add(stats, n)
 
 
+def calibration_split(saes: Sequence[BaseSAE], source: ActivationSource,
+                      cfg: TrainConfig) -> tuple[ActivationSource, ActivationSource | None]:
+    """(training source, calibration source or None). The choice SAEs calibrate their inference thresholds on
+    text they never trained on: a finite source (cache, tensor) holds out its last ``calibrate_tokens`` (whole
+    batches), the end of its text, and the whole sweep trains on the rest. A stream calibrates on its next
+    tokens (None), which are new text unless training wrapped around its corpus. Why: BENCHMARKS.md §8.
+    """
+    n = math.ceil(cfg.calibrate_tokens / cfg.batch_size) * cfg.batch_size
+    split = getattr(source, "split_tail", None)
+    if not n or split is None or all(s.threshold_calibrator(cfg.batch_size, 1) is None for s in saes):
+        return source, None
+    if 2 * n > source.n_tokens:
+        raise ConfigError(
+            f"train.calibrate_tokens={cfg.calibrate_tokens} (whole batches: {n}) would take more than half of the "
+            f"{source.n_tokens} usable tokens of the activation source away from training; cache more data "
+            "(data.max_tokens) or lower train.calibrate_tokens (0 keeps the training EMAs)"
+        )
+    return split(n)
+
+
 def _calibrate(members: list[Member], batches, cfg: TrainConfig) -> None:
-    """After the last step: set the choice SAEs' inference thresholds from the next ``calibrate_tokens`` of the
-    stream with the final weights (see sae_lab/saes/calibration.py). Runs before the final checkpoint, so a
-    resumed run never calibrates twice."""
+    """After the last step: set the choice SAEs' inference thresholds from ``calibrate_tokens`` tokens of
+    ``batches`` (held out from training, see calibration_split) with the final weights
+    (see sae_lab/saes/calibration.py). Runs before the final checkpoint, so a resumed run never calibrates
+    twice."""
     n = math.ceil(cfg.calibrate_tokens / cfg.batch_size)
     cals = [(m, m.sae.threshold_calibrator(cfg.batch_size, n)) for m in members] if n else []
     cals = [(m, c) for m, c in cals if c is not None]
@@ -294,6 +317,7 @@ def train_sweep(
     preflight(modules, source, cfg)
     ddp.check_world(cfg.batch_size)
     ddp.sync_norm_scale(source)  # before the config hash: a stream's description holds its scale
+    source, calibration_source = calibration_split(modules, source, cfg)
     _warn_many_epochs(source, cfg)
     require_optional_loggers(cfg)
     run = RunDir(run_dir)
@@ -315,7 +339,7 @@ def train_sweep(
     try:
         with sharded_batches():
             stopped, last_ckpt = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
-                                       callbacks, ddp.grad_hook(grad_hook), guard)
+                                       callbacks, ddp.grad_hook(grad_hook), guard, calibration_source)
         return _finish(members, source, run, pos, "stopped" if stopped else "done", guard, last_ckpt)
     except BaseException as e:
         if is_main():
