@@ -79,13 +79,16 @@ def _print_train_summary(result) -> None:
 
 
 def cmd_train(args) -> int:
+    from sae_lab.distributed import world
     from sae_lab.pipeline import train_run
 
     cfg = _run_config(args)
     if args.print_config:
         print(cfg.model_dump_json(indent=2))
         return 0
-    _print_train_summary(train_run(cfg, resume=args.resume, overwrite=args.overwrite, config_path=args.config_path))
+    result = train_run(cfg, resume=args.resume, overwrite=args.overwrite, config_path=args.config_path)
+    if world()[0] == 0:  # under torchrun, rank 0 reports for all
+        _print_train_summary(result)
     return 0
 
 

@@ -24,6 +24,7 @@ from sae_lab.activations.config import ActivationConfig, CacheConfig
 from sae_lab.activations.source import ActivationSource
 from sae_lab.configbase import ConfigError, StrictModel, build_config, format_validation_error
 from sae_lab.data.config import DataConfig
+from sae_lab.distributed import world
 from sae_lab.evaluation.config import AnalyzeConfig, EvalConfig
 from sae_lab.models import LoadedModel, ModelConfig
 from sae_lab.saes.config import SAEConfig
@@ -183,9 +184,9 @@ def build_cache_for(cfg: RunConfig, model: LoadedModel | None = None) -> dict | 
 
 
 def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, model: LoadedModel | None = None,
-              config_path: str | Path | None = None):
+              config_path: str | Path | None = None, callbacks=()):
     """Train the sweep of ``cfg`` into ``cfg.run_dir``; returns the trainer's SweepResult. ``config_path`` (the
-    user's config file) is protected from ``overwrite``."""
+    user's config file) is protected from ``overwrite``; ``callbacks`` are train_sweep's (called after each step)."""
     from sae_lab.training import train_sweep
 
     if cfg.cache is not None:
@@ -196,7 +197,7 @@ def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, mod
     saes = sae_configs(cfg, source.d_in)
     extra = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("train", "saes", "run_dir")}
     return train_sweep(saes, source, cfg.train, Path(cfg.run_dir), resume=resume, overwrite=overwrite,
-                       extra_config=extra, config_path=config_path)
+                       extra_config=extra, config_path=config_path, callbacks=callbacks)
 
 
 def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, report=print, config_path=None) -> dict:
@@ -208,6 +209,8 @@ def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, repor
     build_cache_for(cfg, model)
     report(f"[2/4] training {len(cfg.saes)} SAE(s) into {cfg.run_dir}")
     result = train_run(cfg, resume=resume, overwrite=overwrite, model=model, config_path=config_path)
+    if world()[0] != 0:  # under torchrun: the ranks cached and trained together; rank 0 evaluates and analyses
+        return {"train": result}
     report(f"[3/4] evaluating on {cfg.eval.n_tokens} held-out tokens")
     summary = evaluate_run(cfg.run_dir, cfg.eval, model)
     report(format_eval_table(summary))

@@ -42,3 +42,23 @@ def test_stream_rows_are_the_model_activations_and_skip_is_exact(tiny_model):
     rows = torch.cat(full[:10])
     hits = sum(bool((rows - d).abs().amax(-1).lt(1e-5).any()) for d in direct[:20])
     assert hits >= 18  # the stream yields the model's own activations (a few positions are masked)
+
+
+def test_stream_ranks_split_the_contexts(tiny_model):
+    """Data-parallel: rank r of 2 runs the model on contexts r, r+2, ... and yields batches of half the global
+    size; the ranks' rows are disjoint, and skipping resumes exactly."""
+    import numpy as np
+
+    from sae_lab.data.packing import iter_contexts
+
+    src = make(tiny_model, buffer_tokens=256)
+    ranks = [[b for _, b in zip(range(4), src.iter_rank_batches(100, r, 2, seed=0))] for r in (0, 1)]
+    assert all(b.shape == (50, 64) for r in ranks for b in r)
+    tokens = np.stack(list(iter_contexts(src.data, tiny_model.tokenizer))[:2])
+    direct = src.gen.forward(tokens)[HOOK][:, 2:] * src.norm_scale  # contexts 0 and 1, past BOS and the first token
+    for r in (0, 1):
+        own, other = torch.cat(ranks[r]), torch.cat(ranks[1 - r])
+        hits = [sum(bool((rows - d).abs().amax(-1).lt(1e-5).any()) for d in direct[r]) for rows in (own, other)]
+        assert hits[0] >= 10 and hits[1] == 0, hits  # context r is rank r's alone (200 of its ~250 rows drawn)
+    resumed = next(src.iter_rank_batches(100, 1, 2, seed=0, skip_batches=3))
+    assert torch.equal(resumed, ranks[1][3])

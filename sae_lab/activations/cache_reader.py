@@ -175,46 +175,68 @@ class CachedSource:
     def head(self, n: int, batch_size: int, seed: int = 0) -> torch.Tensor | None:
         """The first ``n`` rows :meth:`iter_batches` would yield, reading only those rows (not the whole first
         window), or None when they do not all come from the first window."""
-        window = np.random.default_rng([seed, 0]).permutation(len(self.cache.shards))[:self.shards_per_window]
-        ids = self._window_ids(window)
-        perm = np.random.default_rng([seed, 0, 0]).permutation(len(ids))
-        if n > (len(ids) // batch_size) * batch_size:
+        ids, perm, n_batches, _ = next(self._plan(batch_size, seed))
+        if n > n_batches * batch_size:
             return None
         out = torch.empty(n, self.d_in)
         self._load_rows(ids[perm[:n]], out)
         return out
 
-    def iter_batches(self, batch_size: int, seed: int = 0, skip_batches: int = 0,
-                     device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
-        """Endless shuffled batches [batch_size, d_in] (normalised); see ActivationSource."""
-        if batch_size > self.n_tokens:
-            raise ValueError(f"batch_size {batch_size} exceeds the {self.n_tokens} usable tokens in the cache")
-        carry_ids, carry_rows = np.zeros((0, 2), np.int64), torch.zeros(0, self.d_in)
-        produced, epoch, buffer = 0, 0, torch.empty(0, self.d_in)
+    def _plan(self, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
+        """Per window, forever: (row ids, their permutation, whole batches, carried rows). The ids are the
+        previous window's leftover rows (carried over) followed by the window's own kept rows."""
+        carry, epoch = np.zeros((0, 2), np.int64), 0
         while True:
             order = np.random.default_rng([seed, epoch]).permutation(len(self.cache.shards))
             for w, start in enumerate(range(0, len(order), self.shards_per_window)):
-                window = order[start:start + self.shards_per_window]
-                ids = np.concatenate([carry_ids, self._window_ids(window)])
+                ids = np.concatenate([carry, self._window_ids(order[start:start + self.shards_per_window])])
                 perm = np.random.default_rng([seed, epoch, w]).permutation(len(ids))
                 n_batches = len(ids) // batch_size
-                if produced + n_batches <= skip_batches:  # the whole window was consumed before
-                    produced += n_batches
-                    carry_ids, carry_rows = ids[perm[n_batches * batch_size:]], None
-                    continue
-                if len(buffer) < len(ids):  # reused across windows: fresh pages would cost a page fault each
-                    buffer = torch.empty(len(ids), self.d_in)
-                pool = buffer[:len(ids)]  # carried-over rows first, then the window's; batches are copies
-                if carry_rows is None:
-                    self._load_rows(carry_ids, pool[:len(carry_ids)])
-                else:
-                    pool[:len(carry_ids)] = carry_rows
-                self._load_rows(ids[len(carry_ids):], pool[len(carry_ids):])
-                perm_t = torch.from_numpy(perm)
-                for b in range(n_batches):
-                    if produced >= skip_batches:
-                        yield pool.index_select(0, perm_t[b * batch_size:(b + 1) * batch_size]).to(device)
-                    produced += 1
-                rest = perm_t[n_batches * batch_size:]
-                carry_ids, carry_rows = ids[rest.numpy()], pool.index_select(0, rest)
+                yield ids, perm, n_batches, len(carry)
+                carry = ids[perm[n_batches * batch_size:]]
             epoch += 1
+
+    def _check_batch(self, batch_size: int) -> None:
+        if batch_size > self.n_tokens:
+            raise ValueError(f"batch_size {batch_size} exceeds the {self.n_tokens} usable tokens in the cache")
+
+    def iter_batches(self, batch_size: int, seed: int = 0, skip_batches: int = 0,
+                     device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+        """Endless shuffled batches [batch_size, d_in] (normalised); see ActivationSource."""
+        self._check_batch(batch_size)
+        carry_rows, produced, buffer = torch.zeros(0, self.d_in), 0, torch.empty(0, self.d_in)
+        for ids, perm, n_batches, n_carry in self._plan(batch_size, seed):
+            if produced + n_batches <= skip_batches:  # the whole window was consumed before
+                produced, carry_rows = produced + n_batches, None
+                continue
+            if len(buffer) < len(ids):  # reused across windows: fresh pages would cost a page fault each
+                buffer = torch.empty(len(ids), self.d_in)
+            pool = buffer[:len(ids)]  # carried-over rows first, then the window's; batches are copies
+            if carry_rows is None:
+                self._load_rows(ids[:n_carry], pool[:n_carry])
+            else:
+                pool[:n_carry] = carry_rows
+            self._load_rows(ids[n_carry:], pool[n_carry:])
+            perm_t = torch.from_numpy(perm)
+            for b in range(n_batches):
+                if produced >= skip_batches:
+                    yield pool.index_select(0, perm_t[b * batch_size:(b + 1) * batch_size]).to(device)
+                produced += 1
+            carry_rows = pool.index_select(0, perm_t[n_batches * batch_size:])
+
+    def iter_rank_batches(self, batch_size: int, rank: int, world: int, seed: int = 0, skip_batches: int = 0,
+                          device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+        """Data-parallel training: rank ``rank``'s rows of each batch of ``iter_batches(batch_size, seed)`` (rows
+        [rank·s, (rank+1)·s) of each, s = batch_size / world). Only those rows are read from disk."""
+        self._check_batch(batch_size)
+        s, produced = batch_size // world, 0
+        for ids, perm, n_batches, _ in self._plan(batch_size, seed):
+            first = max(0, skip_batches - produced)
+            produced += n_batches
+            if first >= n_batches:
+                continue
+            pos = perm[:n_batches * batch_size].reshape(n_batches, batch_size)[first:, rank * s:(rank + 1) * s]
+            rows = torch.empty(pos.size, self.d_in)
+            self._load_rows(ids[pos.reshape(-1)], rows)
+            for b in range(n_batches - first):
+                yield rows[b * s:(b + 1) * s].to(device)

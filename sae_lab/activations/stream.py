@@ -41,10 +41,11 @@ class StreamingSource:
         return {"kind": "stream", "hook": self.hook_name, "model": self.model.describe(),
                 "data": describe_source(self.data), "norm_scale": self.norm_scale}
 
-    def _rows(self) -> Iterator[np.ndarray]:
-        """Kept, normalised rows of consecutive forward batches, forever (epoch after epoch)."""
+    def _rows(self, rank: int = 0, world: int = 1) -> Iterator[np.ndarray]:
+        """Kept, normalised rows of consecutive forward batches, forever (epoch after epoch); with ``world`` > 1,
+        of every world-th context starting at ``rank``."""
         while True:
-            contexts = iter_contexts(self.data, self.model.tokenizer)
+            contexts = itertools.islice(iter_contexts(self.data, self.model.tokenizer), rank, None, world)
             produced = False
             while chunk := list(itertools.islice(contexts, self.acts_cfg.batch_size)):
                 tokens = np.stack(chunk)
@@ -58,17 +59,27 @@ class StreamingSource:
     def iter_batches(self, batch_size: int, seed: int = 0, skip_batches: int = 0,
                      device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
         """Endless shuffled batches [batch_size, d_in]; see ActivationSource."""
+        return self._batches(batch_size, seed, skip_batches, device, 0, 1)
+
+    def iter_rank_batches(self, batch_size: int, rank: int, world: int, seed: int = 0, skip_batches: int = 0,
+                          device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+        """Data-parallel training: each rank runs the model on its own contexts (every world-th) and yields
+        batches of batch_size / world rows of them, shuffled in its own buffer. Together the ranks see each
+        context once per epoch, but not the same batches as one process would."""
+        return self._batches(batch_size // world, seed, skip_batches, device, rank, world)
+
+    def _batches(self, batch_size: int, seed: int, skip_batches: int, device, rank: int, world: int):
         if batch_size > self.buffer_tokens:
             raise ValueError(f"batch_size {batch_size} exceeds the stream's buffer of {self.buffer_tokens} tokens")
         pool, produced, w = [], 0, 0
         pool_rows = 0
-        for rows in self._rows():
+        for rows in self._rows(rank, world):
             pool.append(rows)
             pool_rows += len(rows)
             if pool_rows < self.buffer_tokens:
                 continue
             data = np.concatenate(pool)
-            perm = np.random.default_rng([seed, w]).permutation(len(data))
+            perm = np.random.default_rng([seed, w] if world == 1 else [seed, w, rank]).permutation(len(data))
             n_batches = len(data) // batch_size
             for b in range(n_batches):
                 if produced >= skip_batches:

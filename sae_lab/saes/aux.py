@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from sae_lab.distributed import sum_sq_dev
 from sae_lab.saes.sparse_ops import SparseCode, gather_preacts, sparse_decode
 
 if TYPE_CHECKING:  # base imports this module
@@ -84,7 +85,7 @@ def aux_reconstruction_loss(sae: BaseSAE, x: torch.Tensor, x_hat: torch.Tensor, 
     v = F.relu(gather_preacts(x, sae.b_dec, sae.W_enc.t(), sae.b_enc, code, vals.reshape(-1)))
     e = (x - x_hat).detach().float()
     e_hat = sparse_decode(v, sae.W_dec, code)
-    return ((e_hat - e) ** 2).sum() / ((e - e.mean(0)) ** 2).sum().clamp_min(1e-12)
+    return ((e_hat - e) ** 2).sum() / sum_sq_dev(e)  # the global batch's residual variance
 
 
 def revival_losses(sae: BaseSAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor) -> dict[str, torch.Tensor]:

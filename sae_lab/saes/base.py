@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sae_lab.configbase import ConfigError, build_config
+from sae_lab.distributed import all_sum, global_rows
 from sae_lab.saes import registry
 from sae_lab.saes.config import SAEConfig
 
@@ -158,7 +159,10 @@ class BaseSAE(nn.Module):
     # ---- running statistics ---------------------------------------------------------------------
     @torch.no_grad()
     def update_stats(self, fired: torch.Tensor, n_tokens: int) -> None:
-        """Dead counters (in tokens) and the density EMA, from this batch's firing counts."""
+        """Dead counters (in tokens) and the density EMA, from this batch's firing counts. In data-parallel
+        training ``fired`` (this rank's counts) is summed over ranks in place and ``n_tokens`` is the global batch."""
+        all_sum(fired)
+        n_tokens = global_rows(n_tokens)
         self.tokens_since_fired.add_(n_tokens)
         self.tokens_since_fired[fired > 0] = 0
         density = fired.to(self.density_ema.dtype) / max(n_tokens, 1)

@@ -10,11 +10,15 @@ the trainer passes N = n·B further tokens of the training stream through the fi
 θ is the midpoint between the q-th and (q+1)-th largest value (missing values count as 0), so the inference
 rule ``pre > θ`` keeps exactly q entries of the sample. The top values are kept exactly while streaming:
 a chunk can add at most q entries to the top q, so memory is O(k·N), never O(N·d_sae).
+In data-parallel training each rank streams its part of the sample; ``finish`` all-gathers the ranks' top
+values (O(k·N) floats per rank) and sums the counts, so every rank sets the thresholds of the whole sample.
 """
 
 from __future__ import annotations
 
 import torch
+
+from sae_lab.distributed import all_sum, gather_cat, shards
 
 
 class TopValues:
@@ -28,6 +32,11 @@ class TopValues:
         cand = values[values > self.vals[-1]]  # anything else cannot enter the top q + 1
         if cand.numel():
             self.vals = torch.cat([self.vals, cand.float()]).topk(self.q + 1, sorted=True).values
+
+    def merge_ranks(self) -> None:
+        """Data-parallel: keep the q + 1 largest values of all ranks (a no-op in one process)."""
+        if shards() > 1:
+            self.vals = gather_cat(self.vals).topk(self.q + 1, sorted=True).values
 
     def midpoint(self) -> float:
         """Between the q-th and the (q+1)-th largest value: exactly q values lie above it (barring ties)."""
@@ -52,6 +61,8 @@ class GlobalCalibrator:
     def finish(self) -> dict:
         """Set the threshold; returns the sample's L0 under the training-time (EMA) and calibrated thresholds
         (the calibrated one is below k where latents have fewer positive values than their quota)."""
+        self.top.merge_ranks()
+        self.tokens, self.before = _sum_counts(self.tokens, self.before, self.sae.threshold.device)
         theta = self.top.midpoint()
         self.sae.threshold.fill_(theta)
         after = int((self.top.vals > theta).sum())  # every sample value above θ is among the kept top q + 1
@@ -82,6 +93,9 @@ class PerLatentCalibrator:
 
     @torch.no_grad()
     def finish(self) -> dict:
+        if shards() > 1:  # data-parallel: each group's top values over all ranks
+            self.top = [gather_cat(t, dim=1).topk(t.shape[1], dim=1, sorted=True).values for t in self.top]
+        self.tokens, self.before = _sum_counts(self.tokens, self.before, self.sae.threshold.device)
         theta = torch.empty_like(self.sae.threshold)
         after = 0
         for cols, top in zip(self.groups, self.top):
@@ -93,3 +107,11 @@ class PerLatentCalibrator:
         self.sae.threshold.copy_(theta)
         return {"tokens": self.tokens, "l0_ema_threshold": self.before / self.tokens,
                 "l0_calibrated": after / self.tokens}
+
+
+def _sum_counts(tokens: int, before: int, device: torch.device) -> tuple[int, int]:
+    """(tokens, entries above the EMA threshold) of the whole sample (summed over ranks when data-parallel)."""
+    if shards() == 1:
+        return tokens, before
+    t = all_sum(torch.tensor([tokens, before], dtype=torch.float64, device=device))
+    return int(t[0]), int(t[1])

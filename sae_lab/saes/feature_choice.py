@@ -26,6 +26,7 @@ import torch
 from pydantic import Field, model_validator
 
 from sae_lab.configbase import ConfigError
+from sae_lab.distributed import all_sum, gather_cat, global_kth_largest, global_rows, shards, world
 from sae_lab.saes.aux import density_ranks
 from sae_lab.saes.base import BaseSAE, TrainOutput
 from sae_lab.saes.calibration import PerLatentCalibrator
@@ -116,16 +117,32 @@ def feature_choice_select(pre: torch.Tensor, caps: torch.Tensor) -> tuple[Sparse
         cols = ((groups == g) & (caps > 0)).nonzero().squeeze(1)
         sub = by_latent if cols.numel() == F else by_latent.index_select(0, cols)
         m = caps[cols]
-        v, r = sub.topk(int(m.max()), dim=1)  # [n_cols, m_max], sorted descending
+        v, r = sub.topk(min(int(m.max()), B), dim=1)  # [n_cols, m_max], sorted descending
         v = v.relu_()
-        kth[cols] = v.gather(1, (m - 1).unsqueeze(1)).squeeze(1)
-        keep = (torch.arange(v.shape[1], device=pre.device) < m.unsqueeze(1)) & (v > 0)
+        if shards() > 1:  # caps are over the global batch
+            kth[cols], keep = _sharded_keep(v, m)
+        else:
+            kth[cols] = v.gather(1, (m - 1).unsqueeze(1)).squeeze(1)
+            keep = (torch.arange(v.shape[1], device=pre.device) < m.unsqueeze(1)) & (v > 0)
         rows_l.append(r[keep])
         cols_l.append(cols.unsqueeze(1).expand_as(r)[keep])
         vals_l.append(v[keep])
     rows, cols, vals = torch.cat(rows_l), torch.cat(cols_l), torch.cat(vals_l)
     order = _stable_argsort(rows * F + cols)
     return SparseCode.from_rows_cols(rows[order], cols[order], B, F), vals[order], kth
+
+
+def _sharded_keep(v: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """feature_choice_select's (m_i-th values, keep mask) for this rank's sorted top values ``v [n_cols, *]`` when
+    the batch is split across ranks: the m_i-th largest value over all ranks, every positive value above it, and
+    of the values equal to it (duplicate rows) as many as fill m_i, lower ranks (earlier rows) first."""
+    kth = global_kth_largest(torch.nn.functional.pad(v, (0, int(m.max()) - v.shape[1])), m)
+    above = v > kth.unsqueeze(1)
+    tied = (v == kth.unsqueeze(1)) & (v > 0)
+    counts = gather_cat(torch.stack([above.sum(1), tied.sum(1)]).unsqueeze(0))  # [ranks, 2, n_cols]
+    room = (m - counts[:, 0].sum(0)).clamp_min(0) - counts[:world()[0], 1].sum(0)
+    mine = room.clamp_min(0).minimum(counts[world()[0], 1])
+    return kth, above | (tied & (tied.cumsum(1) <= mine.unsqueeze(1)))
 
 
 @register("feature_choice")
@@ -161,7 +178,7 @@ class FeatureChoiceSAE(BaseSAE):
     def training_forward(self, x: torch.Tensor) -> TrainOutput:
         with torch.no_grad():
             pre = self.pre_acts_by_latent(x).relu_()  # only positive entries can be chosen: ReLU once, in place
-            caps = self.capacities(x.shape[0])
+            caps = self.capacities(global_rows(x.shape[0]))
             code, vals, kth = feature_choice_select(pre, caps)
             self._update_running(pre, kth)
         return self.sparse_training_forward(x, pre, code, vals)
@@ -170,7 +187,9 @@ class FeatureChoiceSAE(BaseSAE):
     def _update_running(self, pre: torch.Tensor, kth: torch.Tensor) -> None:
         """Threshold and demand EMAs from the ReLU'd latent-major ``pre`` and the batch's m_i-th values ``kth``."""
         m = self.cfg.threshold_momentum
-        demand = pre.t().mean(1).to(self.demand_ema.dtype)  # pre is ReLU'd and latent-major: contiguous rows
+        by_latent = pre.t()  # pre is ReLU'd and latent-major: contiguous rows
+        demand = by_latent.mean(1) if shards() == 1 else all_sum(by_latent.sum(1)) / global_rows(pre.shape[0])
+        demand = demand.to(self.demand_ema.dtype)
         has = ~torch.isnan(kth)
         kth = torch.where(has, kth.to(self.threshold.dtype), self.threshold)
         if bool(self.threshold_started):

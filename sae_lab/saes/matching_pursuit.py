@@ -41,6 +41,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
+from sae_lab.distributed import sum_sq_dev
 from sae_lab.saes.base import BaseSAE, TrainOutput
 from sae_lab.saes.config import SparseConfig
 from sae_lab.saes.registry import register
@@ -308,7 +309,7 @@ def mp_auxk(sae, x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, torch.Tensor
     coef = gather_preacts(e, zeros, W, W.new_zeros(cfg.d_sae), code, vals.reshape(-1))
     coef = coef.relu() if cfg.mp_nonneg else coef
     e_hat = sparse_decode(coef, W, code)
-    loss = ((e_hat - e) ** 2).sum() / ((e - e.mean(0)) ** 2).sum().clamp_min(1e-12)
+    loss = ((e_hat - e) ** 2).sum() / sum_sq_dev(e)
     return {"auxk": cfg.aux_coef * loss}
 
 
@@ -354,8 +355,9 @@ class MatchingPursuitSAE(BaseSAE):
             fired = self._fired(code, A.reshape(-1))
         aux = mp_auxk(self, x, x_hat) if cfg.aux_coef > 0 else {}  # the dead set before this batch, as TopK's
         with torch.no_grad():
+            l0 = float(fired.sum()) / x.shape[0]  # before update_stats sums fired over ranks
             self.update_stats(fired, x.shape[0])
-        return TrainOutput(x_hat, aux, fired, float(fired.sum()) / x.shape[0])
+        return TrainOutput(x_hat, aux, fired, l0)
 
     def _gram_workspace(self) -> torch.Tensor:
         """A [d_sae, d_sae] buffer for each training step's Gram matrix, kept between steps (a fresh one costs

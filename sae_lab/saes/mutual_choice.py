@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from sae_lab.distributed import all_sum, global_kth_largest, global_rows, shards
 from sae_lab.saes.base import BaseSAE, TrainOutput
 from sae_lab.saes.calibration import GlobalCalibrator
 from sae_lab.saes.config import RevivalConfig
@@ -34,6 +35,16 @@ def batch_topk_select(pre: torch.Tensor, n_keep: int, hint: float = 0.0) -> tupl
     """
     B, F = pre.shape
     flat = pre.reshape(-1)
+    cand, vals, t = (_sharded_threshold if shards() > 1 else _local_threshold)(flat, n_keep, hint)
+    t = max(t, 0.0)
+    keep = (vals >= t) & (vals > 0)
+    sel = keep.nonzero().squeeze(1) if cand is None else cand[keep]  # ascending = row-major order
+    code = SparseCode.from_rows_cols(sel // F, sel % F, B, F)
+    return code, flat[sel], t
+
+
+def _local_threshold(flat: torch.Tensor, n_keep: int, hint: float):
+    """(candidate indices or None for all, their values, the n_keep-th largest value) of ``flat``."""
     n_keep = min(n_keep, flat.numel())
     cand = None
     for frac in (0.8, 0.5):
@@ -43,12 +54,25 @@ def batch_topk_select(pre: torch.Tensor, n_keep: int, hint: float = 0.0) -> tupl
                 cand = idx
                 break
     vals = flat if cand is None else flat[cand]
-    t = float(vals.topk(n_keep, sorted=False).values.min()) if n_keep > 0 else float("inf")
-    t = max(t, 0.0)
-    keep = (vals >= t) & (vals > 0)
-    sel = keep.nonzero().squeeze(1) if cand is None else cand[keep]  # ascending = row-major order
-    code = SparseCode.from_rows_cols(sel // F, sel % F, B, F)
-    return code, flat[sel], t
+    return cand, vals, float(vals.topk(n_keep, sorted=False).values.min()) if n_keep > 0 else float("inf")
+
+
+def _sharded_threshold(flat: torch.Tensor, n_keep: int, hint: float):
+    """_local_threshold when the batch is split across ranks (``flat`` is this rank's part): the n_keep-th
+    largest entry of the global batch, from every rank's local top n_keep (all-gathered). Candidates above a
+    fraction of ``hint`` are used when the ranks together hold at least n_keep of them."""
+    n_keep = min(n_keep, flat.numel() * shards())
+    cand = None
+    for frac in (0.8, 0.5):
+        if hint > 0:
+            idx = (flat > hint * frac).nonzero().squeeze(1)
+            if int(all_sum(torch.tensor([idx.numel()], device=flat.device))) >= n_keep:
+                cand = idx
+                break
+    vals = flat if cand is None else flat[cand]
+    top = vals.topk(min(n_keep, vals.numel()), sorted=False).values
+    top = torch.nn.functional.pad(top, (0, n_keep - top.numel()))  # zeros: t is clamped at 0 anyway
+    return cand, vals, float(global_kth_largest(top, n_keep)) if n_keep > 0 else float("inf")
 
 
 @register("mutual_choice")
@@ -74,7 +98,7 @@ class MutualChoiceSAE(BaseSAE):
         with torch.no_grad():
             pre = self.pre_acts(x)
             hint = float(self.threshold) if bool(self.threshold_started) else 0.0
-            code, vals, t = batch_topk_select(pre, self.cfg.k * x.shape[0], hint)
+            code, vals, t = batch_topk_select(pre, self.cfg.k * global_rows(x.shape[0]), hint)
             self._update_threshold(t)
         return self.sparse_training_forward(x, pre, code, vals)
 

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from sae_lab.distributed import global_rows
 from sae_lab.saes.base import BaseSAE, TrainOutput
 from sae_lab.saes.config import SAEConfig
 from sae_lab.saes.registry import register
@@ -40,11 +41,12 @@ class StandardSAE(BaseSAE):
     def training_forward(self, x: torch.Tensor) -> TrainOutput:
         z = self.encode(x)
         x_hat = self.decode(z)
-        l1 = self.cfg.l1_coef * (z * self.W_dec.norm(dim=1)).sum(-1).mean()
+        l1 = self.cfg.l1_coef * (z * self.W_dec.norm(dim=1)).sum() / global_rows(x.shape[0])
         with torch.no_grad():
             fired = (z > 0).sum(0)
+            l0 = float(fired.sum()) / x.shape[0]  # before update_stats sums fired over ranks
             self.update_stats(fired, x.shape[0])
-        return TrainOutput(x_hat, {"l1": l1}, fired, float(fired.sum()) / x.shape[0])
+        return TrainOutput(x_hat, {"l1": l1}, fired, l0)
 
     # ---- SAELens mapping --------------------------------------------------------------------------
     @classmethod

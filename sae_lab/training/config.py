@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sae_lab.configbase import StrictModel
 from sae_lab.devices import DeviceName, resolve_device
+from sae_lab.distributed import local_device
 
 # Fields that change how a run is observed or stored but not the weights it ends with.
 # They are left out of the config hash, so changing them does not block a resume.
@@ -123,8 +124,9 @@ class TrainConfig(StrictModel):
         return auto_lr(d_sae) if self.lr == "auto" else float(self.lr)
 
     def resolved_device(self) -> torch.device:
-        """The device to train on (sae_lab.devices.resolve_device: 'auto' = CUDA, else MPS, else CPU)."""
-        return resolve_device(self.device)
+        """The device to train on (sae_lab.devices.resolve_device: 'auto' = CUDA, else MPS, else CPU); under
+        torchrun with CUDA, each rank's own GPU (LOCAL_RANK)."""
+        return resolve_device(local_device(self.device))
 
     def compute_dtype(self) -> torch.dtype:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.dtype]

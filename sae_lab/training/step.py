@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from sae_lab.distributed import all_sum, global_rows, shards, sum_sq_dev
 from sae_lab.saes.base import BaseSAE
 from sae_lab.training.checkpoint import all_finite
 from sae_lab.training.optim import eager_adam
@@ -44,11 +45,12 @@ class StepStats:
 
 
 def recon_errors(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mse, fvu) of a batch, in float32. FVU's denominator is the batch's total variance around its mean."""
+    """(mse, fvu) of a batch, in float32. FVU's denominator is the batch's total variance around its mean
+    (in data-parallel training, the global batch's, and both are this rank's share: they sum over ranks)."""
     x, x_hat = x.float(), x_hat.float()
     sq = (x - x_hat).pow(2)
-    total_var = (x - x.mean(0, keepdim=True)).pow(2).sum().clamp_min(1e-12)
-    return sq.mean(), sq.sum() / total_var
+    mse = sq.mean() if shards() == 1 else sq.sum() / (global_rows(sq.shape[0]) * sq.shape[1])
+    return mse, sq.sum() / sum_sq_dev(x)
 
 
 def train_step(
@@ -70,9 +72,10 @@ def train_step(
     mse, fvu = recon_errors(x, out.x_hat)
     aux = {k: v.float() for k, v in out.aux_losses.items()}
     loss = (fvu if recon_loss == "fvu" else mse) + sum(aux.values(), torch.zeros((), device=x.device))
-    if not bool(torch.isfinite(loss)):
-        parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in {"mse": mse, "fvu": fvu, **aux}.items())
-        raise NonFiniteValue(f"loss is {float(loss.detach())} ({parts})")
+    shown = _global_stats(loss, mse, fvu, aux, out.l0)  # equals the local ones in one process
+    if not bool(torch.isfinite(shown["loss"])):
+        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in shown.items() if k not in ("loss", "l0"))
+        raise NonFiniteValue(f"loss is {float(shown['loss'])} ({parts})")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_hook is not None:
@@ -84,8 +87,20 @@ def train_step(
     optimizer.step()
     sae.normalize_decoder()
     scheduler.step()
-    aux = {k: v.detach() for k, v in aux.items()}
-    return StepStats(lr, loss.detach(), mse.detach(), fvu.detach(), float(out.l0), aux, out.fired.detach(), grad_norm)
+    aux = {k: shown[k] for k in aux}
+    return StepStats(lr, shown["loss"], shown["mse"], shown["fvu"], float(shown["l0"]), aux, out.fired.detach(),
+                     grad_norm)
+
+
+def _global_stats(loss, mse, fvu, aux: dict, l0: float) -> dict[str, torch.Tensor]:
+    """The step's loss terms over the global batch (detached). One process: the values themselves. Data-parallel:
+    one all-reduce: every loss term is this rank's share of the global one (they add up), L0 averages; so every
+    rank sees the same values (and raises on a non-finite loss together)."""
+    stats = {"loss": loss.detach(), "mse": mse.detach(), "fvu": fvu.detach(), **{k: v.detach() for k, v in aux.items()}}
+    if shards() == 1:
+        return {**stats, "l0": torch.tensor(l0)}
+    vec = all_sum(torch.stack([*stats.values(), torch.tensor(l0 / shards(), device=loss.device)]).float())
+    return dict(zip([*stats, "l0"], vec.unbind()))
 
 
 def _grad_norm(sae: BaseSAE, grad_clip: float | None) -> torch.Tensor:

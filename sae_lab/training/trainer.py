@@ -2,8 +2,8 @@
 
 Each batch is drawn once and every SAE of the sweep steps on it (one Adam + scheduler per SAE). The data
 position is a plain count of batches consumed; ``source.iter_batches(..., skip_batches=n)`` resumes there.
-Only rank 0 writes to the run directory (ranks from :mod:`sae_lab.distributed`; DDP itself is the next
-issue: it plugs in through ``grad_hook`` (all-reduce) and a rank-strided data position).
+Only rank 0 writes to the run directory. Under torchrun the ranks split every global batch and reduce
+gradients and batch-level rules (see training/ddp.py); a single process never communicates.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 
 from sae_lab import ownership
 from sae_lab.activations.source import ActivationSource
-from sae_lab.distributed import world
+from sae_lab.distributed import broadcast_object, global_rows, sharded_batches, world
 from sae_lab.fileio import atomic_path
 from sae_lab.rundir import RunDir, RunDirError
 from sae_lab.saes import BaseSAE, SAEConfig
 from sae_lab.training import checkpoint as ckpt
+from sae_lab.training import ddp
 from sae_lab.training.checks import preflight
 from sae_lab.training.config import TrainConfig
 from sae_lab.training.divergence import DivergedError, DivergenceGuard, diverged_message
@@ -108,12 +109,14 @@ def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, so
            device: torch.device, chash: str) -> tuple[Position, Path | None, int]:
     """Restore the newest checkpoint when resuming; otherwise seed everything and initialise b_dec.
     Also returns the tokens up to which metrics were logged before (0 for a fresh run)."""
-    found = ckpt.load_latest(run.checkpoints_dir, map_location="cpu") if mode == "resume" else None
+    found = ddp.on_main(lambda: ckpt.load_latest(run.checkpoints_dir, map_location="cpu") if mode == "resume"
+                        else None)  # rank 0 reads it; every rank gets the same state
     if found is None:
         if resume == "must":
             raise RunDirError(f"resume='must' but '{run.checkpoints_dir}' holds no checkpoint to resume from")
         seed_all(cfg.seed)
-        init_b_dec(members, source, cfg, device)
+        if is_main():  # from the global batches; ddp.sync_saes copies it to the other ranks
+            init_b_dec(members, source, cfg, device)
         pos, path = Position(), None
     else:
         path, state = found
@@ -148,7 +151,7 @@ def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run
           guard: DivergenceGuard, calibration_source: ActivationSource | None) -> tuple[bool, Path | None]:
     """Train until total_steps (returns False) or stop_after_tokens (returns True); checkpoints as it goes."""
     main, device = is_main(), cfg.resolved_device()
-    batches = source.iter_batches(cfg.batch_size, seed=cfg.seed, skip_batches=pos.batches, device=device)
+    batches = ddp.rank_batches(source, cfg.batch_size, cfg.seed, pos.batches, device)
     bar = tqdm(total=cfg.total_steps * cfg.batch_size, initial=pos.tokens, unit="tok", unit_scale=True,
                disable=not (cfg.progress and main), desc=f"train {len(members)} SAE(s)", dynamic_ncols=True)
     clock = (time.perf_counter(), pos.tokens)
@@ -160,14 +163,14 @@ def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run
                     last_ckpt = _save_checkpoint(members, pos, run, cfg, chash)
                 return True, last_ckpt
             x = next(batches)
-            n = int(x.shape[0])
-            _step_all(members, x, cfg, pos.step + 1, last_ckpt, grad_hook)
+            n = global_rows(int(x.shape[0]))  # this rank's rows under torchrun: count the global batch
+            _step_all(members, x, n, cfg, pos.step + 1, last_ckpt, grad_hook)
             pos.step, pos.batches, pos.tokens = pos.step + 1, pos.batches + 1, pos.tokens + n
             if pos.step == cfg.total_steps:
                 if calibration_source is None:
                     _calibrate(members, batches, math.ceil(cfg.calibrate_tokens / cfg.batch_size), cfg)
                 else:
-                    _calibrate(members, calibration_source.iter_batches(cfg.batch_size, seed=cfg.seed, device=device),
+                    _calibrate(members, ddp.rank_batches(calibration_source, cfg.batch_size, cfg.seed, 0, device),
                                calibration_source.n_tokens // cfg.batch_size, cfg)
             log_now = pos.step % cfg.log_every_steps == 0 or pos.step == cfg.total_steps
             save_now = main and _checkpoint_due(pos, n, cfg)
@@ -186,7 +189,7 @@ def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run
         bar.close()
 
 
-def _step_all(members: list[Member], x: torch.Tensor, cfg: TrainConfig, step: int, last_ckpt: Path | None,
+def _step_all(members: list[Member], x: torch.Tensor, n: int, cfg: TrainConfig, step: int, last_ckpt: Path | None,
               grad_hook) -> None:
     """Every SAE of the sweep takes one step on the same batch ``x``."""
     for m in members:
@@ -195,7 +198,7 @@ def _step_all(members: list[Member], x: torch.Tensor, cfg: TrainConfig, step: in
                                grad_clip=cfg.grad_clip, compute_dtype=cfg.compute_dtype(), grad_hook=grad_hook)
         except NonFiniteValue as e:
             raise _non_finite(m.name, step, e, last_ckpt) from None
-        m.window.add(stats, int(x.shape[0]))
+        m.window.add(stats, n)
 
 
 def calibration_split(saes: Sequence[BaseSAE], source: ActivationSource,
@@ -317,18 +320,19 @@ def train_sweep(
     """
     modules = build_saes(saes, cfg.seed)
     preflight(modules, source, cfg)
+    ddp.check_world(cfg.batch_size)
+    ddp.sync_norm_scale(source)  # before the config hash: a stream's description holds its scale
     source, calibration_source = calibration_split(modules, source, cfg)
     _warn_many_epochs(source, cfg)
     require_optional_loggers(cfg)
     run = RunDir(run_dir)
     resolved = resolved_config(cfg, modules, source, extra_config)
     chash = resolved_hash(resolved)
-    mode = prepare(run, resolved, resume, overwrite, config_path) if is_main() else "resume"
-    if is_main():
-        check_writable(run.path)
-        run.claim()
+    ddp.check_same("the training config", chash, "give every rank the same config file and overrides")
+    mode = ddp.on_main(lambda: _prepare(run, resolved, resume, overwrite, config_path))
     members = make_members(modules, cfg, cfg.resolved_device())
     pos, last_ckpt, logged = _start(members, run, mode, resume, source, cfg, cfg.resolved_device(), chash)
+    ddp.sync_saes([m.sae for m in members])
     if is_main():
         run.write_config(resolved)
         run.write_status(status="running", config_hash=chash, total_tokens=cfg.total_steps * cfg.batch_size,
@@ -336,10 +340,11 @@ def train_sweep(
     for m in members:
         m.sae.train()
     logger = MetricsLogger(run, cfg, resolved, active=is_main(), logged_tokens=logged)
-    guard = DivergenceGuard(_first_fvu(run))
+    guard = DivergenceGuard(broadcast_object(_first_fvu(run)))
     try:
-        stopped, last_ckpt = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
-                                   callbacks, grad_hook, guard, calibration_source)
+        with sharded_batches():
+            stopped, last_ckpt = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
+                                       callbacks, ddp.grad_hook(grad_hook), guard, calibration_source)
         return _finish(members, source, run, pos, "stopped" if stopped else "done", guard, last_ckpt)
     except BaseException as e:
         if is_main():
@@ -347,6 +352,14 @@ def train_sweep(
         raise
     finally:
         logger.close()
+
+
+def _prepare(run: RunDir, resolved: dict, resume: ResumeMode, overwrite: bool, config_path) -> str:
+    """Rank 0: decide fresh or resume (clearing or refusing the directory as asked) and claim the run dir."""
+    mode = prepare(run, resolved, resume, overwrite, config_path)
+    check_writable(run.path)
+    run.claim()
+    return mode
 
 
 MANY_EPOCHS = 10
