@@ -90,7 +90,7 @@ def test_skip_batches_resumes_exactly_across_epochs(tiny_cache):
 @pytest.mark.parametrize("n, batch, buffer", [(100, 100, 1 << 17), (250, 64, 1 << 17), (64, 32, 256)])
 def test_head_reads_exactly_the_first_rows_of_the_stream(tiny_cache, n, batch, buffer):
     full = ActivationCache(tiny_cache, verify="none").source(HOOKS[1], buffer_tokens=buffer)
-    for src in (full, full.split_tail(128)[0]):  # also the training part of a calibration split
+    for src in (full, full.split_holdout(128)[0]):  # also the training part of a calibration split
         it = src.iter_batches(batch, seed=5)
         expected = torch.cat([next(it) for _ in range(-(-n // batch))])[:n]
         head = src.head(n, batch, seed=5)

@@ -41,8 +41,8 @@ def test_choice_saes_held_out_l0_matches_k(embedded_cache, embedded_model, tmp_p
     saes = [SAEConfig(architecture="mutual_choice", d_in=576, d_sae=1152, k=K, name="mc", hook_name=source.hook_name),
             SAEConfig(architecture="feature_choice", d_in=576, d_sae=1152, k=K, name="fc", capacity_rule="zipf",
                       zipf_alpha=1.0, hook_name=source.hook_name)]
-    # 100 steps inside one epoch of the ~20k-token cache; the calibration sample is the cache's last 4,096 tokens,
-    # held out from training
+    # 100 steps inside one epoch of the ~20k-token cache; the calibration sample is 4,096 tokens of whole contexts
+    # spread over the cache, held out from training
     cfg = TrainConfig(batch_size=128, total_tokens=100 * 128, lr=1e-3, log_every_steps=20, progress=False,
                       device="cpu", calibrate_tokens=4096)
     train_sweep(saes, source, cfg, tmp_path / "run", extra_config={"model": {"name": "embedded"}})

@@ -129,21 +129,21 @@ class CachedSource:
                 "data": m["data"], "tokens": self.n_tokens, "norm_scale": self.norm_scale,
                 **({"rows": self.held_out} if self.held_out else {})}
 
-    def split_tail(self, tokens: int) -> tuple["CachedSource", "CachedSource"]:
-        """(this source without its last ``tokens`` usable rows, those rows): two disjoint sources, e.g. training
-        data and a calibration sample it never draws from. The rows are last in shard order, so the held-out part
-        is the end of the cached text: whole documents but one, as new text would be."""
+    def split_holdout(self, tokens: int) -> tuple["CachedSource", "CachedSource"]:
+        """(this source without ``tokens`` of its usable rows, those rows): two disjoint sources, e.g. training
+        data and a calibration sample it never draws from. The held-out rows are spread over every shard in
+        proportion to its rows (each shard's last ones, i.e. whole contexts), so they sample all of the text.
+        """
         total = self.n_tokens
         if not 0 < tokens < total:
             raise ValueError(f"cannot hold out {tokens} of the {total} usable tokens of the cache")
-        before = np.concatenate([[0], np.cumsum(self.n_keep)[:-1]])  # usable rows in the shards before each
-        kept = np.clip(total - tokens - before, 0, self.n_keep)  # rows of each shard left for the head
+        held = np.diff(np.round(tokens * np.cumsum(self.n_keep) / total).astype(np.int64), prepend=0)
         head, tail = copy.copy(self), copy.copy(self)
-        pairs = [(p[:k], p[k:]) for p, k in zip(self._keep_positions, kept.tolist())]
+        pairs = [(p[:len(p) - h], p[len(p) - h:]) for p, h in zip(self._keep_positions, held.tolist())]
         for i, part in enumerate((head, tail)):
             part.__dict__["_keep_positions"] = [pair[i] for pair in pairs]
             part.n_keep = np.array([len(pair[i]) for pair in pairs], dtype=np.int64)
-        head.held_out, tail.held_out = f"all but the last {tokens} rows", f"the last {tokens} rows"
+        head.held_out, tail.held_out = f"all but {tokens} held-out rows", f"{tokens} held-out rows"
         return head, tail
 
     @cached_property

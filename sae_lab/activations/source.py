@@ -68,12 +68,14 @@ class TensorSource:
     def n_tokens(self) -> int:
         return int(self.data.shape[0])
 
-    def split_tail(self, tokens: int) -> tuple["TensorSource", "TensorSource"]:
-        """(all rows but the last ``tokens``, those rows): two disjoint sources."""
+    def split_holdout(self, tokens: int) -> tuple["TensorSource", "TensorSource"]:
+        """(all rows but ``tokens`` evenly spaced ones, those rows): two disjoint sources."""
         if not 0 < tokens < self.n_tokens:
             raise ValueError(f"cannot hold out {tokens} of the {self.n_tokens} rows of this TensorSource")
-        return (TensorSource(self.data[:-tokens], self.hook_name, self.norm_scale),
-                TensorSource(self.data[-tokens:], self.hook_name, self.norm_scale))
+        held = torch.zeros(self.n_tokens, dtype=torch.bool)
+        held[torch.linspace(0, self.n_tokens - 1, tokens).round().long()] = True
+        return (TensorSource(self.data[~held], self.hook_name, self.norm_scale),
+                TensorSource(self.data[held], self.hook_name, self.norm_scale))
 
     def describe(self) -> dict:
         return {"kind": "tensor", "n_tokens": self.n_tokens, "d_in": self.d_in}

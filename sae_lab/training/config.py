@@ -75,7 +75,8 @@ class TrainConfig(StrictModel):
     calibrate_tokens: int = Field(
         16384, ge=0, description="choice SAEs: tokens on which the inference thresholds are calibrated with the "
         "final weights after the last step (rounded up to whole batches; 0 keeps the training EMAs). With a cache, "
-        "they are its last tokens, held out from training for every SAE of the sweep; with a stream, its next ones"
+        "they are whole contexts spread over it, held out from training for every SAE of the sweep; with a "
+        "stream, its next ones"
     )
     rare_density: float = Field(
         1e-5, ge=0, le=1, description="latents firing less often than this in a log window count as underutilised"

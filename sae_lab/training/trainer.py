@@ -204,14 +204,14 @@ def _step_all(members: list[Member], x: torch.Tensor, n: int, cfg: TrainConfig, 
 def calibration_split(saes: Sequence[BaseSAE], source: ActivationSource,
                       cfg: TrainConfig) -> tuple[ActivationSource, ActivationSource | None]:
     """(training source, calibration source or None). The choice SAEs calibrate their inference thresholds on
-    text they never trained on: a finite source (cache, tensor) holds out its last ``calibrate_tokens`` (whole
-    batches), the end of its text, and the whole sweep trains on the rest. A stream calibrates on its next
+    text they never trained on: a finite source (cache, tensor) holds out ``calibrate_tokens`` (whole batches),
+    whole contexts spread over all its text, and the whole sweep trains on the rest. A stream calibrates on its next
     tokens (None), which are new text unless training wrapped around its corpus. Why: BENCHMARKS.md §8.
     At most a quarter of a small source is held out (with a warning); below four batches, none.
     """
     b = cfg.batch_size
     n = math.ceil(cfg.calibrate_tokens / b) * b
-    split = getattr(source, "split_tail", None)
+    split = getattr(source, "split_holdout", None)
     if not n or split is None or all(s.threshold_calibrator(b, 1) is None for s in saes):
         return source, None
     most = source.n_tokens // (4 * b) * b
