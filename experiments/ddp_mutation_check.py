@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 MUTATIONS = ["fvu_local_var", "no_fired_sum", "mc_local_topk", "fc_local", "demand_local", "grad_mean"]
 
@@ -72,22 +71,12 @@ def mutate(name: str) -> None:
 
 
 def setup(work: Path) -> Path:
+    """The tiny-model cache and run config of tests/test_ddp_training.py, in ``work``."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from cache_helpers import cache_config
-    from sae_lab.activations.cache_writer import build_cache
-    from test_ddp_training import SAES
+    from test_ddp_training import write_run_config
     from tiny import tiny_llama
 
-    if not (work / "cache").exists():
-        build_cache(cache_config(work / "cache", max_tokens=4096, shard=8), model=tiny_llama(), progress=False)
-    cfg = {"run_dir": str(work / "unused"), "cache": {"path": str(work / "cache"), "buffer_tokens": 1024},
-           "activations": {"hooks": ["blocks.1.hook_resid_post"]},
-           "train": {"batch_size": 64, "total_tokens": 24 * 64, "lr": 3e-3, "checkpoint_every_tokens": 6 * 64,
-                     "log_every_steps": 3, "progress": False, "b_dec_init_tokens": 128, "calibrate_tokens": 128,
-                     "device": "cpu"},
-           "saes": SAES}
-    (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    return work / "cfg.yaml"
+    return write_run_config(work, tiny_llama())
 
 
 def max_diffs(a: Path, b: Path) -> dict[str, float]:

@@ -45,10 +45,10 @@ SAES = [{"architecture": "topk", "name": "topk", "d_sae": 128, "k": 4, "dead_tok
 ATOL = 2e-4
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_model):
-    root = tmp_path_factory.mktemp("ddp")
-    build_cache(cache_config(root / "cache", max_tokens=4096, shard=8), model=tiny_model, progress=False)
+def write_run_config(root, model):
+    """A 4,096-token tiny-model cache in ``root`` (kept if present) and the run config of these tests over it."""
+    if not (root / "cache").exists():
+        build_cache(cache_config(root / "cache", max_tokens=4096, shard=8), model=model, progress=False)
     cfg = {"run_dir": str(root / "unused"), "cache": {"path": str(root / "cache"), "buffer_tokens": 1024},
            "activations": {"hooks": ["blocks.1.hook_resid_post"]},
            "train": {"batch_size": 64, "total_tokens": 24 * 64, "lr": 3e-3, "checkpoint_every_tokens": 6 * 64,
@@ -57,7 +57,13 @@ def setup(tmp_path_factory, tiny_model):
            "saes": SAES}
     path = root / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return root, path
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("ddp")
+    return root, write_run_config(root, tiny_model)
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:

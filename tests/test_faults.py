@@ -146,19 +146,23 @@ def _fresh_run(ref, where: Path, with_sae: bool = False) -> Path:
     return run
 
 
+def _command_args(command: str, ref, where) -> list:
+    """sae-lab arguments for ``command`` in a fresh directory ``where``: cache and train write their own configs
+    (train reads the reference cache); analyze gets a copy of the reference run with its trained SAE."""
+    cache_yaml, run_yaml = write_configs(where, where / "cache", where / "run")
+    if command == "cache":
+        return ["cache", cache_yaml]
+    if command == "train":
+        return ["train", run_yaml, f"cache.path={ref['cache']}"]
+    return ["analyze", _fresh_run(ref, where, with_sae=True)]
+
+
 @pytest.mark.parametrize("command", ["cache", "train", "analyze"])
 def test_sigkill_then_rerun_equals_the_uninterrupted_run(ref, tmp_path, command):
     rng = random.Random(f"{SEED}-{command}")
     for i in range(KILLS):
         where = tmp_path / str(i)
-        cache_yaml, run_yaml = write_configs(where, where / "cache", where / "run")
-        if command == "cache":
-            args = ["cache", cache_yaml]
-        elif command == "train":
-            args = ["train", run_yaml, f"cache.path={ref['cache']}"]
-        else:
-            run = _fresh_run(ref, where, with_sae=True)
-            args = ["analyze", run]
+        args = _command_args(command, ref, where)
         moment = rng.uniform(0.3, 0.95) * ref["times"][command]
         killed = kill_at(args, moment)
         ok(sae_lab(*args))
@@ -241,13 +245,7 @@ def test_flipped_byte_in_the_feature_database_is_named_and_a_rerun_repairs_it(re
 
 @pytest.mark.parametrize("command, limit", [("cache", 256 << 10), ("train", 1 << 20), ("analyze", 1 << 20)])
 def test_a_file_size_limit_gives_a_clear_message_and_a_rerun_recovers(ref, tmp_path, command, limit):
-    cache_yaml, run_yaml = write_configs(tmp_path, tmp_path / "cache", tmp_path / "run")
-    if command == "cache":
-        args = ["cache", cache_yaml]
-    elif command == "train":
-        args = ["train", run_yaml, f"cache.path={ref['cache']}"]
-    else:
-        args = ["analyze", _fresh_run(ref, tmp_path, with_sae=True)]
+    args = _command_args(command, ref, tmp_path)
     limited = sae_lab(*args, fsize=limit)
     clear = (limited.returncode != 0 and "Traceback" not in limited.stderr
              and "file-size limit" in limited.stderr)
