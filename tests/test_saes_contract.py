@@ -17,7 +17,7 @@ FOLD_OPTIONS = {"matching_pursuit": lambda s: dict(mp_stop="absolute", mp_thresh
 # when the importing test module defines it (see test_saes_toy.py: a new architecture runs them unchanged).
 EVERY_ARCHITECTURE = ["test_shapes", "test_decoder_norms_and_parallel_grads", "test_save_load_round_trip",
                       "test_gradients_reach_every_parameter", "test_fold_scale", "test_inference_is_batch_independent",
-                      "test_dead_tracking_in_tokens"]
+                      "test_dead_tracking_in_tokens", "test_has_thresholds_says_whether_there_is_a_calibrator"]
 __all__ = ["pytest_generate_tests", *EVERY_ARCHITECTURE]
 
 
@@ -121,6 +121,14 @@ def test_inference_is_batch_independent(arch):
     for i in (0, 7, B - 1):
         assert torch.allclose(sae.encode(x[i : i + 1])[0], z[i], atol=1e-5)
     assert torch.allclose(sae.encode(x[:5]), z[:5], atol=1e-5)
+
+
+def test_has_thresholds_says_whether_there_is_a_calibrator(arch):
+    """The trainer holds a calibration sample out of training only for SAEs with ``has_thresholds``."""
+    sae = make(arch)
+    assert (sae.threshold_calibrator(B, 1) is not None) == sae.has_thresholds
+    if arch in ("topk", "mutual_choice", "feature_choice", "matching_pursuit"):
+        assert sae.has_thresholds == (arch in ("mutual_choice", "feature_choice"))
 
 
 @pytest.mark.parametrize("arch", ["mutual_choice", "feature_choice"])

@@ -71,6 +71,19 @@ def test_unwritable_run_dir_fails_before_training(tmp_path):
         train_sweep([sae_cfg()], planted_source(), short(), blocker / "run")
 
 
+def test_lr_auto_resolved_value_is_in_the_config_hash(tmp_path, monkeypatch):
+    """Under lr: auto the resolved lr is recorded and hashed: a changed auto rule refuses to resume an old run."""
+    import sae_lab.training.config as train_config
+
+    run = tmp_path / "run"
+    train_sweep([sae_cfg(name="a")], planted_source(), short(lr="auto"), run)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["base_lr"]
+    assert recorded == {"a": pytest.approx(train_config.auto_lr(sae_cfg().d_sae))}
+    monkeypatch.setattr(train_config, "AUTO_LR_AT_REF", 2 * train_config.AUTO_LR_AT_REF)
+    with pytest.raises(RunDirError, match="base_lr.a"):
+        train_sweep([sae_cfg(name="a")], planted_source(), short(lr="auto"), run, resume="must")
+
+
 def test_resolved_config_round_trips(tmp_path):
     run = tmp_path / "run"
     cfg = short(decay="cosine", wandb=None, betas=(0.8, 0.99))

@@ -35,6 +35,7 @@ class BaseSAE(nn.Module):
     architecture: str = "base"  # set by @register
     config_class: type[SAEConfig] = SAEConfig  # each architecture names its own config class
     has_encoder: bool = True  # False for matching pursuit (its encoder is W_dec itself)
+    has_thresholds: bool = False  # True for SAEs whose inference thresholds are calibrated (threshold_calibrator)
     activation_buffers: tuple[str, ...] = ()  # buffers in activation units: divided by s when folding
     saelens_loads: tuple[str, ...] = ()  # SAELens architectures this class loads (see from_saelens)
 
@@ -87,7 +88,8 @@ class BaseSAE(nn.Module):
 
     def threshold_calibrator(self, batch_size: int, n_batches: int):
         """An object with ``add(x)`` per batch and ``finish() -> dict`` that sets the inference thresholds
-        from ``n_batches`` batches (see calibration.py), or None for SAEs without thresholds (the default)."""
+        from ``n_batches`` batches (see calibration.py), or None for SAEs without thresholds (the default; a class
+        that returns one sets ``has_thresholds``)."""
         return None
 
     def check_batch_size(self, batch_size: int) -> None:

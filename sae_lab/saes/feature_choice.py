@@ -150,6 +150,7 @@ class FeatureChoiceSAE(BaseSAE):
     """Training: per-latent top-m_i over the batch. Inference: per-latent thresholds (JumpReLU)."""
 
     config_class = FeatureChoiceConfig
+    has_thresholds = True  # inference thresholds, calibrated after training (threshold_calibrator)
     activation_buffers = ("threshold", "demand_ema")
     saelens_loads = ("jumprelu",)
 

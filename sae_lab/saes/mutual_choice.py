@@ -80,6 +80,7 @@ class MutualChoiceSAE(BaseSAE):
     """Training: BatchTopK over the batch x latent matrix. Inference: global threshold (JumpReLU)."""
 
     config_class = MutualChoiceConfig
+    has_thresholds = True  # inference thresholds, calibrated after training (threshold_calibrator)
     activation_buffers = ("threshold",)
 
     def __init__(self, cfg):

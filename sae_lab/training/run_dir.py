@@ -24,12 +24,16 @@ ResumeMode = Literal["auto", "never", "must"]
 
 def resolved_config(cfg: TrainConfig, saes: Sequence[BaseSAE], source: ActivationSource,
                     extra: dict | None = None) -> dict:
-    """The config written to config.yaml: train, saes and the source's description (+ caller's sections)."""
+    """The config written to config.yaml: train, saes and the source's description (+ caller's sections). Under
+    ``lr: auto`` it also records each SAE's resolved base lr (``base_lr``), so the config hash covers the value
+    and a change of the auto rule cannot resume an old run with a different lr."""
     resolved = {
         "train": yaml.safe_load(dump_yaml(cfg)),
         "saes": [yaml.safe_load(dump_yaml(s.cfg)) for s in saes],
         "source": _jsonable(source.describe()),
     }
+    if cfg.lr == "auto":
+        resolved["base_lr"] = {s.cfg.name: cfg.lr_for(s.cfg.d_sae) for s in saes}
     for key, value in (extra or {}).items():
         resolved.setdefault(key, _jsonable(value))
     return resolved
@@ -42,7 +46,10 @@ def _jsonable(obj):
 def training_payload(resolved: dict) -> dict:
     """The part of a resolved config that determines the trained weights (what the config hash covers)."""
     train = {k: v for k, v in (resolved.get("train") or {}).items() if k not in NON_TRAINING_FIELDS}
-    return {"train": train, "saes": resolved.get("saes"), "source": resolved.get("source")}
+    payload = {"train": train, "saes": resolved.get("saes"), "source": resolved.get("source")}
+    if "base_lr" in resolved:  # present only under lr: auto, so explicit-lr hashes are unchanged
+        payload["base_lr"] = resolved["base_lr"]
+    return payload
 
 
 def resolved_hash(resolved: dict) -> str:

@@ -212,7 +212,7 @@ def calibration_split(saes: Sequence[BaseSAE], source: ActivationSource,
     b = cfg.batch_size
     n = math.ceil(cfg.calibrate_tokens / b) * b
     split = getattr(source, "split_holdout", None)
-    if not n or split is None or all(s.threshold_calibrator(b, 1) is None for s in saes):
+    if not n or split is None or not any(s.has_thresholds for s in saes):
         return source, None
     most = source.n_tokens // (4 * b) * b
     if n > most:
@@ -229,8 +229,7 @@ def _calibrate(members: list[Member], batches, n: int, cfg: TrainConfig) -> None
     """After the last step: set the choice SAEs' inference thresholds from ``n`` of ``batches`` (held out from
     training, see calibration_split) with the final weights (see sae_lab/saes/calibration.py). Runs before the
     final checkpoint, so a resumed run never calibrates twice."""
-    cals = [(m, m.sae.threshold_calibrator(cfg.batch_size, n)) for m in members] if n else []
-    cals = [(m, c) for m, c in cals if c is not None]
+    cals = [(m, m.sae.threshold_calibrator(cfg.batch_size, n)) for m in members if n and m.sae.has_thresholds]
     if not cals:
         return
     for _ in range(n):
