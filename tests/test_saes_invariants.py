@@ -8,7 +8,7 @@ from sae_lab.saes import build_sae
 from sae_lab.saes.aux import aux_reconstruction_loss, revival_losses, underutilised_mask, zipf_weights
 from sae_lab.saes.base import geometric_median
 from sae_lab.saes.feature_choice import feature_choice_select
-from sae_lab.saes.matching_pursuit import pursuit
+from sae_lab.saes.matching_pursuit import mp_coefficients, pursuit, symmetric_gram
 from sae_lab.saes.mutual_choice import batch_topk_select
 from sae_lab.saes.sparse_ops import SparseCode, gather_preacts, sparse_decode
 
@@ -112,6 +112,26 @@ def test_mp_gram_equals_full_and_custom_backward_equals_autograd():
         for g in grads[1:]:
             assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(grads[0], g))
         assert grads[0][0].abs().sum() > 0
+
+
+def test_mp_symmetric_gram_and_backward_through_a_stale_gram():
+    """The blocked Gram equals W Wᵀ (any width, not a multiple of the blocks) and is exactly symmetric; the backward
+    reads the pursuit's Gram, and recomputes when it was overwritten between forward and backward."""
+    W = torch.nn.functional.normalize(torch.randn(101, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    G = symmetric_gram(W, W.new_empty(101, 101))
+    assert torch.allclose(G, W @ W.t(), atol=1e-6) and torch.equal(G, G.t())
+    r0, g = data(), torch.randn(48, 6)
+    J, A, _ = pursuit(r0, W, 6, workspace=G)
+    grads = []
+    for gram, stale in ((None, False), (G, False), (G.clone(), True)):
+        Wp, rp = W.clone().requires_grad_(), r0.clone().requires_grad_()
+        coef = mp_coefficients(rp, Wp, J, A, True, gram)
+        if stale:
+            gram.zero_()  # a later pursuit reusing the workspace
+        (coef * g).sum().backward()
+        grads.append((rp.grad, Wp.grad))
+    for rg, wg in grads[1:]:
+        assert torch.allclose(rg, grads[0][0], atol=1e-5) and torch.allclose(wg, grads[0][1], atol=1e-5)
 
 
 def test_mp_adaptive_stopping():

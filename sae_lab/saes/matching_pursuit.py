@@ -11,8 +11,9 @@ loaded from SAELens keep their norms; the step is then SAELens's (a = <r,d_j>, n
 Correlations c = r W_decᵀ are computed once; each step then either recomputes them (``mp_update='full'``,
 O(B·d·F) per step) or updates them through rows of the Gram matrix G = W_dec W_decᵀ (``'gram'``:
 c -= a G[j], O(B·F) per step; on CPU one sparse x dense ``addmm`` that gathers, scales and subtracts in a single
-pass). G is one matmul into a workspace kept between training steps when most atoms are selected, else its
-rows are computed lazily, only for atoms some token selects. Tokens are pursued in chunks of CHUNK so that a
+pass). When most atoms are selected, G is computed whole, as its upper triangle mirrored (symmetric_gram), into a
+workspace kept between training steps, and the backward reads the selected atoms' Grams from it; else its rows are
+computed lazily, only for atoms some token selects. Tokens are pursued in chunks of CHUNK so that a
 chunk's correlations stay in cache during its k steps; the row argmax is a two-level blocked reduction.
 
 Backward: a custom autograd Function keeps only the selected indices J [B,k] and coefficients A [B,k] and
@@ -54,6 +55,27 @@ from sae_lab.saes.sparse_ops import (
     sparse_decode,
 )
 
+GRAM_BLOCKS = 6  # row blocks of the Gram's upper triangle: ~0.7x the time of one full matmul at 2k-5k atoms
+
+
+def symmetric_gram(W: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """G = W Wᵀ into ``out`` [F, F]: the upper triangle as GRAM_BLOCKS row strips (each one matmul written in
+    place), each strip mirrored below the diagonal. Its values are those of ``W @ W.t()`` up to rounding, and it is
+    exactly symmetric."""
+    F = W.shape[0]
+    step = -(-F // GRAM_BLOCKS)
+    for i in range(0, F, step):
+        e = min(i + step, F)
+        torch.mm(W[i:e], W[i:].t(), out=out[i:e, i:])
+        if e < F:
+            out[e:, i:e].copy_(out[i:e, e:].t())
+    return out
+
+
+def full_gram(n_tokens: int, n_steps: int, n_atoms: int) -> bool:
+    """Whether a pursuit computes the whole Gram matrix (most atoms will be selected) rather than rows on use."""
+    return n_tokens * n_steps >= n_atoms
+
 
 class _GramRows:
     """Rows of G = W Wᵀ: all at once when most atoms will be selected (one large matmul is ~2.5x faster
@@ -64,7 +86,7 @@ class _GramRows:
         self.W, self.full = W, full
         self.G = workspace if workspace is not None else W.new_empty(F, F)
         if full:
-            torch.mm(W, W.t(), out=self.G)
+            symmetric_gram(W, self.G)
             return
         self.n = 0
         self.slot = torch.full((F,), -1, dtype=torch.long, device=W.device)
@@ -132,7 +154,7 @@ def _pursuit(r0: torch.Tensor, W: torch.Tensor, n_steps: int, nonneg: bool, upda
     A = r0.new_zeros(B, n_steps)
     rn2 = (r0 * r0).sum(-1)
     shrink = 2 - (W * W).sum(1)  # ||r - a d_j||² = ||r||² - a²(2 - ||d_j||²) when a = <r, d_j> (or a = 0)
-    gram = _GramRows(W, B * n_steps >= W.shape[0], workspace) if update == "gram" else None
+    gram = _GramRows(W, full_gram(B, n_steps, W.shape[0]), workspace) if update == "gram" else None
     used = 0
     for i in range(0, B, CHUNK):
         sl = slice(i, min(i + CHUNK, B))
@@ -199,12 +221,15 @@ def _pursue(r0, W, shrink, J, A, rn2, nonneg, gram, stops: _Stops) -> int:
 
 
 class _MPCoefficients(torch.autograd.Function):
-    """A = pursuit coefficients of r0 (given J, A from a no-grad pursuit); analytic backward."""
+    """A = pursuit coefficients of r0 (given J, A from a no-grad pursuit); analytic backward. ``gram``, when
+    given, is the Gram matrix of W that the pursuit computed: the backward reads the selected atoms' k x k Grams
+    from it, unless it was overwritten in between (then they are recomputed)."""
 
     @staticmethod
-    def forward(ctx, r0, W, J, A, nonneg: bool):
+    def forward(ctx, r0, W, J, A, nonneg: bool, gram: torch.Tensor | None = None):
         ctx.save_for_backward(r0, W, J, A)
         ctx.nonneg = nonneg
+        ctx.gram, ctx.gram_version = gram, None if gram is None else gram._version
         return A.clone()
 
     @staticmethod
@@ -212,7 +237,8 @@ class _MPCoefficients(torch.autograd.Function):
         r0, W, J, A = ctx.saved_tensors
         live = (A != 0).to(W.dtype) if ctx.nonneg else torch.ones_like(A)
         D = W.new_empty(BACKWARD_CHUNK, J.shape[1], W.shape[1])  # reused for every chunk of tokens
-        ga = _coefficient_grads(W, J, gA.to(W.dtype), live, D)
+        gram = ctx.gram if ctx.gram is not None and ctx.gram._version == ctx.gram_version else None
+        ga = _coefficient_grads(W, J, gA.to(W.dtype), live, D, gram)
         grad_r0 = torch.empty_like(r0)
         grad_W = SparseCode.from_topk(J, W.shape[0]).col_sum(r0, ga.reshape(-1))  # the ga_s r_0 terms
         # dL/dd_s = ga_s r0 - sum_{t != s} C[s, t] d_t with C[s, t] = ga_s a_t (t < s), a_s ga_t (t > s)
@@ -222,7 +248,7 @@ class _MPCoefficients(torch.autograd.Function):
             torch.bmm(ga[sl].unsqueeze(1), Dc, out=grad_r0[sl].unsqueeze(1))  # sum_t ga_t d_t
             CDc = torch.bmm(C[sl], Dc, out=CD[: len(Dc)])
             grad_W.index_add_(0, J[sl].reshape(-1), CDc.reshape(-1, W.shape[1]), alpha=-1)
-        return grad_r0, grad_W, None, None, None
+        return grad_r0, grad_W, None, None, None, None
 
 
 BACKWARD_CHUNK = 128  # tokens per backward chunk: [chunk, k, d] buffers reused, never a fresh [B, k, d] tensor
@@ -237,13 +263,16 @@ def _atom_chunks(W: torch.Tensor, J: torch.Tensor, buf: torch.Tensor):
 
 
 def _coefficient_grads(W: torch.Tensor, J: torch.Tensor, gA: torch.Tensor, live: torch.Tensor,
-                       buf: torch.Tensor) -> torch.Tensor:
+                       buf: torch.Tensor, gram: torch.Tensor | None = None) -> torch.Tensor:
     """ga_s = dL/d<r_{s-1}, d_s> = live_s (gA_s - <g_s, d_s>), g_s = sum_{t>s} ga_t d_t, by a scalar recursion
-    on the per-token k x k Gram M of the selected atoms."""
+    on the per-token k x k Gram M of the selected atoms (gathered from ``gram`` [F, F] when given)."""
     B, k = J.shape
-    M = W.new_empty(B, k, k)
-    for sl, Dc in _atom_chunks(W, J, buf):
-        torch.bmm(Dc, Dc.transpose(1, 2), out=M[sl])
+    if gram is not None:
+        M = gram.view(-1).index_select(0, (J.unsqueeze(2) * gram.shape[0] + J.unsqueeze(1)).view(-1)).view(B, k, k)
+    else:
+        M = W.new_empty(B, k, k)
+        for sl, Dc in _atom_chunks(W, J, buf):
+            torch.bmm(Dc, Dc.transpose(1, 2), out=M[sl])
     ga = torch.zeros_like(gA)
     for s in range(k - 1, -1, -1):
         later = (ga[:, s + 1 :] * M[:, s + 1 :, s]).sum(1)
@@ -251,9 +280,9 @@ def _coefficient_grads(W: torch.Tensor, J: torch.Tensor, gA: torch.Tensor, live:
     return ga
 
 
-def mp_coefficients(r0, W, J, A, nonneg: bool) -> torch.Tensor:
-    """Differentiable pursuit coefficients (see _MPCoefficients)."""
-    return _MPCoefficients.apply(r0, W, J, A, nonneg)
+def mp_coefficients(r0, W, J, A, nonneg: bool, gram: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable pursuit coefficients (see _MPCoefficients; ``gram``: W's Gram matrix, if at hand)."""
+    return _MPCoefficients.apply(r0, W, J, A, nonneg, gram)
 
 
 class MatchingPursuitConfig(SparseConfig):
@@ -346,9 +375,10 @@ class MatchingPursuitSAE(BaseSAE):
     def training_forward(self, x: torch.Tensor) -> TrainOutput:
         cfg = self.cfg
         r0 = x.to(self.W_dec.dtype) - self.b_dec
-        J, A, _ = pursuit(r0.detach(), self.W_dec.detach(), cfg.k, cfg.mp_nonneg, cfg.mp_update,
-                          workspace=self._gram_workspace())
-        coef = mp_coefficients(r0, self.W_dec, J, A, cfg.mp_nonneg)
+        workspace = self._gram_workspace()
+        J, A, _ = pursuit(r0.detach(), self.W_dec.detach(), cfg.k, cfg.mp_nonneg, cfg.mp_update, workspace=workspace)
+        has_gram = cfg.mp_update == "gram" and full_gram(x.shape[0], cfg.k, cfg.d_sae)
+        coef = mp_coefficients(r0, self.W_dec, J, A, cfg.mp_nonneg, workspace if has_gram else None)
         code = SparseCode.from_topk(J, cfg.d_sae)
         x_hat = sparse_decode(coef.reshape(-1), self.W_dec, code) + self.b_dec
         with torch.no_grad():
