@@ -106,6 +106,32 @@ def planted_data_batch() -> torch.Tensor:
     return next(planted_source().iter_batches(BATCH))
 
 
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_eager_adam_updates_a_transposed_parameter_like_torch_adam(amsgrad):
+    """W_enc is a transposed view: EagerAdam updates it through .t() views (no copies), with the same result as
+    torch.optim.Adam, whatever the gradient's layout."""
+    from sae_lab.training.optim import EagerAdam
+
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(7, 5).t())  # [5, 7], stored transposed like W_enc
+    q = torch.nn.Parameter(p.detach().clone())  # a contiguous copy for the reference
+    ours = EagerAdam([p], lr=1e-2, fused=True, amsgrad=amsgrad)
+    ref = torch.optim.Adam([q], lr=1e-2, fused=True, amsgrad=amsgrad)
+    storage = p.data_ptr()
+    for step in range(4):
+        g = torch.randn(5, 7) if step % 2 else torch.randn(7, 5).t()  # both gradient layouts
+        p.grad, q.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+    assert torch.equal(p, q) and p.data_ptr() == storage and not p.is_contiguous()
+    assert torch.equal(ours.state[p]["exp_avg_sq"], ref.state[q]["exp_avg_sq"])
+    p.grad = torch.randn(7, 5).t()  # the layout the sparse backward gives W_enc
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        ours.step()
+    copies = [e.input_shapes for e in prof.events() if e.name == "aten::copy_" and e.input_shapes[0]]
+    assert not copies  # torch.optim.Adam copies p and its grad to contiguous tensors and back
+
+
 def test_eager_adam_is_torch_adam_without_the_dynamo_import():
     import subprocess
     import sys

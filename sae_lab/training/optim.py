@@ -33,8 +33,27 @@ if _AVAILABLE:
             with torch.no_grad():  # what the skipped decorator does (differentiable=False)
                 return _A.step.__wrapped__(self, closure)
 
+        def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps):
+            has_complex = super()._init_group(group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                                              state_steps)
+            _transposed_views(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
+            return has_complex
+
 else:  # pragma: no cover - a torch without the wrapped functions
     EagerAdam = torch.optim.Adam
+
+
+def _transposed_views(params: list, *per_param: list) -> None:
+    """Replace, in the update's tensor lists, each 2-D parameter stored transposed (``W_enc``: a transposed view
+    of a contiguous tensor) and its gradient and moments by their ``.t()`` views. The update is elementwise, so it
+    is the same, and the fused kernel then updates the storage in place instead of copying the parameter and its
+    gradient to contiguous tensors and back (~5 ms per step at 4,608 latents)."""
+    for i, p in enumerate(params):
+        if p.dim() == 2 and not p.is_contiguous() and p.t().is_contiguous():
+            params[i] = p.t()
+            for tensors in per_param:
+                if tensors:  # max_exp_avg_sqs is empty without amsgrad
+                    tensors[i] = tensors[i].t()
 
 
 def eager_adam(params: Iterable[torch.nn.Parameter], **kwargs: Any) -> torch.optim.Adam:

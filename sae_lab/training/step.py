@@ -104,13 +104,16 @@ def _global_stats(loss, mse, fvu, aux: dict, l0: float) -> dict[str, torch.Tenso
 
 
 def _grad_norm(sae: BaseSAE, grad_clip: float | None) -> torch.Tensor:
-    """Global grad norm (before clipping), clipping to ``grad_clip`` when set."""
+    """Global grad norm (before clipping), clipping to ``grad_clip`` when set. The gradients are scaled only when
+    the norm exceeds it (``clip_grad_norm_`` multiplies every gradient by 1.0 otherwise: a pass over all of them)."""
     params = [p for p in sae.parameters() if p.grad is not None]
-    if grad_clip is not None:
-        return nn.utils.clip_grad_norm_(params, grad_clip)
-    if hasattr(nn.utils, "get_total_norm"):
-        return nn.utils.get_total_norm([p.grad for p in params])
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    if not hasattr(nn.utils, "get_total_norm"):  # torch < 2.6
+        return nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip is not None else \
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    norm = nn.utils.get_total_norm([p.grad for p in params])
+    if grad_clip is not None and bool(norm > grad_clip):
+        nn.utils.clip_grads_with_norm_(params, grad_clip, norm)
+    return norm
 
 
 def first_non_finite_param(sae: BaseSAE) -> str | None:
