@@ -1,4 +1,4 @@
-"""Time one SAE training step (forward + backward + Adam + decoder renorm) per architecture.
+"""Time one SAE training step (forward + backward + the trainer's Adam + decoder renorm) per architecture.
 
     python experiments/bench_sae_step.py [--seconds 3] [--batch 1024] [--d-in 576] [--d-sae 4608] [--k 32]
         [--profile N]   # then also a torch.profiler table of N TopK steps, by operator
@@ -17,13 +17,14 @@ import time
 import torch
 
 from sae_lab.saes import build_sae
+from sae_lab.training.step import make_optimizer
 
 
 def make_step(cfg: dict, x: torch.Tensor):
     torch.manual_seed(0)
     sae = build_sae(cfg)
     sae.init_b_dec(x[:256], "mean")
-    opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=True)
+    opt = make_optimizer(sae, 1e-4, (0.9, 0.999), 1e-8)  # the trainer's optimiser (fused Adam)
 
     def step() -> None:
         out = sae.training_forward(x)
