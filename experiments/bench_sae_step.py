@@ -4,7 +4,8 @@
         [--profile N]   # then also a torch.profiler table of N TopK steps, by operator
 
 Prints tokens/s per architecture and its step-time ratio to TopK, MP with the Gram update vs the full
-recompute, and the TopK step's achieved FLOP/s as a fraction of a plain fp32 matmul measured in the same run.
+recompute, the TopK step's achieved FLOP/s as a fraction of a plain fp32 matmul measured in the same run, and
+MP's two dense matmuls (Gram matrix, first correlations) timed alone as a multiple of TopK's step.
 Architectures are timed in interleaved rounds so that load from other processes hits all of them alike.
 """
 
@@ -98,8 +99,29 @@ def main() -> None:
           f"{ach / (mm_flops / med['matmul'] / 1e9):.0%} of the measured matmul throughput")
     g, f = med["matching_pursuit(gram)"], med["matching_pursuit(full)"]
     print(f"MP Gram update vs full recompute: {1e3 * g:.0f} ms vs {1e3 * f:.0f} ms per step ({f / g:.1f}x faster)")
+    mp_matmul_floor(W, x, med["topk"])
     if a.profile:
         profile_steps(steps["topk"], a.profile)
+
+
+def mp_matmul_floor(W: torch.Tensor, x: torch.Tensor, topk_step: float) -> None:
+    """The two dense matmuls every exact MP step needs, timed alone: the Gram matrix (as MP computes it, the
+    mirrored upper triangle, and as one full matmul) and the first correlations (x - b_dec) W_decᵀ."""
+    try:
+        from sae_lab.saes.matching_pursuit import symmetric_gram
+    except ImportError:  # a checkout from before the symmetric Gram (PYTHONPATH=...)
+        return
+    W = torch.nn.functional.normalize(W, dim=1)
+    G = W.new_empty(W.shape[0], W.shape[0])
+    parts = {"Gram, mirrored upper triangle": lambda: symmetric_gram(W, G),
+             "Gram, one full matmul": lambda: torch.mm(W, W.t(), out=G), "first correlations": lambda: x @ W.t()}
+    med = {}
+    for name, fn in parts.items():
+        fn()
+        med[name] = statistics.median(timed(fn, 5))
+    floor = med["Gram, mirrored upper triangle"] + med["first correlations"]
+    print("MP's dense matmuls alone: " + ", ".join(f"{n} {1e3 * t:.1f} ms" for n, t in med.items())
+          + f"; Gram + correlations = {floor / topk_step:.2f}x TopK's whole step")
 
 
 def profile_steps(step, n: int) -> None:
