@@ -134,6 +134,27 @@ def test_mp_symmetric_gram_and_backward_through_a_stale_gram():
         assert torch.allclose(rg, grads[0][0], atol=1e-5) and torch.allclose(wg, grads[0][1], atol=1e-5)
 
 
+def test_mp_pursuit_does_not_depend_on_the_token_chunks(monkeypatch):
+    """Tokens are pursued in chunks (chunk_tokens): any chunking gives the same atoms and, up to fp32 rounding (the
+    first correlations are one matmul per chunk), the same coefficients and residual norms, with the whole Gram or
+    lazily computed rows, with and without stopping rules (a stopped token's later atoms carry no weight)."""
+    import sae_lab.saes.matching_pursuit as mp
+
+    W = torch.nn.functional.normalize(torch.randn(64, 16, generator=torch.Generator().manual_seed(2)), dim=1)
+    r0 = data()
+    cases = [dict(n_steps=6), dict(n_steps=1),  # 48 x 6 >= 64 atoms: whole Gram; 48 x 1 < 64: rows on use
+             dict(n_steps=8, stop_norm=0.5 * r0.norm(dim=1), stop_on_repeat=True)]
+    for kw in cases:
+        whole = pursuit(r0, W, **kw)
+        monkeypatch.setattr(mp, "MIN_CHUNK", 5)
+        monkeypatch.setattr(mp, "CHUNK_ELEMENTS", 5 * 64)  # 10 chunks of 5 tokens (the last one 3)
+        chunked = pursuit(r0, W, **kw)
+        monkeypatch.undo()
+        (J1, A1, rn1), (J2, A2, rn2) = whole, chunked
+        assert torch.equal(A1 != 0, A2 != 0) and torch.equal(J1[A1 != 0], J2[A2 != 0])
+        assert torch.allclose(A1, A2, atol=1e-5) and torch.allclose(rn1, rn2, atol=1e-4)
+
+
 def test_mp_adaptive_stopping():
     sae = make("matching_pursuit", k=3, mp_stop="relative", mp_threshold=0.3, mp_k_max=40)
     x = data()

@@ -13,8 +13,8 @@ O(B·d·F) per step) or updates them through rows of the Gram matrix G = W_dec W
 c -= a G[j], O(B·F) per step; on CPU one sparse x dense ``addmm`` that gathers, scales and subtracts in a single
 pass). When most atoms are selected, G is computed whole, as its upper triangle mirrored (symmetric_gram), into a
 workspace kept between training steps, and the backward reads the selected atoms' Grams from it; else its rows are
-computed lazily, only for atoms some token selects. Tokens are pursued in chunks of CHUNK so that a
-chunk's correlations stay in cache during its k steps; the row argmax is a two-level blocked reduction.
+computed lazily, only for atoms some token selects. Tokens are pursued in chunks of ~CHUNK_ELEMENTS correlations
+(chunk_tokens); the row argmax is a two-level blocked reduction.
 
 Backward: a custom autograd Function keeps only the selected indices J [B,k] and coefficients A [B,k] and
 back-propagates analytically through the unrolled chain (selection is piecewise constant). With
@@ -115,7 +115,17 @@ class _GramRows:
             c.addcmul_(self.G.index_select(0, slots), a.unsqueeze(1), value=-1)
 
 
-CHUNK = 128  # tokens pursued together: their [chunk, F] correlations stay in cache across the k steps
+CHUNK_ELEMENTS = 512 * 4608  # tokens x atoms pursued together (BENCHMARKS.md §11: fastest at 2,304-9,216 atoms)
+MIN_CHUNK = 64
+
+
+def chunk_tokens(n_atoms: int) -> int:
+    """Tokens pursued together: about CHUNK_ELEMENTS correlations ([chunk, F], 9 MB in fp32). Fewer, larger
+    chunks cut the per-step operator overhead (k steps of a few ops per chunk). The chunking changes the results
+    only by fp32 rounding."""
+    return max(MIN_CHUNK, CHUNK_ELEMENTS // n_atoms)
+
+
 BLOCK = 128  # columns per block of the two-level row argmax
 
 
@@ -156,8 +166,9 @@ def _pursuit(r0: torch.Tensor, W: torch.Tensor, n_steps: int, nonneg: bool, upda
     shrink = 2 - (W * W).sum(1)  # ||r - a d_j||² = ||r||² - a²(2 - ||d_j||²) when a = <r, d_j> (or a = 0)
     gram = _GramRows(W, full_gram(B, n_steps, W.shape[0]), workspace) if update == "gram" else None
     used = 0
-    for i in range(0, B, CHUNK):
-        sl = slice(i, min(i + CHUNK, B))
+    chunk = chunk_tokens(W.shape[0])
+    for i in range(0, B, chunk):
+        sl = slice(i, min(i + chunk, B))
         stops = _Stops(None if stop_norm is None else stop_norm[sl], stop_on_repeat)
         used = max(used, _pursue(r0[sl], W, shrink, J[sl], A[sl], rn2[sl], nonneg, gram, stops))
     return J[:, :used], A[:, :used], rn2
