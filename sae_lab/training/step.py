@@ -107,9 +107,8 @@ def _grad_norm(sae: BaseSAE, grad_clip: float | None) -> torch.Tensor:
     """Global grad norm (before clipping), clipping to ``grad_clip`` when set. The gradients are scaled only when
     the norm exceeds it (``clip_grad_norm_`` multiplies every gradient by 1.0 otherwise: a pass over all of them)."""
     params = [p for p in sae.parameters() if p.grad is not None]
-    if not hasattr(nn.utils, "get_total_norm"):  # torch < 2.6
-        return nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip is not None else \
-            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    if not hasattr(nn.utils, "get_total_norm"):  # torch < 2.6: no separate norm and scaling
+        return nn.utils.clip_grad_norm_(params, grad_clip if grad_clip is not None else float("inf"))
     norm = nn.utils.get_total_norm([p.grad for p in params])
     if grad_clip is not None and bool(norm > grad_clip):
         nn.utils.clip_grads_with_norm_(params, grad_clip, norm)

@@ -167,11 +167,7 @@ def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run
             _step_all(members, x, n, cfg, pos.step + 1, last_ckpt, grad_hook)
             pos.step, pos.batches, pos.tokens = pos.step + 1, pos.batches + 1, pos.tokens + n
             if pos.step == cfg.total_steps:
-                if calibration_source is None:
-                    _calibrate(members, batches, math.ceil(cfg.calibrate_tokens / cfg.batch_size), cfg)
-                else:
-                    _calibrate(members, ddp.rank_batches(calibration_source, cfg.batch_size, cfg.seed, 0, device),
-                               calibration_source.n_tokens // cfg.batch_size, cfg)
+                _calibrate(members, batches, calibration_source, cfg, device)
             log_now = pos.step % cfg.log_every_steps == 0 or pos.step == cfg.total_steps
             save_now = main and _checkpoint_due(pos, n, cfg)
             if log_now or save_now:
@@ -225,11 +221,18 @@ def calibration_split(saes: Sequence[BaseSAE], source: ActivationSource,
     return split(n) if n else (source, None)
 
 
-def _calibrate(members: list[Member], batches, n: int, cfg: TrainConfig) -> None:
-    """After the last step: set the choice SAEs' inference thresholds from ``n`` of ``batches`` (held out from
-    training, see calibration_split) with the final weights (see sae_lab/saes/calibration.py). Runs before the
-    final checkpoint, so a resumed run never calibrates twice."""
-    cals = [(m, m.sae.threshold_calibrator(cfg.batch_size, n)) for m in members if n and m.sae.has_thresholds]
+def _calibrate(members: list[Member], batches, calibration_source: ActivationSource | None, cfg: TrainConfig,
+               device) -> None:
+    """After the last step: set the choice SAEs' inference thresholds with the final weights (see
+    sae_lab/saes/calibration.py) from all of ``calibration_source`` (held out from training, see
+    calibration_split), or, when there is none (a stream), from the next ``calibrate_tokens`` of ``batches``.
+    Runs before the final checkpoint, so a resumed run never calibrates twice."""
+    if calibration_source is None:
+        n = math.ceil(cfg.calibrate_tokens / cfg.batch_size)
+    else:
+        n = calibration_source.n_tokens // cfg.batch_size
+        batches = ddp.rank_batches(calibration_source, cfg.batch_size, cfg.seed, 0, device)
+    cals = [(m, m.sae.threshold_calibrator(cfg.batch_size, n)) for m in members if m.sae.has_thresholds] if n else []
     if not cals:
         return
     for _ in range(n):
