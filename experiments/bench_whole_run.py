@@ -1,7 +1,7 @@
 """A whole sae-lab training run (start-up included) against eai-sparsify, on the same cached activations.
 
     python experiments/bench_whole_run.py --cache CACHE_DIR [--epochs 3] [--d-sae 4608] [--k 32] [--batch 1024]
-        [--short-steps 4] [--peer-envs /work/peer_envs] [--out result.json]
+        [--short-steps 4] [--peer-envs /work/peer_envs] [--out result.json] [--baseline-checkout OTHER_CHECKOUT]
 
 sae-lab: ``train_sweep`` of one TopK SAE on the cache (``ActivationCache(verify='full').source()``, the
 trainer's own shuffled reader), ``epochs`` passes, default TrainConfig (lr: auto), one final checkpoint and
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -75,13 +76,17 @@ def ours(args) -> dict:
             "lr": cfg.lr_for(args.d_sae) if hasattr(cfg, "lr_for") else cfg.lr}  # main before lr: auto
 
 
-def _run_ours(args, steps: int | None, run_dir: Path) -> dict:
+def _run_ours(args, steps: int | None, run_dir: Path, checkout: str | None = None) -> dict:
+    """One sae-lab run in a fresh process: this checkout's code, or ``checkout``'s (first on PYTHONPATH)."""
     cmd = [sys.executable, __file__, "--_ours", "--cache", args.cache, "--d-sae", str(args.d_sae), "--k",
            str(args.k), "--batch", str(args.batch), "--epochs", str(args.epochs), "--run-dir", str(run_dir)]
     if steps:
         cmd += ["--steps", str(steps)]
+    env = None
+    if checkout:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")]))}
     t = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     res = json.loads(out.strip().splitlines()[-1])
     res["process_s"] = time.perf_counter() - t
     return res
@@ -154,28 +159,37 @@ def main() -> None:
     p.add_argument("--peer-envs", default="/work/peer_envs")
     p.add_argument("--work", default="out/bench_whole_run")
     p.add_argument("--out", default=None, help="write the raw numbers and the report as JSON here")
+    p.add_argument("--baseline-checkout", default=None, help="also time the whole run of another checkout of "
+                   "sae-lab (e.g. a git worktree of an older commit), alternating with this one")
     args = p.parse_args()
     if args._ours:
         print(json.dumps(ours(args)))
         return
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    fulls, shorts, peers = [], [], []
-    for _ in range(args.repeats):  # alternated, so that load from other processes hits both alike
+    fulls, shorts, peers, bases = [], [], [], []
+    for _ in range(args.repeats):  # alternated, so that load from other processes hits all alike
         fulls.append(_run_ours(args, None, work / "run_full"))
         shorts.append(_run_ours(args, args.short_steps, work / "run_short"))
+        if args.baseline_checkout:
+            bases.append(_run_ours(args, None, work / "run_baseline", args.baseline_checkout))
         if not args.no_sparsify:
             peers.append(_run_sparsify(args, work))
     full = min(fulls, key=lambda r: r["sweep_s"])  # the least disturbed run of each
     short = min(shorts, key=lambda r: r["sweep_s"])
     peer = max((p for p in peers if p), key=lambda r: r["tokens_per_s"], default=None)
     lines = report(full, short, peer)
+    if bases:
+        base = min(bases, key=lambda r: r["sweep_s"])
+        speedup = base["sweep_s"] / full["sweep_s"]
+        lines.append(f"baseline checkout {args.baseline_checkout}: {base['tokens'] / base['sweep_s']:,.0f} tok/s whole "
+                     f"run (fastest of {len(bases)}); this checkout / baseline: {speedup:.3f}x")
     print("\n".join(lines))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"argv": sys.argv[1:], "ours": full, "ours_short": short,
                                               "sparsify": peer, "all_runs": {"ours": fulls, "ours_short": shorts,
-                                                                             "sparsify": peers},
+                                                                             "sparsify": peers, "baseline": bases},
                                               "report": lines}, indent=2))
 
 

@@ -87,6 +87,26 @@ def test_skip_batches_resumes_exactly_across_epochs(tiny_cache):
     assert all(torch.equal(a, b) for a, b in zip(full[30:], resumed))
 
 
+@pytest.mark.parametrize("part", ["whole", "train", "held"])
+def test_a_cache_within_one_window_is_read_once_and_gives_the_same_batches(tiny_cache, part, monkeypatch):
+    """One window holds every shard: the rows are read once, not once per epoch, and every batch equals the
+    windowed reader's (across epochs, their carried-over rows, skips and both parts of a calibration split)."""
+    src = ActivationCache(tiny_cache, verify="none").source(HOOKS[1], buffer_tokens=1 << 17)
+    src = {"whole": src, "train": src.split_holdout(300)[0], "held": src.split_holdout(300)[1]}[part]
+    assert len(src.cache.shards) <= src.shards_per_window
+    batch = 96 if src.n_tokens > 300 else 64  # not a divisor: rows carry over between epochs
+    n = 4 * src.n_tokens // batch
+    windowed = [b for _, b in zip(range(n), src._window_batches(batch, 2, 0, "cpu"))]
+    reads = []
+    load = src._load_rows
+    monkeypatch.setattr(src, "_load_rows", lambda ids, out: (reads.append(len(ids)), load(ids, out)))
+    resident = [b for _, b in zip(range(n), src.iter_batches(batch, seed=2))]
+    assert reads == [src.n_tokens]
+    assert all(torch.equal(a, b) for a, b in zip(windowed, resident))
+    skipped = [b for _, b in zip(range(5), src.iter_batches(batch, seed=2, skip_batches=n - 5))]
+    assert all(torch.equal(a, b) for a, b in zip(windowed[-5:], skipped))
+
+
 @pytest.mark.parametrize("n, batch, buffer", [(100, 100, 1 << 17), (250, 64, 1 << 17), (64, 32, 256)])
 def test_head_reads_exactly_the_first_rows_of_the_stream(tiny_cache, n, batch, buffer):
     full = ActivationCache(tiny_cache, verify="none").source(HOOKS[1], buffer_tokens=buffer)
