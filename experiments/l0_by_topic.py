@@ -24,15 +24,18 @@ import torch
 from sae_lab.activations.cache_reader import ActivationCache
 from sae_lab.activations.generate import ActivationGenerator
 from sae_lab.activations.masks import keep_mask, special_positions
+from sae_lab.data.packing import special_ids
 from sae_lab.data.sources import embedded_split_of
 from sae_lab.models import load_model
 from sae_lab.saes.base import BaseSAE
 
 
 def topic_contexts(text: str, tokenizer, length: int) -> np.ndarray:
-    """The topic's tokens as contexts of ``length`` (BOS, then length - 1 tokens; the last one padded)."""
+    """The topic's tokens as contexts of ``length`` (BOS, then length - 1 tokens; the last one padded, and its
+    padding excluded as a special token)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    special = special_ids(tokenizer)  # as the cache's packing: BOS, or EOS for a tokenizer without one
+    bos, pad = special["bos"], special["pad"] if special["pad"] is not None else special["eos"]
     rows = []
     for s in range(0, len(ids), length - 1):
         chunk = [bos, *ids[s:s + length - 1]]
