@@ -24,7 +24,7 @@ import torch
 from sae_lab.activations.cache_reader import ActivationCache
 from sae_lab.activations.generate import ActivationGenerator
 from sae_lab.activations.masks import keep_mask, special_positions
-from sae_lab.data.packing import special_ids
+from sae_lab.data.packing import pack_token_stream, special_ids
 from sae_lab.data.sources import embedded_split_of
 from sae_lab.models import load_model
 from sae_lab.saes.base import BaseSAE
@@ -35,12 +35,9 @@ def topic_contexts(text: str, tokenizer, length: int) -> np.ndarray:
     padding excluded as a special token)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     special = special_ids(tokenizer)  # as the cache's packing: BOS, or EOS for a tokenizer without one
-    bos, pad = special["bos"], special["pad"] if special["pad"] is not None else special["eos"]
-    rows = []
-    for s in range(0, len(ids), length - 1):
-        chunk = [bos, *ids[s:s + length - 1]]
-        rows.append(chunk + [pad] * (length - len(chunk)))
-    return np.array(rows, dtype=np.int64)
+    pad = special["pad"] if special["pad"] is not None else special["eos"]
+    padded = ids + [pad] * (-len(ids) % (length - 1))  # the packing drops a partial last context: fill it
+    return np.stack(list(pack_token_stream([padded], length, special["bos"], None)))
 
 
 def main() -> None:

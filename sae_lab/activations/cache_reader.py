@@ -214,8 +214,9 @@ class CachedSource:
         """iter_batches, reading each window's rows when it comes up."""
         carry_rows, produced, buffer = torch.zeros(0, self.d_in), 0, torch.empty(0, self.d_in)
         for ids, perm, n_batches, n_carry in self._plan(batch_size, seed):
-            if produced + n_batches <= skip_batches:  # the whole window was consumed before
-                produced, carry_rows = produced + n_batches, None
+            first, produced = skip_batches - produced, produced + n_batches
+            if first >= n_batches:  # the whole window was consumed before
+                carry_rows = None
                 continue
             if len(buffer) < len(ids):  # reused across windows: fresh pages would cost a page fault each
                 buffer = torch.empty(len(ids), self.d_in)
@@ -226,10 +227,7 @@ class CachedSource:
                 pool[:n_carry] = carry_rows
             self._load_rows(ids[n_carry:], pool[n_carry:])
             perm_t = torch.from_numpy(perm)
-            for b in range(n_batches):
-                if produced >= skip_batches:
-                    yield pool.index_select(0, perm_t[b * batch_size:(b + 1) * batch_size]).to(device)
-                produced += 1
+            yield from _cut(pool, perm_t, batch_size, max(first, 0), n_batches, device)
             carry_rows = pool.index_select(0, perm_t[n_batches * batch_size:])
 
     def _resident_batches(self, batch_size: int, seed: int, skip_batches: int,
@@ -244,14 +242,10 @@ class CachedSource:
         keys = every[:, 0] * span + every[:, 1]
         produced = 0
         for ids, perm, n_batches, _ in self._plan(batch_size, seed):
-            if produced + n_batches <= skip_batches:
-                produced += n_batches
-                continue
-            where = torch.from_numpy(np.searchsorted(keys, ids[perm, 0] * span + ids[perm, 1]))
-            for b in range(n_batches):
-                if produced >= skip_batches:
-                    yield rows.index_select(0, where[b * batch_size:(b + 1) * batch_size]).to(device)
-                produced += 1
+            first, produced = skip_batches - produced, produced + n_batches
+            if first < n_batches:
+                where = torch.from_numpy(np.searchsorted(keys, ids[perm, 0] * span + ids[perm, 1]))
+                yield from _cut(rows, where, batch_size, max(first, 0), n_batches, device)
 
     def iter_rank_batches(self, batch_size: int, rank: int, world: int, seed: int = 0, skip_batches: int = 0,
                           device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
@@ -269,3 +263,10 @@ class CachedSource:
             self._load_rows(ids[pos.reshape(-1)], rows)
             for b in range(n_batches - first):
                 yield rows[b * s:(b + 1) * s].to(device)
+
+
+def _cut(rows: torch.Tensor, order: torch.Tensor, batch_size: int, first: int, n_batches: int,
+         device: str | torch.device) -> Iterator[torch.Tensor]:
+    """Batches ``first`` .. ``n_batches - 1`` of a window: ``rows`` taken in ``order``, ``batch_size`` at a time."""
+    for b in range(first, n_batches):
+        yield rows.index_select(0, order[b * batch_size:(b + 1) * batch_size]).to(device)
