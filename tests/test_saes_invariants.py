@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 
 from sae_lab.saes import build_sae
-from sae_lab.saes.aux import aux_reconstruction_loss, revival_losses, underutilised_mask, zipf_weights
+from sae_lab.saes.aux import aux_reconstruction_loss, revival_losses, underutilised_mask
 from sae_lab.saes.base import geometric_median
 from sae_lab.saes.feature_choice import feature_choice_select
 from sae_lab.saes.matching_pursuit import mp_coefficients, pursuit, symmetric_gram
 from sae_lab.saes.mutual_choice import batch_topk_select
 from sae_lab.saes.sparse_ops import SparseCode, gather_preacts, sparse_decode
+from sae_lab.saes.zipf import zipf_reference_density, zipf_weights
 
 
 def make(arch, d_in=16, d_sae=64, k=4, **kw):
@@ -246,6 +247,23 @@ def test_underutilised_mask_formula():
     expect = torch.tensor([0.5 < tol * q[0], 0.1 < tol * q[2], 0.3 < tol * q[1], True, 0.02 < tol * q[3]])
     assert torch.equal(underutilised_mask(dens, k, alpha, tol), expect)
     assert expect.any() and not expect.all()
+
+
+def test_zipf_reference_density_is_capped_at_one():
+    """2,304 latents, k = 32, alpha = 1: the plain law gives the top rank a density of 3.85. The reference caps it
+    at 1 and still sums to k, so a latent firing on 90% of tokens at rank 1 is not 'underused'."""
+    q = zipf_reference_density(2304, 32, 1.0)
+    plain = 32 * zipf_weights(2304, 1.0)
+    assert float(plain[0]) > 3.8 and float(q.max()) == 1.0 and int((q == 1.0).sum()) >= 3
+    assert abs(float(q.double().sum()) - 32) < 1e-3
+    free = q < 1  # below the cap, the shape is still Zipf: q(r) proportional to r^-1
+    r = torch.arange(1, 2305, dtype=torch.float64)[free]
+    assert torch.allclose(q.double()[free] * r, (q.double()[free] * r)[0].expand(int(free.sum())), rtol=1e-5)
+    dens = torch.full((2304,), 1e-3)
+    dens[0] = 0.9
+    assert not bool(underutilised_mask(dens, 32, 1.0, 0.5)[0])
+    small = zipf_reference_density(5, 1.0, 1.0)  # nothing reaches 1: exactly the plain law
+    assert torch.allclose(small, zipf_weights(5, 1.0))
 
 
 def test_aux_zipf_touches_only_underutilised_and_reduces_to_auxk():

@@ -13,7 +13,7 @@ auxiliary loss for latents that fire less than that law expects. We define it as
 *underutilised* latents instead of D:
 
     rank r_i   = position of latent i when latents are sorted by density EMA p_i (descending, 1-based);
-    q(r)       = k * r^(-alpha) / sum_{s=1..d_sae} s^(-alpha)    (Zipf density; sum_i q = k = mean L0);
+    q(r)       = min(1, λ r^(-alpha)),  λ such that sum_r q(r) = k = mean L0    (Zipf density, capped at 1);
     U          = { i : p_i < tolerance * q(r_i) };
     L_zipf     = aux_zipf_coef * ||ê_U - e||² / ||e - mean(e)||²  with ê_U from the top-k_aux of U.
 
@@ -22,6 +22,12 @@ AuxK (same selection, same normalisation). Rank-relative thresholds let the loss
 it is dead, and the Zipf reference makes "underused" scale-free: a latent at rank r is compared with what a
 Zipf dictionary would give its rank, not with a global constant. ``alpha`` is ``zipf_alpha`` or, with
 'fit', the least-squares slope of log p against log rank over latents with p > 0.
+
+The cap. The plain law q(r) = k·r^(-alpha) / Σ_s s^(-alpha) is a density above 1 at the top ranks whenever
+k·r^(-alpha) > Σ_s s^(-alpha) (q(1) = 3.85 at 2,304 latents, k = 32, alpha = 1): no latent can fire on more
+than every token, so the densest latents would always count as underused and be pushed to fire more. We cap
+q at 1 and give the excess to the other ranks (λ solved so the law still sums to k: ``zipf.clipped_allocation``,
+the same bounded allocation as Feature Choice's capacities). When q(1) <= 1 this is the plain law.
 """
 
 from __future__ import annotations
@@ -33,45 +39,16 @@ import torch.nn.functional as F
 
 from sae_lab.distributed import sum_sq_dev
 from sae_lab.saes.sparse_ops import SparseCode, gather_preacts, sparse_decode
+from sae_lab.saes.zipf import density_ranks, resolve_alpha, zipf_reference_density
 
 if TYPE_CHECKING:  # base imports this module
     from sae_lab.saes.base import BaseSAE
 
 
-def zipf_weights(n: int, alpha: float, device=None) -> torch.Tensor:
-    """r^(-alpha) for r = 1..n, normalised to sum to 1."""
-    w = torch.arange(1, n + 1, device=device, dtype=torch.float64).pow(-alpha)
-    return (w / w.sum()).float()
-
-
-def fit_zipf_alpha(density: torch.Tensor) -> float:
-    """Least-squares Zipf exponent of the positive densities (1.0 when fewer than 3 are positive)."""
-    p = density[density > 0].double().sort(descending=True).values
-    if p.numel() < 3:
-        return 1.0
-    lr = torch.arange(1, p.numel() + 1, dtype=torch.float64, device=p.device).log()
-    lp = p.log()
-    slope = ((lr - lr.mean()) * (lp - lp.mean())).sum() / ((lr - lr.mean()) ** 2).sum()
-    return float((-slope).clamp(0.0, 4.0))
-
-
-def density_ranks(density: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each latent by density, highest first (ties broken by index)."""
-    order = torch.argsort(density, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    ranks[order] = torch.arange(order.numel(), device=order.device)
-    return ranks
-
-
-def resolve_alpha(alpha: float | str, density: torch.Tensor) -> float:
-    return fit_zipf_alpha(density) if alpha == "fit" else float(alpha)
-
-
 def underutilised_mask(density: torch.Tensor, k: float, alpha: float | str, tolerance: float) -> torch.Tensor:
-    """bool[d_sae]: latents whose density is below ``tolerance`` times the Zipf density of their rank."""
-    n = density.numel()
-    q = k * zipf_weights(n, resolve_alpha(alpha, density), density.device)
-    return density < tolerance * q[density_ranks(density)]
+    """bool[d_sae]: latents whose density is below ``tolerance`` times the Zipf density of their rank (capped at 1)."""
+    q = zipf_reference_density(density.numel(), k, resolve_alpha(alpha, density), density.device)
+    return density < tolerance * q[density_ranks(density)].to(density.dtype)
 
 
 def aux_reconstruction_loss(sae: BaseSAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor,

@@ -3,16 +3,22 @@ ReLU pre-activations over the token axis); the capacities sum to the budget k·B
 
 Capacities (``capacity_rule``):
 - ``uniform``: m_i = k·B / d_sae, rounded to integers that sum exactly to k·B.
-- ``zipf``: m_i = clip(λ·(rank_i+1)^(-zipf_alpha), min_capacity, B) with λ such that Σ m_i = k·B (the exact
-  allocation, by bisection on λ), then rounded to integers summing to k·B by largest remainders. rank_i ranks
-  latents by their *demand*: an EMA of the batch-mean ReLU pre-activation (the activation mass a latent would
-  take without a cap). We rank by demand, not by realised density, because under Feature Choice the realised
-  density is the capacity itself, so ranking by it would freeze the initial order. ``zipf_alpha`` must be a
-  number here ('fit' is refused).
+- ``zipf``: m_i = clip(λ·(rank_i+1)^(-zipf_alpha), min_capacity, cap) with λ such that Σ m_i = k·B (the exact
+  allocation, by bisection on λ: ``zipf.clipped_allocation``), then rounded to integers summing to k·B by largest
+  remainders. rank_i ranks latents by their *demand*: an EMA of the batch-mean ReLU pre-activation (the
+  activation mass a latent would take without a cap). We rank by demand, not by realised density, because under
+  Feature Choice the realised density is the capacity itself, so ranking by it would freeze the initial order.
+  ``zipf_alpha`` must be a number here ('fit' is refused).
 Rounding: floor, then the remaining units go to the largest fractional parts (ties: higher demand first).
-Latents at the cap B (the top demand ranks when zipf_alpha is large): a latent may take every token of the
-batch, so it fires on every token where its pre-activation is positive — dense by construction. Its threshold is
-then its smallest positive activation in the batch, so at inference it stays (nearly) dense too.
+
+The cap (``max_density``, default 0.1): cap = ceil(max_density·B), raised to ceil(k·B / d_sae) when that is
+larger (the uniform share, so the budget always fits). The paper's Zipf rule bounds m_i only by B; then a top
+latent may take every token of the batch and fires wherever its pre-activation is positive: dense by
+construction, with a threshold that calibrates to about 0 (at 2,304 latents, k = 32, alpha = 1, four latents
+sat at B and took 12.5% of the budget; in a toy whose true features fire 1% of the time they ended at 0.9
+inference density). With the cap no latent takes more than that fraction of any batch, so its calibrated
+threshold keeps it near ``max_density`` at inference. 0.1 is the usual line between sparse and "dense" latents.
+
 Inference: per-latent thresholds, z_i = ReLU(pre_i) · 1[pre_i > θ_i] (a JumpReLU). During training θ_i is the
 EMA of each batch's m_i-th largest activation of latent i; after the last step the trainer calibrates them
 with the final weights (``calibration.py``).
@@ -20,6 +26,7 @@ with the final weights (``calibration.py``).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -27,13 +34,13 @@ from pydantic import Field, model_validator
 
 from sae_lab.configbase import ConfigError
 from sae_lab.distributed import all_sum, gather_cat, global_kth_largest, global_rows, shards, world
-from sae_lab.saes.aux import density_ranks
 from sae_lab.saes.base import BaseSAE, TrainOutput
 from sae_lab.saes.calibration import PerLatentCalibrator
 from sae_lab.saes.config import RevivalConfig
 from sae_lab.saes.registry import register
 from sae_lab.saes.saelens_format import load_encoder_weights
 from sae_lab.saes.sparse_ops import SparseCode, _stable_argsort
+from sae_lab.saes.zipf import clipped_allocation, density_ranks
 
 
 class FeatureChoiceConfig(RevivalConfig):
@@ -43,6 +50,8 @@ class FeatureChoiceConfig(RevivalConfig):
     threshold_momentum: float = Field(0.01, gt=0, le=1, description="per-step EMA rate of inference thresholds")
     capacity_rule: Literal["uniform", "zipf"] = "uniform"
     min_capacity: int = Field(1, ge=0, description="least tokens a latent may take per batch")
+    max_density: float = Field(0.1, gt=0, le=1, description="most of a batch a latent may take: capacities are "
+                               "capped at ceil(max_density * batch_size) (at least the uniform share k*B/d_sae)")
 
     @model_validator(mode="after")
     def _check_capacity(self) -> "FeatureChoiceConfig":
@@ -58,34 +67,6 @@ class FeatureChoiceConfig(RevivalConfig):
                 f"capacity_rule '{self.capacity_rule}': min_capacity={self.min_capacity} * d_sae={self.d_sae} = "
                 f"{need} exceeds the budget k*batch_size = {budget}; use batch_size >= {-(-need // self.k)} "
                 f"or min_capacity <= {budget // self.d_sae}")
-
-
-def clipped_allocation(weights: torch.Tensor, total: float, lo: float, hi: float) -> torch.Tensor:
-    """The real allocation c_i = clip(λ·w_i, lo, hi) with Σ c_i = total (double). Σ clip(λ·w, lo, hi) is continuous
-    and non-decreasing in λ, so bisection brackets the crossing; λ is then solved exactly on the latents left
-    free (strictly between the bounds) at the bracket, so the sum is exact up to rounding error."""
-    w = weights.double()
-    n = w.numel()
-    if not n * lo <= total <= n * hi:
-        raise ConfigError(f"capacities in [{lo}, {hi}] for {n} latents cannot sum to the budget {total}")
-    if not bool((w > 0).all()):
-        raise ConfigError("capacity weights must be positive (a Zipf weight (rank + 1)^-alpha always is)")
-
-    def mass(lam: float) -> float:
-        return float((w * lam).clamp(lo, hi).sum())
-
-    lam_lo, lam_hi = 0.0, hi / float(w.min())  # mass(0) = n·lo <= total <= n·hi = mass(lam_hi)
-    for _ in range(200):  # bisection in double precision; stops once the bracket no longer shrinks
-        mid = 0.5 * (lam_lo + lam_hi)
-        if not lam_lo < mid < lam_hi:
-            break
-        lam_lo, lam_hi = (mid, lam_hi) if mass(mid) < total else (lam_lo, mid)
-    cap = (w * lam_hi).clamp(lo, hi)
-    free = (w * lam_lo > lo) & (w * lam_hi < hi)  # latents whose value is λ·w on the whole bracket
-    if bool(free.any()):
-        lam = (total - float(cap[~free].sum())) / float(w[free].sum())
-        cap[free] = (w[free] * lam).clamp(lo, hi)
-    return cap
 
 
 def allocate_capacities(weights: torch.Tensor, total: int, lo: int, hi: int, order_key: torch.Tensor) -> torch.Tensor:
@@ -170,8 +151,14 @@ class FeatureChoiceSAE(BaseSAE):
         ranks = density_ranks(self.demand_ema)
         alpha = 0.0 if self.cfg.capacity_rule == "uniform" else float(self.cfg.zipf_alpha)
         weights = (ranks + 1).double().pow(-alpha)
-        lo = min(self.cfg.min_capacity, self.cfg.k * batch_size // self.cfg.d_sae)
-        return allocate_capacities(weights, self.cfg.k * batch_size, lo, batch_size, ranks)
+        budget = self.cfg.k * batch_size
+        lo = min(self.cfg.min_capacity, budget // self.cfg.d_sae)
+        return allocate_capacities(weights, budget, lo, self.capacity_cap(batch_size), ranks)
+
+    def capacity_cap(self, batch_size: int) -> int:
+        """The most tokens one latent may take from a batch: ceil(max_density·B), at least the uniform share."""
+        cap = max(math.ceil(self.cfg.max_density * batch_size), -(-self.cfg.k * batch_size // self.cfg.d_sae))
+        return min(cap, batch_size)
 
     def threshold_calibrator(self, batch_size: int, n_batches: int) -> PerLatentCalibrator:
         return PerLatentCalibrator(self, batch_size, n_batches)
