@@ -408,11 +408,47 @@ def test_mp_adaptive_codes_agree_with_saelens_in_fp32():
     assert differ <= 4, differ  # of 768 tokens; without the re-sync 9-12 differ in these three draws
 
 
-def test_mp_auxk_is_a_pursuit_step_over_dead_atoms_against_a_dense_reference():
-    """MP's AuxK (aux_coef > 0): per token the top-aux_k dead atoms by <e, d_j> with e the detached residual;
-    loss and gradients match a dense autograd computation, and only dead atoms receive gradient."""
-    sae = make("matching_pursuit", k=4, aux_coef=0.5, aux_k=3, dead_tokens=10)
-    x = data()
+def test_mp_encode_gradient_matches_finite_differences():
+    """encode(x) has a gradient with respect to x (the selection held fixed; the coefficients are linear in x):
+    autograd against central differences in float64, for fixed, non-negative, signed and adaptive pursuits."""
+    for kw in ({}, {"mp_nonneg": False}, {"mp_stop": "absolute", "mp_threshold": 1.0, "mp_k_max": 12},
+               {"mp_nonneg": False, "mp_stop": "relative", "mp_threshold": 0.3, "mp_k_max": 12}):
+        sae = make("matching_pursuit", k=6, **kw).double()
+        x = data(n=8).double().requires_grad_(True)
+        w = torch.randn(8, 64, generator=torch.Generator().manual_seed(5), dtype=torch.double)
+        z = sae.encode(x)
+        (grad,) = torch.autograd.grad((z * w).sum(), [x])
+        assert grad.abs().sum() > 0, kw
+        numeric = torch.zeros_like(x)
+        with torch.no_grad():
+            for j in range(x.shape[1]):  # tokens are encoded independently: perturb coordinate j of all at once
+                step = torch.zeros_like(x)
+                step[:, j] = 1e-6
+                zp, zm = sae.encode(x + step), sae.encode(x - step)
+                assert torch.equal(zp != 0, z != 0) and torch.equal(zm != 0, z != 0)  # same selection
+                numeric[:, j] = ((zp - zm) * w).sum(1) / 2e-6
+        assert torch.allclose(grad, numeric, atol=1e-6, rtol=1e-5), kw
+    with torch.no_grad():  # no autograd: the plain pursuit, no graph
+        assert not make("matching_pursuit", k=6).encode(data(n=8).requires_grad_(True)).requires_grad
+
+
+def dense_dead_pursuit(e, W, dead, steps):
+    """Reference: non-negative MP over the dead atoms, a plain autograd loop (r -= a d_j, a = ReLU<r, d_j>)."""
+    r, e_hat = e.clone(), torch.zeros_like(e)
+    for _ in range(steps):
+        c = torch.where(dead, (r @ W.t()).detach(), torch.full((e.shape[0], W.shape[0]), -float("inf"), dtype=e.dtype))
+        j = c.argmax(1)
+        a = (r * W[j]).sum(1).relu()
+        e_hat = e_hat + a.unsqueeze(1) * W[j]
+        r = r - a.unsqueeze(1) * W[j]
+    return e_hat
+
+
+def test_mp_auxk_is_a_pursuit_over_dead_atoms_against_a_dense_reference():
+    """MP's AuxK (aux_coef > 0): aux_k pursuit steps over the dead atoms on the detached residual e; loss and
+    gradients match a dense autograd pursuit, and only dead atoms receive gradient."""
+    sae = make("matching_pursuit", k=4, aux_coef=0.5, aux_k=3, dead_tokens=10).double()
+    x = data().double()
     with torch.no_grad():
         sae.tokens_since_fired[::3] = 100  # every third atom dead
     dead = sae.dead_mask().clone()
@@ -423,13 +459,58 @@ def test_mp_auxk_is_a_pursuit_step_over_dead_atoms_against_a_dense_reference():
 
     W = sae.W_dec.detach().clone().requires_grad_(True)
     e = (x - out.x_hat).detach()
-    c = e @ W.t()
-    masked = torch.where(dead, c.detach().clamp_min(0), torch.full_like(c, -1.0))
-    j = masked.topk(3, dim=-1).indices
-    coef = c.gather(1, j).relu()
-    e_hat = (coef.unsqueeze(-1) * W[j]).sum(1)
+    e_hat = dense_dead_pursuit(e, W, dead, 3)
     ref = 0.5 * ((e_hat - e) ** 2).sum() / ((e - e.mean(0)) ** 2).sum()
     ref.backward()
-    assert torch.allclose(out.aux_losses["auxk"], ref, rtol=1e-5)
-    assert torch.allclose(got, W.grad, atol=1e-6) and got[~dead].abs().sum() == 0 and got[dead].abs().sum() > 0
-    assert "auxk" not in make("matching_pursuit", k=4).training_forward(x).aux_losses  # off by default
+    assert torch.allclose(out.aux_losses["auxk"], ref, rtol=1e-9)
+    assert torch.allclose(got, W.grad, atol=1e-9) and got[~dead].abs().sum() == 0 and got[dead].abs().sum() > 0
+    assert "auxk" not in make("matching_pursuit", k=4).training_forward(x.float()).aux_losses  # off by default
+
+
+def test_mp_auxk_never_worse_than_predicting_zero():
+    """The old AuxK summed the top aux_k dead atoms weighted by their correlations: with 4,608 random dead atoms
+    its reconstruction was 2.99x worse than predicting zero, with 5 duplicates 16x. A pursuit cannot be."""
+    for d_sae, duplicates in ((4608, 0), (64, 5)):
+        sae = make("matching_pursuit", d_in=64, d_sae=d_sae, k=8, aux_coef=1.0, dead_tokens=10)
+        x = torch.randn(256, 64, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            if duplicates:
+                sae.W_dec[:duplicates] = sae.W_dec[0]
+                sae.tokens_since_fired[:duplicates] = 100
+            else:
+                sae.tokens_since_fired[:] = 100
+        out = sae.training_forward(x)
+        e = (x - out.x_hat).detach()
+        zero = float((e**2).sum() / ((e - e.mean(0)) ** 2).sum())  # the loss of ê = 0
+        assert float(out.aux_losses["auxk"]) <= zero * (1 + 1e-5), (d_sae, duplicates)
+
+
+def test_mp_auxk_revives_planted_dead_atoms():
+    """A quarter of the atoms start near the negated data mean: non-negative MP never picks them (all dead at the
+    start). Without AuxK most stay dead (a few drift back as the live atoms move); with it all fire again."""
+    g = torch.Generator().manual_seed(0)
+    D = torch.nn.functional.normalize(torch.randn(128, 32, generator=g), dim=1)
+    codes = (torch.rand(8192, 128, generator=g) < 0.03) * (torch.rand(8192, 128, generator=g) + 0.5)
+    X = codes @ D + 6.0 * torch.nn.functional.normalize(torch.ones(32), dim=0)
+    dead_fraction = {}
+    for aux_coef in (0.0, 1 / 8):
+        sae = make("matching_pursuit", d_in=32, d_sae=256, k=4, aux_coef=aux_coef, dead_tokens=2048)
+        with torch.no_grad():
+            sae.b_dec.zero_()  # b_dec at 0 keeps the mean in the data, so the planted atoms correlate negatively
+            sae.W_dec[:64] = -torch.nn.functional.normalize(X.mean(0), dim=0) + 0.05 * torch.randn(64, 32)
+            sae.normalize_decoder()
+            assert not (sae.encode(X[:4096]) != 0).any(0)[:64].any()  # planted dead
+        opt = torch.optim.Adam(sae.parameters(), lr=3e-3)
+        for step in range(150):
+            x = X[(step * 256) % 8192:][:256]
+            out = sae.training_forward(x)
+            loss = ((out.x_hat - x) ** 2).sum(-1).mean() + sum(out.aux_losses.values(), torch.zeros(()))
+            opt.zero_grad()
+            loss.backward()
+            sae.remove_parallel_grads()
+            opt.step()
+            sae.normalize_decoder()
+        with torch.no_grad():
+            fired = (sae.encode(X[:4096]) != 0).any(0)
+        dead_fraction[aux_coef] = float((~fired[:64]).float().mean())
+    assert dead_fraction[0.0] > 0.5 and dead_fraction[1 / 8] < 0.1, dead_fraction

@@ -19,12 +19,16 @@ computed lazily, only for atoms some token selects. Tokens are pursued in chunks
 Backward: a custom autograd Function keeps only the selected indices J [B,k] and coefficients A [B,k] and
 back-propagates analytically through the unrolled chain (selection is piecewise constant). With
 r_{s-1} = r_0 - Σ_{t<s} a_t d_t and g_s = dL/dr_s = Σ_{t>s} ga_t d_t,
-    ga_s = dL/d<r_{s-1}, d_s> = (dL/da_s - <g_s, d_s>) · 1[a_s > 0 if mp_nonneg]
+    ga_s = dL/d<r_{s-1}, d_s> = (dL/da_s - <g_s, d_s>) · 1[a_s != 0]   (zero: clamped when mp_nonneg, or stopped)
     dL/dd_s = ga_s · r_{s-1} - a_s · g_s = ga_s r_0 - Σ_{t≠s} C_st d_t,  C_st = ga_s a_t (t<s), a_s ga_t (t>s)
     dL/dr_0 = Σ_t ga_t d_t .
 The scalar recursion for ga uses the per-token k x k Gram of the selected atoms; the atom gradients are one
 batched [k,k]@[k,d] product plus a sparse column sum of ga_s r_0, so no residuals are materialised and no
 [B, F] correlation matrix is stored for the backward.
+
+``encode`` is differentiable too (when autograd is on and its input or the atoms require grad): given the chosen
+atoms, the coefficients are linear in x - b_dec, and the same backward gives their gradient (selection held
+fixed, as for TopK's). The circuit API's gradients (attribution patching, edges) flow through MP SAEs by it.
 
 Inference: ``mp_stop='fixed'`` runs k steps; 'relative'/'absolute' stop a token after the first step that leaves
 ||r|| < mp_threshold (· ||x - b_dec|| if relative), or after mp_k_max steps (SAELens's rule: the first step is
@@ -51,7 +55,6 @@ from sae_lab.saes.sparse_ops import (
     _stable_argsort,
     csr_kernels_serve,
     csr_matrix,
-    gather_preacts,
     sparse_decode,
 )
 
@@ -275,7 +278,7 @@ class _MPCoefficients(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gA):
         r0, W, J, A = ctx.saved_tensors
-        live = (A != 0).to(W.dtype) if ctx.nonneg else torch.ones_like(A)
+        live = (A != 0).to(W.dtype)  # a zero coefficient: clamped (non-negative MP) or its token had stopped
         D = W.new_empty(BACKWARD_CHUNK, J.shape[1], W.shape[1])  # reused for every chunk of tokens
         gram = ctx.gram if ctx.gram is not None and ctx.gram._version == ctx.gram_version else None
         ga = _coefficient_grads(W, J, gA.to(W.dtype), live, D, gram)
@@ -334,8 +337,9 @@ class MatchingPursuitConfig(SparseConfig):
     mp_stop: Literal["fixed", "relative", "absolute"] = Field("fixed", description="inference stopping rule")
     mp_threshold: float = Field(0.0, ge=0, description="stop when ||r|| < threshold (* ||x - b_dec|| if relative)")
     mp_k_max: int | None = Field(None, gt=0, description="inference step cap (default k)")
-    aux_coef: float = Field(0.0, ge=0, description="AuxK on dead atoms, residual-guided (see mp_auxk); 0 disables")
-    aux_k: int | None = Field(None, gt=0, description="dead atoms used by AuxK (default d_in // 2, capped at d_sae)")
+    aux_coef: float = Field(0.0, ge=0, description="AuxK: a pursuit over the dead atoms on the residual (see mp_auxk); "
+                            "0 disables")
+    aux_k: int | None = Field(None, gt=0, description="AuxK's pursuit steps over the dead atoms (default k)")
     mp_stop_on_repeat: bool = Field(False, description="inference: stop a token after a step that leaves its support "
                                     "unchanged (an atom picked again, or a zero coefficient); SAELens's "
                                     "stop_on_duplicate_support")
@@ -356,30 +360,25 @@ class MatchingPursuitConfig(SparseConfig):
 
 
 def mp_auxk(sae, x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, torch.Tensor]:
-    """AuxK for matching pursuit, residual-guided: one more pursuit step restricted to the dead atoms. With the
-    detached residual e = x - x_hat, each token takes its top-aux_k dead atoms by <e, d_j> (the positive ones
-    when mp_nonneg, else by |<e, d_j>|) with coefficients <e, d_j>, and the loss is
-    aux_coef · ||ê - e||² / ||e - mean e||², ê = Σ <e, d_j> d_j: TopK's AuxK with MP's correlations in place of
-    encoder pre-activations. Gradients reach only the dead atoms (coefficients and directions)."""
+    """AuxK for matching pursuit: a short pursuit over the dead atoms only. With the detached residual
+    e = x - x_hat, each token runs ``aux_k`` (default k) greedy steps of the SAE's own rule (non-negative or signed)
+    over the dead atoms, giving ê; the loss is aux_coef · ||ê - e||² / ||e - mean e||², OpenAI's AuxK
+    normalisation. Being a pursuit, ê never reconstructs e worse than predicting zero (each step lowers ||e - ê||),
+    whatever the dead atoms are (duplicates, random directions), and minimising the loss pulls the dead atoms towards
+    the residual they could explain: the revival AuxK gives TopK. Gradients reach only the dead atoms, through the
+    pursuit's coefficients (selection held fixed) and directions."""
     cfg = sae.cfg
     dead = sae.dead_mask()
     if not bool(dead.any()):
         return {}
     idx = dead.nonzero().squeeze(1)
-    W = sae.W_dec
-    e = (x.to(W.dtype) - x_hat).detach()
-    with torch.no_grad():
-        c = e @ W[idx].t()
-        k_aux = min(cfg.aux_k or max(1, min(cfg.d_in // 2, cfg.d_sae)), idx.numel())
-        j = (c.clamp_min(0) if cfg.mp_nonneg else c.abs()).topk(k_aux, dim=-1, sorted=False).indices
-        vals = c.gather(1, j)
-    code = SparseCode.from_topk(idx[j], cfg.d_sae)
-    zeros = W.new_zeros(W.shape[1])
-    coef = gather_preacts(e, zeros, W, W.new_zeros(cfg.d_sae), code, vals.reshape(-1))
-    coef = coef.relu() if cfg.mp_nonneg else coef
-    e_hat = sparse_decode(coef, W, code)
-    loss = ((e_hat - e) ** 2).sum() / sum_sq_dev(e)
-    return {"auxk": cfg.aux_coef * loss}
+    W_dead = sae.W_dec.index_select(0, idx)
+    e = (x.to(W_dead.dtype) - x_hat).detach()
+    steps = min(cfg.aux_k or cfg.k, idx.numel())
+    J, A, _ = pursuit(e, W_dead.detach(), steps, cfg.mp_nonneg, cfg.mp_update)
+    coef = mp_coefficients(e, W_dead, J, A, cfg.mp_nonneg)
+    e_hat = sparse_decode(coef.reshape(-1), W_dead, SparseCode.from_topk(J, idx.numel()))
+    return {"auxk": cfg.aux_coef * ((e_hat - e) ** 2).sum() / sum_sq_dev(e)}
 
 
 @register("matching_pursuit")
@@ -409,6 +408,8 @@ class MatchingPursuitSAE(BaseSAE):
             stop = torch.full_like(r0[:, 0], cfg.mp_threshold)
         J, A, _ = pursuit(r0.detach(), self.W_dec.detach(), cfg.mp_inference_steps, cfg.mp_nonneg, cfg.mp_update,
                           stop, cfg.mp_stop_on_repeat)
+        if torch.is_grad_enabled() and r0.requires_grad:  # the selection held fixed, A is linear in r0
+            A = mp_coefficients(r0, self.W_dec, J, A, cfg.mp_nonneg)
         z = SparseCode.from_topk(J, cfg.d_sae).to_dense(A.reshape(-1))
         return z.reshape(*lead, cfg.d_sae)
 
