@@ -482,7 +482,7 @@ def test_mp_auxk_never_worse_than_predicting_zero():
         out = sae.training_forward(x)
         e = (x - out.x_hat).detach()
         zero = float((e**2).sum() / ((e - e.mean(0)) ** 2).sum())  # the loss of ê = 0
-        assert float(out.aux_losses["auxk"]) <= zero * (1 + 1e-5), (d_sae, duplicates)
+        assert float(out.aux_losses["auxk"].detach()) <= zero * (1 + 1e-5), (d_sae, duplicates)
 
 
 def test_mp_auxk_revives_planted_dead_atoms():
