@@ -91,7 +91,7 @@ def test_the_sweep_trains_on_all_but_the_calibration_sample_only_when_it_calibra
     one, or with calibrate_tokens=0, on all of it. A small source gives at most a quarter, with a warning."""
     def trained_on(saes, **kw):
         where = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
-        result = train_sweep(saes, planted_source(), train_cfg(total_tokens=128, **kw), where)
+        result = train_sweep(saes, planted_source(), train_cfg(total_tokens=1024, lr=1e-2, **kw), where)
         calibrated = [r.get("threshold_calibration", {}).get("tokens") for r in json.loads(
             (where / "run.json").read_text())["results"].values()]
         return yaml.safe_load((where / "config.yaml").read_text())["source"]["n_tokens"], calibrated, result

@@ -21,7 +21,7 @@ def test_mismatching_config_is_refused_and_untouched(tmp_path):
     with pytest.raises(RunDirError) as err:
         train_sweep([sae_cfg()], planted_source(), short(lr=1e-3), run)
     msg = str(err.value)
-    assert "train.lr: 0.003 -> 0.001" in msg
+    assert f"train.lr: {short().lr} -> 0.001" in msg
     assert "new run_dir" in msg and "overwrite" in msg
     assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*")} == before
 

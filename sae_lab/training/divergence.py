@@ -1,17 +1,20 @@
 """Divergence: training that made an SAE worse instead of better is a failure, never "done".
 
-Two rules, on the logged windows (FVU of the normalised activations):
+Both rules judge the logged windows' FVU (of the normalised activations) against the FVU before the first step,
+which is 1: the decoder bias starts at the data's mean (or geometric median) and an FVU of 1 is what predicting
+the mean gives. The first logged window cannot be the reference, because a run that blows up at once (e.g.
+``train.lr=1000``: FVU 1e16 in its first window) would be judged against its own blow-up.
 
-- **sustained blow-up** during training: the window FVU exceeds ``BLOWUP`` x max(1, the first window's FVU)
-  for ``PATIENCE`` logged windows in a row (e.g. ``train.lr=1000``: FVU 1e16);
-- **worse than the mean at the end**: the final FVU is above 1 (the mean predicts better) *and* above the
-  first window's FVU (training did not help).
+- **sustained blow-up** during training: the window FVU exceeds ``BLOWUP`` (x the starting FVU of 1), or is not
+  finite, for ``PATIENCE`` logged windows in a row;
+- **worse than the mean at the end**: the final FVU is above 1 (the mean predicts better) or not finite.
 """
 
 from __future__ import annotations
 
 import math
 
+START_FVU = 1.0
 BLOWUP = 10.0
 PATIENCE = 3
 
@@ -23,8 +26,7 @@ class DivergedError(FloatingPointError):
 class DivergenceGuard:
     """Tracks each SAE's logged FVU; ``update`` returns the names that blew up for PATIENCE windows."""
 
-    def __init__(self, first_fvu: dict[str, float] | None = None):
-        self.first: dict[str, float] = dict(first_fvu or {})
+    def __init__(self) -> None:
         self.last: dict[str, float] = {}
         self.strikes: dict[str, int] = {}
 
@@ -32,22 +34,21 @@ class DivergenceGuard:
         """Record one logged window; True when ``name`` has diverged (sustained blow-up)."""
         if fvu is None:
             return False
-        self.first.setdefault(name, fvu)
         self.last[name] = fvu
-        bad = not math.isfinite(fvu) or fvu > BLOWUP * max(1.0, self.first[name])
+        bad = not math.isfinite(fvu) or fvu > BLOWUP * START_FVU
         self.strikes[name] = self.strikes.get(name, 0) + 1 if bad else 0
         return self.strikes[name] >= PATIENCE
 
     def failed_at_end(self, name: str) -> bool:
-        """The final-window rule: FVU above 1 and above where training started."""
-        fvu, first = self.last.get(name), self.first.get(name)
-        return fvu is not None and first is not None and fvu > 1.0 and fvu > first
+        """The final-window rule: FVU above the starting FVU of 1, or not finite."""
+        fvu = self.last.get(name)
+        return fvu is not None and not fvu <= START_FVU  # nan compares False
 
 
 def diverged_message(names: list[str], guard: DivergenceGuard, step: int, last_ckpt) -> str:
-    parts = [f"'{n}' (FVU {guard.last.get(n, float('nan')):.3g}, first logged {guard.first.get(n, float('nan')):.3g})"
-             for n in names]
+    parts = [f"'{n}' (FVU {guard.last.get(n, float('nan')):.3g})" for n in names]
     where = str(last_ckpt) if last_ckpt is not None else "none"
-    return (f"training diverged at step {step}: SAE {', '.join(parts)} got worse instead of better. "
-            f"Its weights were not saved as a result; the last checkpoint is {where}. "
-            "Lower train.lr (or set train.grad_clip), then start a new run_dir.")
+    return (f"training diverged at step {step}: SAE {', '.join(parts)} got worse instead of better (FVU above "
+            f"{START_FVU:g}, that of predicting the mean, where training starts). Its weights were not saved as a "
+            f"result; the last checkpoint is {where}. Lower train.lr (or set train.grad_clip), then start a new "
+            "run_dir.")

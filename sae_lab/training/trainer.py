@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from sae_lab import ownership
 from sae_lab.activations.source import ActivationSource
-from sae_lab.distributed import broadcast_object, global_rows, sharded_batches, world
+from sae_lab.distributed import global_rows, sharded_batches, world
 from sae_lab.fileio import atomic_path
 from sae_lab.rundir import RunDir, RunDirError
 from sae_lab.saes import BaseSAE, SAEConfig
@@ -342,7 +342,7 @@ def train_sweep(
     for m in members:
         m.sae.train()
     logger = MetricsLogger(run, cfg, resolved, active=is_main(), logged_tokens=logged)
-    guard = DivergenceGuard(broadcast_object(_first_fvu(run)))
+    guard = DivergenceGuard()
     try:
         with sharded_batches():
             stopped, last_ckpt = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
@@ -375,15 +375,6 @@ def _warn_many_epochs(source, cfg: TrainConfig) -> None:
         warnings.warn(f"train.total_tokens={total} is {total / n:.0f} epochs of the {n} usable tokens of the "
                       "activation source; cache more data (data.max_tokens) or train for fewer tokens",
                       stacklevel=3)
-
-
-def _first_fvu(run: RunDir) -> dict[str, float]:
-    """Each SAE's first logged FVU (a resumed run keeps judging divergence against its true start)."""
-    first: dict[str, float] = {}
-    for r in run.metrics() if is_main() else []:
-        if r.get("fvu") is not None:
-            first.setdefault(r["sae"], r["fvu"])
-    return first
 
 
 def _record_failure(run: RunDir, e: BaseException) -> None:
