@@ -2,8 +2,12 @@
 
 ``torchrun --nproc_per_node N sae-lab train cfg.yaml`` starts N ranks (gloo on CPU, NCCL on CUDA; see
 sae_lab/distributed.py). ``train.batch_size`` stays the *global* batch: each rank trains on its
-batch_size / N rows of every global batch, so a run with N ranks follows the same trajectory as one process
-(up to float summation order) and its checkpoints resume under any N that divides the batch.
+batch_size / N rows of every global batch. From a cache, a run with N ranks therefore follows the same trajectory
+as one process (up to float summation order), and its checkpoints resume under any N that divides the batch.
+From a live stream it does not: each rank runs the model on every N-th context and shuffles them in its own
+buffer (seeded by rank), so a global batch holds other tokens than one process's shuffle buffer would give.
+The SAEs are trained on the same data with the same rules, but not on the same batches, and differ from a
+one-process run's as two seeds do (a cache gives reproducible DDP runs).
 
 - data: rank r takes rows [r·s, (r+1)·s) of each global batch (a cache reads only those rows), or, for a
   live stream, every N-th context (``rank_batches``);
