@@ -464,7 +464,10 @@ def test_mp_auxk_is_a_pursuit_over_dead_atoms_against_a_dense_reference():
     ref.backward()
     assert torch.allclose(out.aux_losses["auxk"], ref, rtol=1e-9)
     assert torch.allclose(got, W.grad, atol=1e-9) and got[~dead].abs().sum() == 0 and got[dead].abs().sum() > 0
-    assert "auxk" not in make("matching_pursuit", k=4).training_forward(x.float()).aux_losses  # off by default
+    off = make("matching_pursuit", k=4, aux_coef=0.0, dead_tokens=10)
+    with torch.no_grad():
+        off.tokens_since_fired[::3] = 100
+    assert "auxk" not in off.training_forward(x.float()).aux_losses  # aux_coef = 0 turns it off
 
 
 def test_mp_auxk_never_worse_than_predicting_zero():

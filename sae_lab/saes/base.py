@@ -176,7 +176,7 @@ class BaseSAE(nn.Module):
 
     def dead_mask(self) -> torch.Tensor:
         """bool[d_sae]: latents that have not fired in the last ``cfg.dead_tokens`` tokens."""
-        return self.tokens_since_fired >= self.cfg.dead_tokens
+        return self.tokens_since_fired >= self.cfg.dead_window
 
     # ---- files ----------------------------------------------------------------------------------
     def save(self, directory: str | Path, fold_scale: float | None = None, metadata: dict | None = None) -> Path:

@@ -11,12 +11,14 @@ from the activation source: :meth:`SAEConfig.bind`); building an SAE needs it.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
 from sae_lab.configbase import ConfigError, StrictModel
 from sae_lab.saes import registry
+
+DEAD_TOKENS_CAP = 10_000_000  # OpenAI's and eai-sparsify's dead-latent window, for runs of billions of tokens
 
 
 class SAEConfig(StrictModel):
@@ -28,7 +30,9 @@ class SAEConfig(StrictModel):
     expansion_factor: int | None = Field(None, gt=0, description="d_sae = expansion_factor * d_in")
     hook_name: str = ""
     name: str | None = Field(None, description="label in a sweep; default '<architecture>_k<k>'")
-    dead_tokens: int = Field(1_000_000, gt=0, description="a latent is dead after this many tokens without firing")
+    dead_tokens: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
+        "auto", description="a latent is dead after this many tokens without firing (AuxK revives dead latents); "
+        "'auto': a tenth of the training run, at most 10M (sae_lab.training.config.auto_dead_tokens)")
     density_momentum: float = Field(0.01, gt=0, le=1, description="per-step EMA rate of the latent density")
 
     def __new__(cls, *args: Any, **kwargs: Any):
@@ -86,6 +90,11 @@ class SAEConfig(StrictModel):
         data["d_in"] = self.d_in if self.d_in is not None else d_in
         data["hook_name"] = self.hook_name or hook_name
         return type(self).model_validate(data)
+
+    @property
+    def dead_window(self) -> int:
+        """``dead_tokens`` in tokens; 'auto' left unresolved (an SAE trained outside the trainer) means the cap."""
+        return DEAD_TOKENS_CAP if self.dead_tokens == "auto" else self.dead_tokens
 
     def check_batch_size(self, batch_size: int) -> None:
         """Raise ConfigError if this SAE cannot train on batches of ``batch_size`` tokens."""

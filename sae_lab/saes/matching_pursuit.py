@@ -337,8 +337,8 @@ class MatchingPursuitConfig(SparseConfig):
     mp_stop: Literal["fixed", "relative", "absolute"] = Field("fixed", description="inference stopping rule")
     mp_threshold: float = Field(0.0, ge=0, description="stop when ||r|| < threshold (* ||x - b_dec|| if relative)")
     mp_k_max: int | None = Field(None, gt=0, description="inference step cap (default k)")
-    aux_coef: float = Field(0.0, ge=0, description="AuxK: a pursuit over the dead atoms on the residual (see mp_auxk); "
-                            "0 disables")
+    aux_coef: float = Field(1 / 32, ge=0, description="AuxK: a pursuit over the dead atoms on the residual (see "
+                            "mp_auxk); 0 disables")
     aux_k: int | None = Field(None, gt=0, description="AuxK's pursuit steps over the dead atoms (default k)")
     mp_stop_on_repeat: bool = Field(False, description="inference: stop a token after a step that leaves its support "
                                     "unchanged (an atom picked again, or a zero coefficient); SAELens's "

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from sae_lab.configbase import StrictModel
 from sae_lab.devices import DeviceName, resolve_device
 from sae_lab.distributed import local_device
+from sae_lab.saes.config import DEAD_TOKENS_CAP
 
 # Fields that change how a run is observed or stored but not the weights it ends with.
 # They are left out of the config hash, so changing them does not block a resume.
@@ -35,6 +36,16 @@ def auto_lr(d_sae: int) -> float:
     if d_sae <= 0:
         raise ValueError(f"d_sae must be positive, got {d_sae}")
     return AUTO_LR_AT_REF / math.sqrt(d_sae / AUTO_LR_REF_LATENTS)
+
+
+AUTO_DEAD_FRACTION = 0.1  # `dead_tokens: auto`: a tenth of the run
+
+
+def auto_dead_tokens(total_tokens: int, batch_size: int) -> int:
+    """The `dead_tokens: auto` window: a tenth of the training run, at least one batch, at most DEAD_TOKENS_CAP.
+    A fixed window of 1M tokens (the old default) is longer than runs of a few hundred steps, so no latent ever
+    counted as dead there and AuxK never ran (BENCHMARKS.md, "The default learning rate keeps latents alive")."""
+    return int(min(DEAD_TOKENS_CAP, max(batch_size, AUTO_DEAD_FRACTION * total_tokens)))
 
 
 class WandbConfig(StrictModel):
@@ -123,6 +134,13 @@ class TrainConfig(StrictModel):
     def lr_for(self, d_sae: int) -> float:
         """The base lr of an SAE with ``d_sae`` latents: ``lr`` itself, or :func:`auto_lr` under 'auto'."""
         return auto_lr(d_sae) if self.lr == "auto" else float(self.lr)
+
+    def bind_sae(self, sae_cfg):
+        """``sae_cfg`` with what this run resolves for it: ``dead_tokens: auto`` (auto_dead_tokens)."""
+        if sae_cfg.dead_tokens != "auto":
+            return sae_cfg
+        return sae_cfg.model_copy(update={"dead_tokens": auto_dead_tokens(self.total_steps * self.batch_size,
+                                                                           self.batch_size)})
 
     def resolved_device(self) -> torch.device:
         """The device to train on (sae_lab.devices.resolve_device: 'auto' = CUDA, else MPS, else CPU); under

@@ -321,6 +321,8 @@ def train_sweep(
     training made an SAE worse (run.json then says "diverged").
     """
     modules = build_saes(saes, cfg.seed)
+    for sae in modules:
+        sae.cfg = cfg.bind_sae(sae.cfg)  # dead_tokens: auto -> a tenth of this run
     preflight(modules, source, cfg)
     ddp.check_world(cfg.batch_size)
     ddp.sync_norm_scale(source)  # before the config hash: a stream's description holds its scale
