@@ -6,10 +6,11 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from _train_helpers import BATCH, architectures, planted_source, sae_cfg, train_cfg
 from sae_lab.rundir import RunDir
-from sae_lab.saes import BaseSAE
+from sae_lab.saes import BaseSAE, SAEConfig
 from sae_lab.training import train_sweep
 from sae_lab.training.state import build_saes
 
@@ -162,3 +163,18 @@ def test_lr_auto_resolves_per_sae_width_and_is_recorded(tmp_path):
         logged = [r["lr"] for r in records if r.get("sae") == name]
         assert logged and logged == pytest.approx([auto_lr(d_sae)] * len(logged))  # constant schedule
     assert result.results["narrow"].metrics["lr"] > result.results["wide"].metrics["lr"]
+
+
+def test_dead_window_auto_is_a_tenth_of_the_run_so_auxk_runs_in_short_runs(tmp_path):
+    """The old fixed window (1M tokens) was longer than a short run: no latent ever counted as dead, AuxK never
+    ran. ``dead_tokens: auto`` resolves to a tenth of the run, recorded in config.yaml, and AuxK then runs."""
+    cfg = sae_cfg(name="t")
+    data = cfg.model_dump()
+    data.pop("dead_tokens")
+    auto = SAEConfig(**data)
+    assert auto.dead_tokens == "auto"
+    result = train_sweep([auto], planted_source(), train_cfg(total_tokens=60 * BATCH), tmp_path / "r")
+    assert result.saes["t"].cfg.dead_tokens == 6 * BATCH  # a tenth of 60 batches
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["saes"][0]
+    assert saved["dead_tokens"] == 6 * BATCH
+    assert any("auxk" in r for r in RunDir(tmp_path / "r").metrics())
