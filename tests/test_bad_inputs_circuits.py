@@ -220,6 +220,16 @@ def test_spliced_arguments(tiny_model, sae):
         _raises(lambda: s.generate(PROMPT, max_new_tokens=600), r"exceeds the model's context")
 
 
+def test_run_with_sae_checks_its_tokens_like_run(tiny_model, sae, ids):
+    from sae_lab.circuits import run_with_sae
+
+    _raises(lambda: run_with_sae(tiny_model, torch.tensor([[1.0, 2.7]]), sae), r"tokens: token ids must be integers")
+    _raises(lambda: run_with_sae(tiny_model, [[1, 10**7]], sae), r"tokens: token id 10000000 is out of range")
+    _raises(lambda: run_with_sae(tiny_model, ids, sae, mode="half"), r"mode must be 'reconstruct', 'zero' or 'mean'")
+    both = run_with_sae(tiny_model, torch.cat([ids, ids]), sae)  # a batch: every row
+    assert both.shape[0] == 2 and torch.allclose(both[0], both[1], atol=1e-5)
+
+
 def test_logit_diff_arguments(tiny_model, sae):
     def attr(metric):
         with Spliced(tiny_model, [sae]) as s:
