@@ -154,3 +154,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def path_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be opened, in words ("does not exist", "is a symbolic link loop", ...), or None."""
+    p = Path(path)
+    try:
+        p.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop (following it leads back to itself)"
+        if e.errno == errno.ENOENT and p.is_symlink():
+            return f"is a broken symbolic link (to '{os.readlink(p)}', which does not exist)"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "does not exist"
+        return f"cannot be read ({e.strerror})"
+    return None

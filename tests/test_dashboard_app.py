@@ -101,6 +101,9 @@ def test_feature_search_opens_a_hit(monkeypatch, tiny_run):
     logit_token = db.logits(3)["positive"][0]["token"]
     at.text_input(key="search_token").input(logit_token).run()
     assert 3 in set(frame(at, "search hit")["feature"])
+    at.text_input(key="search_token").input("zzqx no such words").run()  # not a token: said, the page stays
+    assert any("is not a token of the model's vocabulary" in w for w in messages(at)[1])
+    assert metrics(at)["density"] and not at.exception
 
 
 @pytest.mark.parametrize("query, message", [

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sae_lab.dashboard import dashboard_command, is_local_host
-from sae_lab.evaluation import FeatureDB
+from sae_lab.evaluation import FeatureDB, FeatureQueryError
 from sae_lab.evaluation.compare import DictionaryMismatchError, match_dictionaries
 from sae_lab.saes import SAEConfig, build_sae
 from sae_lab.saes.saelens_format import load_sae
@@ -77,7 +77,8 @@ def test_logit_search_with_and_without_leading_space(tmp_path):
     db = FeatureDB(write_synthetic_db(tmp_path / "s.sqlite", n_features=64, vocab=2000))
     exact = db.features_with_logit(" Paris")
     assert exact and {r["feature"] for r in db.features_with_logit_token("Paris")} == {r["feature"] for r in exact}
-    assert db.features_with_example_token("no-such-token") == []
+    with pytest.raises(FeatureQueryError, match="'no-such-token' is not a token of the model's vocabulary"):
+        db.features_with_example_token("no-such-token")  # said, not an empty list that reads as "no feature"
 
 
 def _sae(d_in, d_sae, seed):

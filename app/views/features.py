@@ -5,6 +5,8 @@ import render
 import state
 import streamlit as st
 
+from sae_lab.evaluation.feature_db import FeatureQueryError
+
 st.title("Feature browser")
 entry = state.select_sae()
 qp = st.query_params
@@ -49,13 +51,17 @@ def finder(db, i: int | None) -> None:
         where = st.radio("Among", ["top examples", "top positive logits", "top negative logits"], horizontal=True,
                          key="search_where")
         if token:
-            if where == "top examples":
-                hits = db.features_with_example_token(token)
-            else:
-                hits = db.features_with_logit_token(token, top=where == "top positive logits")
-            if not hits:
+            try:
+                if where == "top examples":
+                    hits = db.features_with_example_token(token)
+                else:
+                    hits = db.features_with_logit_token(token, top=where == "top positive logits")
+            except FeatureQueryError as e:  # not a token of the vocabulary: say so here, keep the rest of the page
+                st.warning(str(e))
+                hits = None
+            if hits == []:
                 st.info(f"No feature has {token!r} among its {where}.")
-            else:
+            elif hits:
                 df = pd.DataFrame(hits)
                 df.insert(0, "search hit", [state.feature_url(entry, f) for f in df["feature"]])
                 st.dataframe(df, hide_index=True, key="search_hits",

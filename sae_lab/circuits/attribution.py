@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from sae_lab.circuits import checks
 from sae_lab.circuits.errors import CircuitError
-from sae_lab.circuits.metrics import bind_metric, scalar
+from sae_lab.circuits.metrics import bind_metric, differentiable, scalar
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Attribution:
     def top(self, n: int = 20, include_errors: bool = True) -> list[dict]:
         """The ``n`` nodes with the largest |estimate|: ``{"sae", "position", "feature", "estimate"}``;
         ``feature`` is "error" for error nodes, ``position`` None when summed over positions."""
+        n, include_errors = checks.count(n, "n"), checks.flag(include_errors, "include_errors")
         rows = []
         for key, eff in self.features.items():
             flat = eff.reshape(-1)
@@ -50,8 +52,9 @@ class Attribution:
 
 
 def _pair(s, clean, corrupt) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    ids_c, _ = s.ids(clean)
-    ids_x, _ = s.ids(corrupt)
+    """The two prompts as ``[1, T]`` ids of equal length (one prompt each; a batch is refused)."""
+    ids_c, _ = s.ids(clean, name="clean")
+    ids_x, _ = s.ids(corrupt, name="corrupt")
     if ids_c.shape != ids_x.shape:
         raise CircuitError(f"clean and corrupt prompts must have the same number of tokens, got {ids_c.shape[1]} "
                            f"and {ids_x.shape[1]}; pick counterfactuals that tokenise to equal lengths")
@@ -71,23 +74,26 @@ def _node_values(s, ids: torch.Tensor, metric) -> tuple[float, dict, dict]:
 
 def attribute(s, clean, corrupt, metric, method: str = "atp", steps: int = 10, per_position: bool = True
               ) -> Attribution:
-    """Estimated effect on ``metric`` of patching each feature / error node from clean to corrupt."""
+    """Estimated effect on ``metric`` of patching each feature / error node from clean to corrupt. ``clean`` and
+    ``corrupt``: one prompt each (text, token ids, or a ``[1, T]`` tensor; a batch is refused). A node that no
+    gradient reaches raises CircuitError (it is never read as a zero effect)."""
     if not s.error_term:
         raise CircuitError("attribution needs the error term: use Spliced(model, saes, error_term=True)")
-    if method not in ("atp", "ig") or steps < 1:
-        raise CircuitError(f"method must be 'atp' or 'ig' and steps >= 1, got {method!r}, {steps}")
+    if method not in ("atp", "ig"):
+        raise CircuitError(f"method must be 'atp' or 'ig', got {method!r}")
+    steps, per_position = checks.count(steps, "steps"), checks.flag(per_position, "per_position")
     metric = bind_metric(metric, s.model)
     ids_c, ids_x, tokens = _pair(s, clean, corrupt)
     m_x, zx, ex = _node_values(s, ids_x, metric)
     if method == "atp":
         out = s.run(ids_c, grad=True)
-        value = scalar(metric(out.logits[0]))
+        value = differentiable(scalar(metric(out.logits[0])))
         nodes = list(s.nodes.items())
-        grads = torch.autograd.grad(value, [t for _, n in nodes for t in (n.z, n.err)], allow_unused=True)
+        grads = _grads(value, [(k, what, t) for k, n in nodes for what, t in (("code", n.z), ("error term", n.err))])
         zc = {k: n.z.detach() for k, n in nodes}
         ec = {k: n.err.detach() for k, n in nodes}
-        gz = {k: _g(grads[2 * i], zc[k]) for i, (k, _) in enumerate(nodes)}
-        ge = {k: _g(grads[2 * i + 1], ec[k]) for i, (k, _) in enumerate(nodes)}
+        gz = {k: grads[2 * i] for i, (k, _) in enumerate(nodes)}
+        ge = {k: grads[2 * i + 1] for i, (k, _) in enumerate(nodes)}
         m_c = float(value.detach())
     else:
         m_c, zc, ec = _node_values(s, ids_c, metric)
@@ -101,8 +107,23 @@ def attribute(s, clean, corrupt, metric, method: str = "atp", steps: int = 10, p
     return Attribution(tokens, feats, errs, m_c, m_x, method)
 
 
-def _g(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(like) if grad is None else grad.detach()
+def _grads(value: torch.Tensor, nodes: list[tuple[str, str, torch.Tensor]]) -> list[torch.Tensor]:
+    """d value / d t for each (SAE key, "code" | "error term", t); CircuitError naming a node that no gradient
+    reaches (never a silent zero)."""
+    for key, what, t in nodes:
+        if not t.requires_grad:
+            raise _no_path(key, what)
+    grads = torch.autograd.grad(value, [t for *_, t in nodes], allow_unused=True)
+    for (key, what, _), g in zip(nodes, grads):
+        if g is None:
+            raise _no_path(key, what)
+    return [g.detach() for g in grads]
+
+
+def _no_path(key: str, what: str) -> CircuitError:
+    return CircuitError(f"no gradient reaches the {what} of SAE '{key}' from the metric, so its effect cannot be "
+                        f"estimated (a hook that replaces or detaches an activation on the way, or an SAE whose "
+                        f"encoding is not differentiable, cuts the path); remove that hook or that SAE")
 
 
 def _ig_grads(s, key, ids, zc, zx, ec, ex, metric, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,9 +134,9 @@ def _ig_grads(s, key, ids, zc, zx, ec, ex, metric, steps: int) -> tuple[torch.Te
     node = s.nodes[key]
     hooks = [(node.hp_acts.name, lambda z, hook: z_path), (node.hp_error.name, lambda e, hook: e_path)]
     out = s.run(ids.expand(steps, -1), fwd_hooks=hooks, grad=True)
-    total = sum(scalar(metric(out.logits[i])) for i in range(steps))
-    gz, ge = torch.autograd.grad(total, [z_path, e_path], allow_unused=True)
-    return _g(gz, zc).mean(0, keepdim=True), _g(ge, ec).mean(0, keepdim=True)
+    total = differentiable(sum(scalar(metric(out.logits[i])) for i in range(steps)))
+    gz, ge = _grads(total, [(key, "code", z_path), (key, "error term", e_path)])
+    return gz.mean(0, keepdim=True), ge.mean(0, keepdim=True)
 
 
 def patch_effect(s, clean, corrupt, metric, nodes: list[dict]) -> list[float]:
@@ -123,13 +144,13 @@ def patch_effect(s, clean, corrupt, metric, nodes: list[dict]) -> list[float]:
     set to its corrupt value, minus the clean metric."""
     metric = bind_metric(metric, s.model)
     ids_c, ids_x, _ = _pair(s, clean, corrupt)
+    if not isinstance(nodes, (list, tuple)):
+        raise CircuitError(f"nodes must be a list of node dicts (Attribution.top(n)), got {type(nodes).__name__}")
+    nodes = [_check_node(s, nd, i, ids_c.shape[1]) for i, nd in enumerate(nodes)]
     m_c, _, _ = _node_values(s, ids_c, metric)
     _, zx, ex = _node_values(s, ids_x, metric)
     out = []
-    for nd in nodes:
-        key, p, f = nd["sae"], nd["position"], nd["feature"]
-        if p is None:
-            raise CircuitError("patch_effect needs per-position nodes (attribute(..., per_position=True))")
+    for key, p, f in nodes:
         node = s.nodes[key]
         if f == "error":
             name, fn = node.hp_error.name, _setter(p, slice(None), ex[key][0, p])
@@ -138,6 +159,22 @@ def patch_effect(s, clean, corrupt, metric, nodes: list[dict]) -> list[float]:
         with torch.no_grad():
             out.append(float(scalar(metric(s.run(ids_c, fwd_hooks=[(name, fn)]).logits[0]))) - m_c)
     return out
+
+
+def _check_node(s, nd, i: int, T: int) -> tuple[str, int, int | str]:
+    """``nodes[i]`` as (sae key, position, feature or "error"), checked against the splice and the prompt."""
+    name = f"nodes[{i}]"
+    if not isinstance(nd, dict) or not {"sae", "position", "feature"} <= set(nd):
+        raise CircuitError(f"{name} must be a dict with 'sae', 'position' and 'feature' (as Attribution.top "
+                           f"returns), got {nd!r}")
+    if nd["sae"] not in s.nodes:
+        raise CircuitError(f"{name}: SAE {nd['sae']!r} is not spliced; spliced: {list(s.nodes)}")
+    if nd["position"] is None:
+        raise CircuitError("patch_effect needs per-position nodes (attribute(..., per_position=True))")
+    p = checks.position(nd["position"], T, f"{name}['position']")
+    f = nd["feature"] if nd["feature"] == "error" else \
+        checks.feature(s.nodes[nd["sae"]].sae, nd["feature"], f"{name}['feature']")
+    return nd["sae"], p, f
 
 
 def _setter(p: int, f, value: torch.Tensor):
@@ -151,6 +188,8 @@ def _setter(p: int, f, value: torch.Tensor):
 
 def validate(s, clean, corrupt, metric, attribution: Attribution, n: int = 20) -> dict:
     """Top-``n`` estimates against exact single-node patching: their values and the Pearson correlation."""
+    if not isinstance(attribution, Attribution):
+        raise CircuitError(f"attribution must be what s.attribute(...) returns, got {type(attribution).__name__}")
     nodes = attribution.top(n)
     exact = patch_effect(s, clean, corrupt, metric, nodes)
     est = torch.tensor([nd["estimate"] for nd in nodes], dtype=torch.float64)

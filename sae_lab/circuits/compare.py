@@ -6,8 +6,10 @@ from typing import Sequence
 
 import torch
 
+from sae_lab.circuits import checks
+from sae_lab.circuits.errors import CircuitError
 from sae_lab.circuits.interventions import Intervention
-from sae_lab.circuits.prompts import Prompt, single_token
+from sae_lab.circuits.prompts import Prompt
 from sae_lab.circuits.spliced import Spliced
 
 
@@ -17,10 +19,22 @@ def compare_interventions(model, sae_or_saes, prompt: Prompt, interventions: Seq
     ``(token string, probability)`` of the next token), ``logits`` (of each named single-token string),
     ``logit_diff`` (first named minus second, when two are named) and ``generation`` (greedy new text).
 
-    The SAEs are spliced with the error term on, so "before" is the clean model exactly."""
-    saes = list(sae_or_saes) if isinstance(sae_or_saes, (list, tuple)) else [sae_or_saes]
-    ids = {t: single_token(model, t) for t in tokens}
+    ``prompt``: one prompt (text, token ids, or a ``[1, T]`` tensor; a batch is refused). ``interventions``: one
+    or a list; ``tokens``: one single-token string or a list. The SAEs are spliced with the error term on, so
+    "before" is the clean model exactly."""
+    saes = checks.saes(sae_or_saes, "sae_or_saes")
+    interventions = [interventions] if isinstance(interventions, Intervention) else list(interventions)
+    for i, iv in enumerate(interventions):
+        if not isinstance(iv, Intervention):
+            raise CircuitError(f"interventions[{i}] must be an Intervention (Intervention.zero/mean/clamp/steer), "
+                               f"got {type(iv).__name__}")
+    ids = checks.tokens(model, tokens)
+    vocab = int(model.bridge.cfg.d_vocab)
+    top_n = checks.count(top_n, "top_n", maximum=vocab, why=f"the vocabulary has {vocab} tokens")
+    max_new_tokens = checks.count(max_new_tokens, "max_new_tokens", minimum=0)
     with Spliced(model, saes, error_term=True) as s:
+        prompt, _ = s.ids(prompt)
+        prompt = prompt[0]
         before = _side(s, prompt, ids, top_n, max_new_tokens)
         handles = [s.intervene(iv) for iv in interventions]
         after = _side(s, prompt, ids, top_n, max_new_tokens)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from sae_lab.circuits import checks
 from sae_lab.circuits.errors import CircuitError
-from sae_lab.circuits.prompts import Prompt, to_ids, token_strings
+from sae_lab.circuits.prompts import Prompt, token_strings
 from sae_lab.hooknames import parse_hook
 
 
@@ -48,21 +49,19 @@ class DirectFeatureAttribution:
 @torch.inference_mode()
 def direct_feature_attribution(model, sae, prompt: Prompt, feature: int, position: int = -1
                                ) -> DirectFeatureAttribution:
-    """Split ``feature``'s pre-activation at ``position`` (default: the last token) by head and source."""
-    hook = parse_hook(sae.cfg.hook_name)
+    """Split ``feature``'s pre-activation at ``position`` (default: the last token) by head and source, on one
+    ``prompt`` (text, token ids, or a ``[1, T]`` tensor; a batch is refused). ``feature``: one index."""
+    hook = parse_hook(checks.sae(sae).cfg.hook_name)
     if not hook.is_attn_z or not getattr(sae, "has_encoder", True):
         raise CircuitError(f"direct feature attribution needs an encoder SAE on blocks.L.attn.hook_z, got "
                            f"{sae.cfg.architecture} on '{sae.cfg.hook_name}'")
-    from sae_lab.circuits.interventions import _features
     from sae_lab.circuits.spliced import check_saes
 
     check_saes(model, [sae])
-    f = _features(sae, feature)[0]
-    ids = to_ids(model, prompt)
+    f = checks.feature(sae, feature)
+    ids = checks.prompt_ids(model, prompt)
     T = ids.shape[1]
-    t = position + T if position < 0 else position
-    if not 0 <= t < T:
-        raise CircuitError(f"position {position} is out of range for a prompt of {T} tokens")
+    t = checks.position(position, T)
     L = hook.layer
     names = [f"blocks.{L}.attn.hook_pattern", f"blocks.{L}.attn.hook_v", sae.cfg.hook_name]
     _, cache = model.bridge.run_with_cache(ids, names_filter=names, stop_at_layer=L + 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from sae_lab.circuits.errors import CircuitError
+from sae_lab.circuits import checks
 from sae_lab.circuits.prompts import Prompt
 from sae_lab.circuits.spliced import Spliced, sae_key
 
@@ -23,16 +23,17 @@ class PromptFeatures:
 
 def prompt_features(model, sae, prompt: Prompt, top_k: int = 10, features: Sequence[int] | None = None
                     ) -> PromptFeatures:
-    """Run ``prompt`` with ``sae`` spliced in (error term on, so the model behaves as clean) and read its code.
-    ``features=None`` reports ``acts`` for every feature that appears in ``top``."""
-    if top_k < 0:
-        raise CircuitError(f"top_k must be >= 0, got {top_k}")
+    """Run one ``prompt`` (text, token ids, or a ``[1, T]`` tensor; a batch is refused) with ``sae`` spliced in
+    (error term on, so the model behaves as clean) and read its code: the ``top_k`` largest active features per
+    token (fewer if fewer are active). ``features`` (one index or a list) chooses the ``acts`` reported;
+    ``None`` reports every feature that appears in ``top``."""
+    sae = checks.sae(sae)
+    top_k = checks.count(top_k, "top_k", minimum=0)
     if features is not None:
-        from sae_lab.circuits.interventions import _features
-
-        features = _features(sae, features)
+        features = checks.features(sae, features)
     with Spliced(model, [sae]) as s:
-        out = s.run(prompt)
+        ids, _ = s.ids(prompt)
+        out = s.run(ids[0])
     z = out.features[sae_key(sae)].float()
     vals, idx = z.topk(min(top_k, z.shape[-1]), dim=-1)
     top = [[(int(i), float(v)) for v, i in zip(vr, ir) if v > 0] for vr, ir in zip(vals.tolist(), idx.tolist())]

@@ -16,34 +16,11 @@ from typing import Literal, Sequence
 
 import torch
 
+from sae_lab.circuits import checks
 from sae_lab.circuits.errors import CircuitError
 
 Positions = Literal["all"] | int | Sequence[int]
 Kind = Literal["zero", "mean", "clamp", "steer"]
-
-
-def _features(sae, features) -> list[int]:
-    feats = [int(features)] if isinstance(features, int) else [int(f) for f in features]
-    if not feats:
-        raise CircuitError("no feature given; pass a feature index or a list of them")
-    d_sae = sae.cfg.d_sae
-    for f in feats:
-        if not 0 <= f < d_sae:
-            raise CircuitError(f"feature {f} is out of range: the SAE at {sae.cfg.hook_name} has {d_sae} features "
-                               f"(0..{d_sae - 1})")
-    return feats
-
-
-def _positions(positions) -> list[int] | None:
-    if isinstance(positions, str):
-        if positions != "all":
-            raise CircuitError(f"positions must be 'all', an int or a list of ints, got {positions!r}")
-        return None
-    pos = [int(positions)] if isinstance(positions, int) else [int(p) for p in positions]
-    if not pos or min(pos) < 0:
-        raise CircuitError(f"positions {pos} are invalid: give non-negative token indices counted from the start "
-                           f"of the prompt (0 = first token), or 'all'")
-    return pos
 
 
 def position_mask(positions: list[int] | None, T: int, strict: bool, device) -> torch.Tensor:
@@ -69,27 +46,34 @@ class Intervention:
     value: torch.Tensor | float = 0.0  # clamp value, steer strength, or per-feature means [len(features)] / None
 
     @classmethod
+    def _make(cls, sae, kind: Kind, features, positions, value=0.0) -> "Intervention":
+        sae = checks.sae(sae)
+        return cls(sae, kind, checks.features(sae, features), checks.positions(positions), value)
+
+    @classmethod
     def zero(cls, sae, features, positions: Positions = "all") -> "Intervention":
-        """Set the features' codes to 0."""
-        return cls(sae, "zero", _features(sae, features), _positions(positions))
+        """Set the features' codes to 0. ``features``: one index (int of any kind) or a list of distinct ones."""
+        return cls._make(sae, "zero", features, positions)
 
     @classmethod
     def mean(cls, sae, features, mean=None, positions: Positions = "all") -> "Intervention":
         """Set the features' codes to their mean: from a ``FeatureDB`` (density x mean when active, i.e. the mean
         over all tokens), a tensor (``[d_sae]`` or one value per feature), or None = the mean over the positions
         of the sequence being run."""
-        feats = _features(sae, features)
-        return cls(sae, "mean", feats, _positions(positions), _feature_means(mean, feats, sae))
+        iv = cls._make(sae, "mean", features, positions)
+        iv.value = _feature_means(mean, iv.features, iv.sae)
+        return iv
 
     @classmethod
     def clamp(cls, sae, features, value: float, positions: Positions = "all") -> "Intervention":
-        """Set the features' codes to ``value``."""
-        return cls(sae, "clamp", _features(sae, features), _positions(positions), float(value))
+        """Set the features' codes to ``value`` (a finite number)."""
+        return cls._make(sae, "clamp", features, positions, checks.number(value, "value"))
 
     @classmethod
     def steer(cls, sae, features, strength: float, positions: Positions = "all") -> "Intervention":
-        """Add ``strength`` to the features' codes, i.e. ``strength * W_dec[f]`` to the hook's activation."""
-        return cls(sae, "steer", _features(sae, features), _positions(positions), float(strength))
+        """Add ``strength`` (a finite number) to the features' codes, i.e. ``strength * W_dec[f]`` to the hook's
+        activation."""
+        return cls._make(sae, "steer", features, positions, checks.number(strength, "strength"))
 
     def edit(self, z: torch.Tensor, strict: bool = True) -> torch.Tensor:
         """The edited code ``[b, T, d_sae]`` (a new tensor; ``z`` is unchanged)."""
@@ -129,10 +113,15 @@ def _feature_means(mean, feats: list[int], sae) -> torch.Tensor | None:
     if hasattr(mean, "feature"):  # a FeatureDB
         rows = [mean.feature(f) for f in feats]
         return torch.tensor([r["density"] * r["mean_act"] for r in rows], dtype=torch.float32)
-    t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
-    if t.numel() == sae.cfg.d_sae:
-        return t[feats]
+    try:
+        t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise CircuitError(f"mean must be a FeatureDB, a tensor of means or None, got {type(mean).__name__}") from None
+    t = t[feats] if t.numel() == sae.cfg.d_sae else t
     if t.numel() == len(feats):
+        if not bool(torch.isfinite(t).all()):
+            raise CircuitError(f"mean holds a non-finite value for the chosen features ({t.tolist()}); give finite "
+                               f"means")
         return t
     raise CircuitError(f"mean has {t.numel()} values; give one per chosen feature ({len(feats)}) or a [d_sae] "
                        f"vector ({sae.cfg.d_sae}), or a FeatureDB")

@@ -6,21 +6,26 @@ from typing import Callable
 
 import torch
 
+from sae_lab.circuits import checks
 from sae_lab.circuits.errors import CircuitError
-from sae_lab.circuits.prompts import single_token
 
 
 class LogitDiff:
-    """``logits[-1, a] - logits[-1, b]`` at the last position (of each sequence, averaged over a batch)."""
+    """``logits[position, a] - logits[position, b]`` (of each sequence, averaged over a batch)."""
 
     def __init__(self, a: str, b: str, position: int = -1):
-        self.a, self.b, self.position = a, b, position
+        self.a, self.b = (checks.A.as_text(t, n, CircuitError, "a single-token string such as ' Mary'")
+                          for t, n in ((a, "a"), (b, "b")))
+        if a == b:
+            raise CircuitError(f"a and b are the same token {a!r}: their logit difference is always 0; name two "
+                               f"different tokens")
+        self.position = checks.A.as_int(position, "position", CircuitError)
 
     def bind(self, model) -> Callable[[torch.Tensor], torch.Tensor]:
-        ia, ib = single_token(model, self.a), single_token(model, self.b)
+        ia, ib = checks.token(model, self.a, "a"), checks.token(model, self.b, "b")
 
         def metric(logits: torch.Tensor) -> torch.Tensor:
-            last = logits[..., self.position, :]
+            last = logits[..., checks.position(self.position, logits.shape[-2]), :]
             return (last[..., ia] - last[..., ib]).mean()
 
         return metric
@@ -49,4 +54,14 @@ def scalar(value, what: str = "the metric") -> torch.Tensor:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise CircuitError(f"{what} must return a scalar tensor (one number), got shape {shape}; reduce it, "
                            f"e.g. with .sum() or .mean()")
+    if not bool(torch.isfinite(value.detach()).all()):
+        raise CircuitError(f"{what} returned {float(value)}, not a finite number")
     return value.reshape(())
+
+
+def differentiable(value: torch.Tensor, what: str = "the metric") -> torch.Tensor:
+    """``value`` if autograd can differentiate it, else CircuitError (it does not depend on the logits)."""
+    if not value.requires_grad:
+        raise CircuitError(f"{what} has no gradient path to the logits: compute it from the logits with torch "
+                           f"operations (no .item(), .detach(), or new tensors)")
+    return value

@@ -16,6 +16,7 @@ from typing import Callable, Literal
 
 import torch
 
+from sae_lab.circuits.errors import CircuitError
 from sae_lab.models import LoadedModel
 from sae_lab.saes.base import BaseSAE
 
@@ -55,9 +56,9 @@ def ablation_hooks(hook_name: str, mode: Literal["zero", "mean"], mean: torch.Te
                    where: torch.Tensor | None = None) -> list[Hook]:
     """Hooks that zero-ablate or mean-ablate ``hook_name`` (``mean`` [d_in] is the flattened mean activation)."""
     if mode == "mean" and mean is None:
-        raise ValueError("mode='mean' needs the mean activation (a [d_in] tensor)")
+        raise CircuitError("mode='mean' needs the mean activation (a [d_in] tensor)")
     if mode not in ("zero", "mean"):
-        raise ValueError(f"mode must be 'reconstruct', 'zero' or 'mean', got {mode!r}")
+        raise CircuitError(f"mode must be 'reconstruct', 'zero' or 'mean', got {mode!r}")
 
     def fn(act, hook=None):
         value = torch.zeros((), dtype=act.dtype, device=act.device) if mode == "zero" else mean
@@ -78,6 +79,10 @@ def replace_hooks(hook_name: str, value: torch.Tensor, where: torch.Tensor | Non
 @torch.inference_mode()
 def run_with_sae(model: LoadedModel, tokens, sae: BaseSAE, mode: Mode = "reconstruct", mean: torch.Tensor | None = None,
                  where: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits ``[b, T, vocab]`` of ``model`` (a LoadedModel) with ``sae`` spliced in at its hook."""
-    ids = torch.as_tensor(tokens, dtype=torch.long, device=model.device)
+    """Logits ``[b, T, vocab]`` of ``model`` (a LoadedModel) with ``sae`` spliced in at its hook. ``tokens``: a
+    prompt or a ``[b, T]`` batch of token ids (checked as ``Spliced.run``'s)."""
+    from sae_lab.circuits import checks
+
+    ids = checks.prompt_ids(model, tokens, "tokens", batch=True)
+    checks.sae(sae)
     return model.bridge.run_with_hooks(ids, fwd_hooks=splice_hooks(sae, None, mode, mean, where))

@@ -19,9 +19,10 @@ from typing import Callable, Iterable, Sequence
 import torch
 from transformer_lens.hook_points import HookPoint
 
+from sae_lab.circuits import checks
 from sae_lab.circuits.errors import CircuitError
 from sae_lab.circuits.interventions import Intervention, position_mask
-from sae_lab.circuits.prompts import Prompt, context_length, to_ids, token_strings
+from sae_lab.circuits.prompts import Prompt, context_length, token_strings
 
 
 def sae_key(sae) -> str:
@@ -101,10 +102,12 @@ class Handle:
 
 
 class Spliced:
-    """SAEs spliced into ``model`` (a ``LoadedModel``); use as a context manager or call ``close()``."""
+    """SAEs spliced into ``model`` (a ``LoadedModel``); use as a context manager or call ``close()``.
+    ``saes``: one SAE or a list of them (``[]``: no splice, e.g. to steer the plain model)."""
 
     def __init__(self, model, saes: Sequence = (), error_term: bool = True):
-        self.model, self.error_term = model, error_term
+        self.model, self.error_term = model, checks.flag(error_term, "error_term")
+        saes = checks.saes(saes)
         self.nodes: dict[str, _Node] = {}
         check_saes(model, saes)
         for sae in saes:
@@ -143,6 +146,9 @@ class Spliced:
     def add_hook(self, name: str, fn: Callable) -> Handle:
         """Add ``fn(tensor, hook) -> tensor | None`` at hook point ``name`` until removed (or the splice closes)."""
         hps = self.hook_dict
+        if not callable(fn):
+            raise CircuitError(f"the hook at '{name}' must be a function (tensor, hook) -> tensor | None, got "
+                               f"{type(fn).__name__}")
         if name not in hps:
             raise CircuitError(f"unknown hook point '{name}'; spliced ones: "
                                f"{[n for n in hps if '.hook_sae_' in n]}, or any model hook")
@@ -159,6 +165,10 @@ class Spliced:
     def intervene(self, *interventions: Intervention) -> Handle | list[Handle]:
         """Apply interventions to every later forward and generation; each returned handle undoes one.
         Several compose in the order added. ``steer`` on an SAE that is not spliced adds to its hook directly."""
+        for i, iv in enumerate(interventions):
+            if not isinstance(iv, Intervention):
+                raise CircuitError(f"intervene() takes Intervention objects (Intervention.zero/mean/clamp/steer), "
+                                   f"got {type(iv).__name__} as argument {i + 1}")
         handles = [self._intervene_one(iv) for iv in interventions]
         return handles[0] if len(handles) == 1 else handles
 
@@ -177,24 +187,23 @@ class Spliced:
         return self.add_hook(iv.sae.cfg.hook_name, add)
 
     # ---- running ---------------------------------------------------------------------------------
-    def ids(self, prompt: Prompt | torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """``[b, T]`` ids and whether the prompt was a single sequence."""
-        if isinstance(prompt, torch.Tensor) and prompt.dim() == 2:
-            if prompt.shape[1] == 0:
-                raise CircuitError("the prompt is empty; give some text or a non-empty list of token ids")
-            if prompt.shape[1] > context_length(self.model):
-                raise CircuitError(f"the prompts have {prompt.shape[1]} tokens, longer than the model's context "
-                                   f"of {context_length(self.model)} tokens; shorten them")
-            return prompt.to(self.model.device), False
-        return to_ids(self.model, prompt), True
+    def ids(self, prompt: Prompt | torch.Tensor, batch: bool = False, name: str = "prompt"
+            ) -> tuple[torch.Tensor, bool]:
+        """Checked ``[b, T]`` ids (``checks.prompt_ids``; b > 1 only with ``batch=True``) and whether the prompt
+        was a single sequence (text, a list of ids or a 1-D tensor) rather than 2-D ids."""
+        return checks.prompt_ids(self.model, prompt, name, batch), not checks.is_batch_shaped(prompt)
 
     def run(self, prompt: Prompt | torch.Tensor, fwd_hooks: Iterable[tuple[str, Callable]] = (),
             cache: Iterable[str] | bool = False, grad: bool = False, where: torch.Tensor | None = None
             ) -> SplicedOutput:
         """One forward pass: logits, each SAE's code and error term, and ``cache`` (hook names, or True for
         every spliced hook point). ``fwd_hooks`` apply to this pass only. ``where`` (bool ``[b, T]``) limits
-        the splice to those positions. ``grad=True`` keeps the autograd graph (no inference mode)."""
-        ids, single = self.ids(prompt)
+        the splice to those positions. ``grad=True`` keeps the autograd graph (no inference mode).
+
+        The one function that takes a batch: ``prompt`` is text, token ids (list or 1-D tensor: the outputs drop
+        the batch dimension), or a ``[b, T]`` tensor of ids (every row runs; the outputs keep ``[b, ...]``)."""
+        ids, single = self.ids(prompt, batch=True)
+        grad = checks.flag(grad, "grad")
         names = self._cache_names(cache)
         store: dict[str, torch.Tensor] = {}
         mode = contextlib.nullcontext() if grad else torch.inference_mode()
@@ -209,7 +218,7 @@ class Spliced:
     def _cache_names(self, cache) -> list[str]:
         if cache is True:
             return [n for node in self.nodes.values() for n in (node.hp_acts.name, node.hp_error.name)]
-        names = list(cache or [])
+        names = [cache] if isinstance(cache, str) else list(cache or [])
         unknown = [n for n in names if n not in self.hook_dict]
         if unknown:
             raise CircuitError(f"cannot cache unknown hook point(s) {unknown}")
@@ -231,6 +240,9 @@ class Spliced:
 
     @contextlib.contextmanager
     def _where(self, where: torch.Tensor | None, ids: torch.Tensor):
+        if where is not None and not (isinstance(where, torch.Tensor) and where.dtype == torch.bool):
+            raise CircuitError(f"where must be a bool tensor of shape {tuple(ids.shape)} (True = splice there), got "
+                               f"{type(where).__name__} {getattr(where, 'dtype', '')}")
         if where is not None and tuple(where.shape) != tuple(ids.shape):
             raise CircuitError(f"where has shape {tuple(where.shape)}; it must match the tokens {tuple(ids.shape)}")
         for node in self.nodes.values():
@@ -244,10 +256,14 @@ class Spliced:
     @torch.inference_mode()
     def generate(self, prompt: Prompt, max_new_tokens: int = 20, temperature: float = 0.0,
                  seed: int | None = None) -> Generation:
-        """Continue ``prompt`` token by token with the splice and interventions active (greedy at temperature 0).
-        Every step reruns the whole sequence, so positions index the prompt + the new tokens (see
-        ``interventions``); a position beyond the prompt applies once that token exists."""
-        ids = to_ids(self.model, prompt)
+        """Continue one ``prompt`` (text, token ids, or a ``[1, T]`` tensor; a batch is refused) token by token with
+        the splice and interventions active (greedy at temperature 0). Every step reruns the whole sequence, so
+        positions index the prompt + the new tokens (see ``interventions``); a position beyond the prompt applies
+        once that token exists."""
+        ids, _ = self.ids(prompt)
+        max_new_tokens = checks.count(max_new_tokens, "max_new_tokens", minimum=0)
+        temperature = checks.number(temperature, "temperature", minimum=0.0)
+        seed = None if seed is None else checks.count(seed, "seed", minimum=0)
         n_ctx, start = context_length(self.model), ids.shape[1]
         if start + max_new_tokens > n_ctx:
             raise CircuitError(f"prompt ({start} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "

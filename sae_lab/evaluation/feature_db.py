@@ -20,6 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
+from sae_lab import argcheck as A
 from sae_lab.fileio import atomic_path, atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 2  # 2: table top_tokens (version-1 databases are read, searched by a scan)
@@ -56,7 +57,16 @@ TABLES = ("features", "examples", "intervals", "logits", "neighbours", "cooccurr
 
 
 class FeatureDBError(RuntimeError):
-    """A feature database that is missing, truncated, corrupt or incomplete; the message names the file."""
+    """A feature database that is missing, truncated, corrupt or incomplete (the message names the file), or a bad
+    argument to one of its queries (``FeatureQueryError``)."""
+
+
+class FeatureQueryError(FeatureDBError, IndexError, ValueError):
+    """A bad argument to a ``FeatureDB`` query (a feature out of range, a negative count, a string that is not a
+    token of the vocabulary); the message names the argument. Also an IndexError/ValueError, as before."""
+
+
+SPLIT_UP_TO = 100  # characters: longer non-token strings are not split into tokens for the message
 
 
 # ---- writing -----------------------------------------------------------------------------------------
@@ -210,7 +220,7 @@ class FeatureDB:
         if not self.path.is_file():
             raise FeatureDBError(f"feature database '{self.path}' does not exist; run `sae-lab analyze` first")
         if verify not in ("quick", "full"):
-            raise ValueError(f"verify must be 'quick' or 'full', got {verify!r}")
+            raise FeatureQueryError(f"verify must be 'quick' or 'full', got {verify!r}")
         check_header(self.path)
         check_sidecar(self.path, full=verify == "full")
         try:
@@ -239,11 +249,38 @@ class FeatureDB:
         return {**{k: v for k, v in self.meta.items() if k != "complete"}, "n_features": n, "n_dead": dead or 0,
                 "n_dense": dense or 0, "mean_density": mean_density, "path": str(self.path)}
 
-    def _check_id(self, i: int) -> int:
-        i = int(i)
-        if not 0 <= i < self.n_features:
-            raise IndexError(f"feature {i} is out of range: this SAE has features 0..{self.n_features - 1}")
-        return i
+    def _check_id(self, i: int, name: str = "feature") -> int:
+        """A feature index (an int of any kind) in range, else FeatureQueryError."""
+        return A.as_index(i, name, self.n_features, FeatureQueryError, "feature", "this SAE")
+
+    @staticmethod
+    def _count(n, name: str) -> int:
+        return A.as_count(n, name, FeatureQueryError, minimum=0)
+
+    def _vocab_forms(self, token, forms: Iterable[str]) -> dict[int, str]:
+        """Vocabulary ids whose string is one of ``forms`` (of the non-empty string ``token``); FeatureQueryError
+        naming the tokens ``token`` splits into when there is none."""
+        forms = sorted(set(forms) - {""})
+        rows = self.con.execute(f"SELECT id, str FROM tokens WHERE str IN ({','.join('?' * len(forms))})", forms)
+        ids = dict(rows.fetchall())
+        if not ids:
+            parts = self._split(token)
+            how = f": it is {len(parts)} tokens {parts}" if parts else ""
+            raise FeatureQueryError(f"token {token!r} is not a token of the model's vocabulary{how}; search one "
+                                    f"token at a time{f' (e.g. {parts[0]!r})' if parts else ''}")
+        return ids
+
+    def _split(self, text: str) -> list[str] | None:
+        """``text`` as vocabulary strings, longest first from the left (an illustration of its tokens)."""
+        parts, i = [], 0
+        while 0 < len(text) <= SPLIT_UP_TO and i < len(text):
+            j = next((j for j in range(len(text), i, -1) if self.con.execute(
+                "SELECT 1 FROM tokens WHERE str = ? LIMIT 1", (text[i:j],)).fetchone()), None)
+            if j is None:
+                return None
+            parts.append(text[i:j])
+            i = j
+        return parts or None
 
     def token_strings(self, ids: Iterable[int]) -> dict[int, str]:
         ids = sorted({int(i) for i in ids if i >= 0})
@@ -277,10 +314,10 @@ class FeatureDB:
         return out
 
     def top_examples(self, i: int, n: int | None = None) -> list[dict]:
-        """The ``n`` (default all stored) highest-activating examples of feature ``i``, highest first."""
+        """The ``n`` (>= 0; default all stored) highest-activating examples of feature ``i``, highest first."""
         i = self._check_id(i)
-        limit = -1 if n is None else int(n)
-        return self._examples("feature = ? AND kind = 'top' AND rank < ?", (i, limit if limit >= 0 else 1 << 30))
+        limit = 1 << 30 if n is None else self._count(n, "n")
+        return self._examples("feature = ? AND kind = 'top' AND rank < ?", (i, limit))
 
     def interval_examples(self, i: int) -> list[dict]:
         """Activation intervals of feature ``i`` (lo, hi, count) with their sampled examples."""
@@ -320,8 +357,13 @@ class FeatureDB:
 
     def features_with_logit(self, token: str, top: bool = True, rank_below: int | None = None) -> list[dict]:
         """Features whose top positive (``top=True``) or negative logit effects include the token string ``token``
-        (exact string, e.g. ' Paris'), strongest first; ``rank_below`` limits to the first ranks."""
-        limit = 1 << 30 if rank_below is None else int(rank_below)
+        (exact string of one vocabulary token, e.g. ' Paris'), strongest first; ``rank_below`` (>= 0) limits to
+        the first ranks. A string that is not one token (' New York', '') raises FeatureQueryError naming its
+        tokens; a token that no feature promotes gives []."""
+        token = A.as_text(token, "token", FeatureQueryError, "a token string such as ' Paris'")
+        top = A.as_flag(top, "top", FeatureQueryError)
+        limit = 1 << 30 if rank_below is None else self._count(rank_below, "rank_below")
+        self._vocab_forms(token, [token])
         rows = self.con.execute(
             "SELECT l.feature, l.rank, l.value, t.id FROM tokens t JOIN logits l ON l.token_id = t.id "
             "WHERE t.str = ? AND l.sign = ? AND l.rank < ?", (token, 1 if top else -1, limit)).fetchall()
@@ -333,9 +375,12 @@ class FeatureDB:
     def list_features(self, order: str = "density", descending: bool = True, limit: int = 50, offset: int = 0,
                       alive_only: bool = False) -> list[dict]:
         """A page of features (id, density, n_active, mean_act, max_act) sorted by ``order`` ('density' or 'id')."""
-        column = {"density": "density", "id": "id"}.get(order)
+        column = {"density": "density", "id": "id"}.get(order) if isinstance(order, str) else None
         if column is None:
-            raise ValueError(f"order must be 'density' or 'id', got {order!r}")
+            raise FeatureQueryError(f"order must be 'density' or 'id', got {order!r}")
+        descending = A.as_flag(descending, "descending", FeatureQueryError)
+        alive_only = A.as_flag(alive_only, "alive_only", FeatureQueryError)
+        limit, offset = self._count(limit, "limit"), self._count(offset, "offset")
         where = "WHERE density > 0" if alive_only else ""
         rows = self.con.execute(f"SELECT id, density, n_active, mean_act, max_act FROM features {where} ORDER BY "
                                 f"{column} {'DESC' if descending else 'ASC'}, id LIMIT ? OFFSET ?",
@@ -348,6 +393,7 @@ class FeatureDB:
 
     def random_alive(self, seed: int | None = None) -> int | None:
         """A uniformly random feature among the alive ones (None if every feature is dead)."""
+        seed = None if seed is None else self._count(seed, "seed")
         n = self.n_alive()
         if n == 0:
             return None
@@ -356,18 +402,18 @@ class FeatureDB:
                                 (k,)).fetchone()[0]
 
     def _token_ids(self, token: str) -> dict[int, str]:
-        """Vocabulary ids whose string is ``token``, with or without one leading space."""
+        """Vocabulary ids whose string is ``token`` (a non-empty string), with or without one leading space;
+        FeatureQueryError if none is a vocabulary token."""
+        token = A.as_text(token, "token", FeatureQueryError, "a token string such as 'Paris'")
         core = token.strip()
-        forms = sorted({token, core, " " + core} - {""})
-        rows = self.con.execute(f"SELECT id, str FROM tokens WHERE str IN ({','.join('?' * len(forms))})", forms)
-        return dict(rows.fetchall())
+        return self._vocab_forms(token, [token, core, " " + core])
 
     def features_with_example_token(self, token: str, limit: int = 100) -> list[dict]:
         """Features whose top examples activate on the token string ``token`` (with or without a leading space),
-        most examples first, then highest activation: [{feature, token, token_id, count, max_value}]."""
+        most examples first, then highest activation: [{feature, token, token_id, count, max_value}]. The first
+        ``limit`` (>= 0); a string that is not a token in either form raises FeatureQueryError."""
         ids = self._token_ids(token)
-        if not ids:
-            return []
+        limit = self._count(limit, "limit")
         marks = ",".join("?" * len(ids))
         if self._has_top_tokens:
             q = f"SELECT token_id, feature, count, max_value FROM top_tokens WHERE token_id IN ({marks})"
@@ -380,7 +426,9 @@ class FeatureDB:
                 for t, f, c, v in rows[:limit]]
 
     def features_with_logit_token(self, token: str, top: bool = True, limit: int = 100) -> list[dict]:
-        """``features_with_logit`` for the token with or without a leading space, strongest first."""
-        out = [dict(r, token=s) for s in self._token_ids(token).values() for r in self.features_with_logit(s, top)]
+        """``features_with_logit`` for the token with or without a leading space, strongest first (the first
+        ``limit``, >= 0); a string that is not a token in either form raises FeatureQueryError."""
+        ids, limit = self._token_ids(token), self._count(limit, "limit")
+        out = [dict(r, token=s) for s in sorted(set(ids.values())) for r in self.features_with_logit(s, top)]
         out.sort(key=lambda r: -abs(r["value"]))
         return out[:limit]

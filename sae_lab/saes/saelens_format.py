@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sae_lab.configbase import ConfigError
-from sae_lab.fileio import sha256_file
+from sae_lab.fileio import path_problem, sha256_file
 from sae_lab.hooknames import parse_hook
 from sae_lab.saes import registry
 from sae_lab.saes.config import SAEConfig
@@ -79,7 +79,7 @@ def load_sae(directory: str | Path, device: str | torch.device | None = None) ->
     (``sae_lab.load_sae`` also accepts a run directory holding one SAE.)"""
     d = Path(directory)
     if not (d / "sae_weights.safetensors").is_file():
-        raise ConfigError(f"'{d}' holds no sae_weights.safetensors: not an SAE directory")
+        raise ConfigError(_not_an_sae_dir(d))
     try:
         sae = _load_ours(d) if (d / "sae_lab.json").is_file() else _load_saelens(d)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -88,6 +88,18 @@ def load_sae(directory: str | Path, device: str | torch.device | None = None) ->
         raise SAEFileError(f"'{d}' is not a usable SAE directory: cfg.json or the weights lack or mis-shape "
                            f"{type(e).__name__}: {e}") from None
     return sae.to(device) if device is not None else sae
+
+
+def _not_an_sae_dir(d: Path) -> str:
+    """What is wrong with ``d``, which lacks ``sae_weights.safetensors``: missing, a link loop, a file, or empty."""
+    problem = path_problem(d)
+    if problem is not None:
+        return f"'{d}' {problem}; give the directory of a saved SAE (it holds sae_weights.safetensors)"
+    if not d.is_dir():
+        hint = f"give its directory '{d.parent}'" if d.name in ("sae_weights.safetensors", "cfg.json",
+                                                                 "sae_lab.json") else "give an SAE directory"
+        return f"'{d}' is a file, not an SAE directory: {hint}"
+    return f"'{d}' holds no sae_weights.safetensors: not an SAE directory"
 
 
 class SAEFileError(ConfigError):
