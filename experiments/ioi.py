@@ -12,6 +12,10 @@ by patching, faithfulness (Marks et al. 2024; Makelov et al. 2024 for IOI as a t
 5. Faithfulness: keep the top-n feature nodes (and all error terms), mean-ablate every other feature
    (mean over the template's prompts, per position); faithfulness = (m(C_n) - m(empty)) / (m(model) - m(empty)),
    where "empty" also mean-ablates the error terms. A curve over n.
+6. Edges (Marks et al.; ``sae_lab.circuits.edges``) between adjacent SAEs (L6 -> L12, L12 -> L18), per pair,
+   nodes summed over positions, error nodes included: each graph's top edges against exact patching of the same
+   edge (``validate_edges``: u patched to corrupt, d's new value then set alone in the clean run), Pearson r
+   over the edges of all validated pairs, for attribution patching and integrated gradients.
 Writes results.md (tables), results.json and ioi.html (Plotly) into --out.
 """
 
@@ -29,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from circuit_saes import main, train_saes  # noqa: E402
 
-from sae_lab.circuits import Spliced, logit_diff  # noqa: E402
+from sae_lab.circuits import Spliced, edges, logit_diff, validate_edges  # noqa: E402
 from sae_lab.circuits.attribution import patch_effect  # noqa: E402
 from sae_lab.models import load_model  # noqa: E402
 
@@ -44,6 +48,7 @@ TEMPLATES = [
     "When {A} and {B} got a {O} at the {P}, {B} decided to give it to",
 ]
 LAYERS = [6, 12, 18]
+HOPS = [(6, 12), (12, 18)]
 KEEP_N = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500]
 
 
@@ -144,6 +149,34 @@ def faithfulness(sp: Spliced, rows: list[dict], feats: dict, keep_n: list[int]) 
     return out
 
 
+def edge_validation(sp: Spliced, rows: list[dict], saes: dict, n_pairs: int, n_edges: int,
+                    methods=("atp", "ig")) -> list[dict]:
+    """Per pair, hop and method: the graph's (5 x 5 nodes) top ``n_edges`` edges, estimate and exact effect."""
+    out = []
+    for pi, r in enumerate(rows[:n_pairs]):
+        metric = logit_diff(r["io"], r["s"])
+        for a, b in HOPS:
+            for method in methods:
+                g = edges(sp, r["clean"], r["corrupt"], metric, saes[a], saes[b], n_down=5, n_up=5, method=method)
+                v = validate_edges(sp, r["clean"], r["corrupt"], metric, g, n=n_edges)
+                out += [{"pair": pi, "hop": f"L{a}->L{b}", "method": method, "source": e["source"],
+                         "target": e["target"], "estimate": est, "exact": ex}
+                        for e, est, ex in zip(v["edges"], v["estimate"], v["exact"])]
+    return out
+
+
+def edge_summary(ti: int, rows: list[dict]) -> list[dict]:
+    """Pearson r of edge estimates against exact patching, per method, pooled and per hop."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for hop in ["all"] + [f"L{a}->L{b}" for a, b in HOPS]:
+            sel = [r for r in rows if r["method"] == method and hop in ("all", r["hop"])]
+            out.append({"template": ti, "method": method, "hop": hop, "edges": len(sel),
+                        "pearson": pearson([r["estimate"] for r in sel], [r["exact"] for r in sel]),
+                        "sum_estimate": sum(r["estimate"] for r in sel), "sum_exact": sum(r["exact"] for r in sel)})
+    return out
+
+
 def pearson(a: list[float], b: list[float]) -> float:
     t = torch.tensor([a, b], dtype=torch.float64)
     return float(torch.corrcoef(t)[0, 1]) if len(a) > 1 else math.nan
@@ -162,6 +195,7 @@ def run(out: Path, reduced: bool = False, model=None, work: Path | None = None) 
     work = work or out / "work"
     model = model or load_model("embedded", device="cpu")
     n_pairs, n_val, n_top = (4, 2, 8) if reduced else (16, 6, 20)
+    n_edge_pairs, n_edges = (1, 6) if reduced else (6, 10)
     behav = []
     for i, t in enumerate(TEMPLATES):
         behav.append({"template": i, "text": t, **behaviour(model, pairs(t, 32 if not reduced else 8, seed=i))})
@@ -174,7 +208,7 @@ def run(out: Path, reduced: bool = False, model=None, work: Path | None = None) 
     hooks = [f"blocks.{L}.hook_resid_post" for L in LAYERS]
     saes = train_saes(model, hooks, work, tokens=4096 if reduced else 49152)
     sae_list = [saes[h][0] for h in hooks]
-    nodes_rows, faith_rows, val = [], [], []
+    nodes_rows, faith_rows, val, edge_rows, edge_val = [], [], [], [], []
     with Spliced(model, sae_list) as sp:
         for ti in chosen:
             rows = pairs(TEMPLATES[ti], n_pairs, seed=100 + ti)
@@ -191,7 +225,11 @@ def run(out: Path, reduced: bool = False, model=None, work: Path | None = None) 
                         "error_total": float(sum(err_tot.values()))})
             for r in faithfulness(sp, rows, feats, KEEP_N if not reduced else [0, 2, 10]):
                 faith_rows.append({"template": ti, **r})
+            er = edge_validation(sp, rows, dict(zip(LAYERS, sae_list)), n_edge_pairs, n_edges)
+            edge_rows += [{"template": ti, **r} for r in er]
+            edge_val += edge_summary(ti, er)
     result = {"behaviour": behav, "validation": val, "nodes": nodes_rows, "faithfulness": faith_rows,
+              "edge_validation": edge_val, "edges": edge_rows,
               "saes": {h: str(saes[h][1]) for h in hooks}, "reduced": reduced, "seconds": round(time.time() - t0, 1)}
     write(out, result)
     return result
@@ -207,6 +245,16 @@ def write(out: Path, r: dict) -> None:
           table(r["nodes"], ["template", "sae", "position", "token", "feature", "estimate", "exact"]), "",
           "## Faithfulness over the number of features kept", "",
           table(r["faithfulness"], ["template", "n_kept", "metric", "faithfulness", "model", "empty"]), "",
+          "## Edges validated by exact patching", "",
+          "Per clean/counterfactual pair, edges between adjacent SAEs (nodes summed over positions, error nodes "
+          "included; 5 downstream x 5 upstream nodes per graph), each graph's top edges by |estimate| against the "
+          "exact effect of the same edge (u patched to corrupt, then d's new value set alone in the clean run). "
+          "Pearson r over all validated edges.", "",
+          table(r["edge_validation"], ["template", "method", "hop", "edges", "pearson", "sum_estimate",
+                                       "sum_exact"]), "",
+          "## Top edges (first pair, attribution patching)", "",
+          table([e for e in r["edges"] if e["pair"] == 0 and e["method"] == "atp"],
+                ["template", "hop", "source", "target", "estimate", "exact"]), "",
           f"Total time: {r['seconds']} s.", ""]
     (out / "results.md").write_text("\n".join(md))
     (out / "results.json").write_text(json.dumps(r, indent=1))
@@ -217,7 +265,8 @@ def _figure(r: dict):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(1, 2, subplot_titles=("faithfulness vs features kept", "estimate vs exact patching"))
+    fig = make_subplots(1, 3, subplot_titles=("faithfulness vs features kept", "nodes: estimate vs exact",
+                                              "edges: estimate vs exact"))
     for ti in sorted({f["template"] for f in r["faithfulness"]}):
         rows = [f for f in r["faithfulness"] if f["template"] == ti]
         fig.add_trace(go.Scatter(x=[max(f["n_kept"], 0.5) for f in rows], y=[f["faithfulness"] for f in rows],
@@ -226,9 +275,15 @@ def _figure(r: dict):
         fig.add_trace(go.Scatter(x=[n["estimate"] for n in nodes], y=[n["exact"] for n in nodes], mode="markers",
                                  name=f"nodes, template {ti}", text=[f"{n['sae']} pos {n['position']} f{n['feature']}"
                                                                      for n in nodes]), 1, 2)
+        eds = [e for e in r["edges"] if e["template"] == ti and e["method"] == "atp"]
+        fig.add_trace(go.Scatter(x=[e["estimate"] for e in eds], y=[e["exact"] for e in eds], mode="markers",
+                                 name=f"edges, template {ti}", text=[f"{e['source']} -> {e['target']}" for e in eds]),
+                      1, 3)
     fig.update_xaxes(type="log", title="features kept (0 shown at 0.5)", row=1, col=1)
     fig.update_xaxes(title="attribution estimate", row=1, col=2)
     fig.update_yaxes(title="exact effect", row=1, col=2)
+    fig.update_xaxes(title="edge estimate (atp)", row=1, col=3)
+    fig.update_yaxes(title="exact effect through d", row=1, col=3)
     fig.update_layout(template="plotly_white", title="IOI on SmolLM2-135M")
     return fig
 

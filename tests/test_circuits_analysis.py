@@ -1,6 +1,5 @@
-"""Attribution, direct feature attribution and edges on a tiny model, against exact computations."""
-
-import json
+"""Attribution and direct feature attribution on a tiny model, against exact computations (edges:
+test_circuits_edges.py)."""
 
 import pytest
 import torch
@@ -11,7 +10,6 @@ from eval_helpers import sae as make_sae
 from sae_lab.circuits import Spliced, logit_diff
 from sae_lab.circuits.attribution import patch_effect, validate
 from sae_lab.circuits.dfa import direct_feature_attribution
-from sae_lab.circuits.edges import edges
 
 CLEAN, CORRUPT = "the value of the function is not a list", "the list of the function is not a value"
 METRIC = logit_diff(" value", " list")
@@ -52,33 +50,3 @@ def test_direct_feature_attribution_sums_to_the_pre_activation(tiny_model):
         assert d.by_head_source.shape == (4, len(d.tokens))
         assert d.by_head_source[:, d.position + 1:].abs().sum() == 0  # causal: no later sources
         assert d.by_head.shape == (4,) and d.by_head_source.abs().sum() > 0
-
-
-def test_edges_agree_with_finite_differences(tiny_model, tmp_path):
-    up, mid, down = dense_sae(RESID1, name="up"), dense_sae(HOOK_Z, seed=1, name="mid"), dense_sae(RESID2, seed=2,
-                                                                                                   name="down")
-    with Spliced(tiny_model, [up, mid, down]) as s:
-        g = edges(s, CLEAN, up, down, n_down=2, n_up=3)
-        held = s.run(CLEAN).errors["mid"].clone()
-        for e in g.edges[:4]:
-            u, d = int(e["source"].split("/")[1]), int(e["target"].split("/")[1])
-            fd = (_total(s, u, d, 1e-3, held) - _total(s, u, d, -1e-3, held)) / 2e-3
-            assert e["weight"] == pytest.approx(fd, rel=2e-2, abs=2e-4)
-    assert json.loads(g.to_json(tmp_path / "g.json"))["edges"] == g.edges and len(g.nodes) >= 3
-    assert "plotly" in g.to_html(tmp_path / "g.html").read_text().lower()
-
-
-def _total(s, u: int, d: int, eps: float, held_error: torch.Tensor) -> float:
-    """sum_t z_down[t, d] when upstream feature u is scaled by (1 + eps), the middle error term held fixed."""
-    def scale(z, hook):
-        z = z.clone()
-        z[..., u] *= 1 + eps
-        return z
-
-    s.nodes["mid"].fixed_error = held_error[None]
-    try:
-        with torch.no_grad():
-            out = s.run(CLEAN, fwd_hooks=[("blocks.1.hook_resid_post.hook_sae_acts", scale)])
-    finally:
-        s.nodes["mid"].fixed_error = None
-    return float(out.features["down"][:, d].double().sum())

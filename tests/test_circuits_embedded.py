@@ -12,10 +12,11 @@ RESID, HOOK_Z = "blocks.6.hook_resid_post", "blocks.6.attn.hook_z"
 PROMPT = "The capital of France is"
 
 
-def _sae(model, hook: str, name: str):
-    """A TopK SAE with b_dec at the mean activation, so that its features respond to the prompt."""
+def _sae(model, hook: str, name: str, architecture: str = "topk"):
+    """A TopK (or ReLU) SAE with b_dec at the mean activation, so that its features respond to the prompt."""
     torch.manual_seed(0)
-    s = build_sae(SAEConfig(architecture="topk", d_in=576, d_sae=1152, k=16, hook_name=hook, name=name)).eval()
+    k = {"k": 16} if architecture == "topk" else {}
+    s = build_sae(SAEConfig(architecture=architecture, d_in=576, d_sae=1152, hook_name=hook, name=name, **k)).eval()
     with torch.no_grad():
         _, cache = model.bridge.run_with_cache(model.bridge.to_tokens("Python is a programming language used by "
                                                                       "many people to write software."),
@@ -89,22 +90,48 @@ def test_attribution_is_exact_for_a_linear_metric_on_the_embedded_model(embedded
     assert [n["estimate"] for n in nodes] == pytest.approx(exact, abs=2e-3, rel=1e-3)
 
 
-def test_edges_agree_with_finite_differences_on_the_embedded_model(embedded_model, saes):
-    from sae_lab.circuits.edges import edges
+def test_edges_on_the_embedded_model_match_the_definition_and_exact_patching(embedded_model, saes):
+    """e(u -> d) = d/de m(d set to its value with u = u_c + e (u_x - u_c)), by central differences; error nodes.
+    ReLU SAEs: a TopK code jumps when the selection changes, which finite differences cannot follow."""
+    from sae_lab.circuits import logit_diff
+    from sae_lab.circuits.edges import edges, validate_edges
 
-    up, down = saes[0], _sae(embedded_model, "blocks.9.hook_resid_post", "resid9")
+    clean, corrupt = ("When Mary and John went to the store, John gave a drink to",
+                      "When Mary and John went to the store, Mary gave a drink to")
+    metric = logit_diff(" Mary", " John")
+    up, down = (_sae(embedded_model, f"blocks.{L}.hook_resid_post", f"relu{L}", "standard") for L in (6, 9))
     with Spliced(embedded_model, [up, down]) as s:
-        g = edges(s, PROMPT, up, down, n_down=1, n_up=2)
-        e = g.edges[0]
-        u, d = int(e["source"].split("/")[1]), int(e["target"].split("/")[1])
+        g = edges(s, clean, corrupt, metric, up, down, n_down=3, n_up=3)
+        assert any(n["feature"] == "error" for n in g.nodes)
+        top = max(g.edges, key=lambda e: abs(e["weight"]))
+        u, d = g.node(top["source"]), g.node(top["target"])
+        zc, zx = s.run(clean).features, s.run(corrupt).features
+        ec, ex = s.run(clean).errors, s.run(corrupt).errors
 
-        def total(eps):
-            def scale(z, hook):
-                z = z.clone()
-                z[..., u] *= 1 + eps
-                return z
-            out = s.run(PROMPT, fwd_hooks=[(f"{up.cfg.hook_name}.hook_sae_acts", scale)])
-            return float(out.features[down.name][:, d].double().sum())
+        def through(eps):
+            src_c, src_x = (ec, ex) if u["feature"] == "error" else (zc, zx)
+            col = slice(None) if u["feature"] == "error" else u["feature"]
+            name = f"{up.cfg.hook_name}.hook_sae_{'error' if u['feature'] == 'error' else 'acts'}"
 
-        fd = (total(1e-2) - total(-1e-2)) / 2e-2
-    assert abs(e["weight"]) > 0 and e["weight"] == pytest.approx(fd, rel=5e-2, abs=1e-3)
+            def patch(t, hook):
+                t = t.clone()
+                t[0, :, col] = src_c[up.name][:, col] + eps * (src_x[up.name][:, col] - src_c[up.name][:, col])
+                return t
+
+            new = s.run(clean, fwd_hooks=[(name, patch)])
+            dcol = slice(None) if d["feature"] == "error" else d["feature"]
+            dval = (new.errors if d["feature"] == "error" else new.features)[down.name][:, dcol]
+            dname = f"{down.cfg.hook_name}.hook_sae_{'error' if d['feature'] == 'error' else 'acts'}"
+
+            def put(t, hook):
+                t = t.clone()
+                t[0, :, dcol] = dval
+                return t
+
+            return float(metric.bind(embedded_model)(s.run(clean, fwd_hooks=[(dname, put)]).logits))
+
+        fd = (through(1e-2) - through(-1e-2)) / 2e-2
+        exact = through(1.0) - through(0.0)
+        v = validate_edges(s, clean, corrupt, metric, g, n=1)
+    assert abs(top["weight"]) > 1e-4 and top["weight"] == pytest.approx(fd, rel=5e-2, abs=1e-4)
+    assert v["edges"][0] == top and v["exact"][0] == pytest.approx(exact, abs=1e-4)

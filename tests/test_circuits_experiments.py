@@ -35,7 +35,7 @@ def test_reduced_ioi_experiment(embedded_model, tmp_path):
 
     ioi.run(tmp_path, reduced=True, model=embedded_model)
     t = tables((tmp_path / "results.md").read_text())
-    behav, val, nodes, faith = (t[k] for k in t)
+    behav, val, nodes, faith, edge_val, top_edges = (t[k] for k in t)
     assert len(behav) == len(ioi.TEMPLATES)
     acc = numbers(behav, ["accuracy", "mean_logit_diff"])
     assert all(0 <= a <= 1 for a in acc[::2]) and any(r["chosen"] == "True" for r in behav)
@@ -44,6 +44,10 @@ def test_reduced_ioi_experiment(embedded_model, tmp_path):
     numbers(nodes, ["position", "feature", "estimate", "exact"])
     f = numbers(faith, ["n_kept", "metric", "faithfulness", "model", "empty"])
     assert len(faith) == 3 and f[0] == 0
+    pe = numbers(edge_val, ["edges", "pearson", "sum_estimate", "sum_exact"])
+    assert {r["method"] for r in edge_val} == {"atp", "ig"} and all(-1 <= p <= 1 for p in pe[1::4])
+    numbers(top_edges, ["estimate", "exact"])
+    assert len(top_edges) > 0
     assert (tmp_path / "ioi.html").stat().st_size > 1000
 
 

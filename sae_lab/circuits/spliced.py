@@ -46,7 +46,6 @@ class _Node:
         self.hp_acts, self.hp_error = HookPoint(), HookPoint()
         self.hp_acts.name, self.hp_error.name = f"{self.hook}.hook_sae_acts", f"{self.hook}.hook_sae_error"
         self.where: torch.Tensor | None = None  # bool [b, T]: splice only there (elsewhere x passes through)
-        self.fixed_error: torch.Tensor | None = None  # a held error term [b, T, d_in] (edges, patching)
         self.z: torch.Tensor | None = None  # the last forward's edited code and error term
         self.err: torch.Tensor | None = None
 
@@ -57,8 +56,7 @@ class _Node:
         self.z = self.hp_acts(_graph_node(z))  # its own autograd node, so gradients can be taken at it
         out = sae.decode(self.z)
         if self.error_term:
-            err = x - sae.decode(z) if self.fixed_error is None else self.fixed_error.to(x)
-            self.err = self.hp_error(_graph_node(err))
+            self.err = self.hp_error(_graph_node(x - sae.decode(z)))
             out = out + self.err
         if self.where is not None:
             out = torch.where(self.where.to(out.device)[..., None], out, x)
