@@ -35,9 +35,9 @@ from typing import Sequence
 
 import torch
 
-from sae_lab.circuits.attribution import _ig_grads, _node_values, _pair
 from sae_lab import argcheck as A
 from sae_lab.circuits import checks
+from sae_lab.circuits.attribution import _ig_grads, _node_values, _pair
 from sae_lab.circuits.errors import CircuitError
 from sae_lab.circuits.graph import FeatureGraph
 from sae_lab.circuits.metrics import bind_metric, scalar
