@@ -1,7 +1,7 @@
 """SAELens's eval definitions (``saelens_*`` metrics) against an independent computation: every non-special
 position spliced (norm outliers too), every position zero-ablated, CE averaged over the predictions made at
-non-special positions, KL over every non-special position (the last included), special = any ``*_token_id`` of
-the tokenizer (the unknown token too). sae-lab's own metrics stay as they were beside them."""
+non-special positions, KL over every non-special position (the last included), special = the tokenizer's
+BOS/EOS/pad/SEP. sae-lab's own metrics stay as they were beside them."""
 
 import numpy as np
 import pytest
@@ -19,8 +19,8 @@ from sae_lab.evaluation.saelens_defs import saelens_special_ids
 
 
 def _ignored(tokens: np.ndarray, tok) -> torch.Tensor:
-    """SAELens's ignored positions, spelled out: BOS, EOS, pad and the unknown token."""
-    ids = [tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id]
+    """SAELens's ignored positions, spelled out: BOS, EOS, pad and SEP."""
+    ids = [tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.sep_token_id]
     return torch.from_numpy(np.isin(tokens, [i for i in ids if i is not None]))
 
 
@@ -78,17 +78,19 @@ def _ours(model, tokens: np.ndarray, acts: torch.Tensor, multiple: float, first:
     return keep_mask(acts, special, threshold)
 
 
-def test_saelens_special_ids_are_every_token_id_attribute(tiny_model):
-    tok = tiny_model.tokenizer
-    assert saelens_special_ids(tok) == sorted({tok.unk_token_id, tok.bos_token_id, tok.eos_token_id,
-                                               tok.pad_token_id})
-    assert tok.unk_token_id not in special_token_mask(np.array([tok.unk_token_id]), tok).nonzero()[0]
+def test_saelens_special_ids_are_bos_eos_pad_and_sep(tiny_model):
+    import copy
+
+    tok = copy.deepcopy(tiny_model.tokenizer)
+    assert saelens_special_ids(tok) == sorted({tok.bos_token_id, tok.eos_token_id, tok.pad_token_id})
+    tok.sep_token = "<unk>"  # a SEP token is ignored too; other special tokens (unk) are not
+    assert saelens_special_ids(tok) == sorted({tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id})
 
 
 @pytest.mark.parametrize("hook", [RESID, HOOK_Z])
 def test_saelens_metrics_splice_outliers_and_zero_every_position(tiny_model, hook):
     """With outliers excluded from sae-lab's metrics (1.3 x the median norm), SAELens's still splice them, zero
-    BOS/EOS/pad/unk too, and average over its own positions."""
+    BOS/EOS/pad too, and average over its own positions."""
     s = sae("topk", hook, 64, 128, seed=1)
     multiple = 1.3
     cfg = eval_cfg(192).model_copy(update={"exclude_outliers": multiple})

@@ -4,9 +4,9 @@ SAELens 6 (``sae_lens.evals.run_evals`` with its default ``exclude_special_token
 ``get_downstream_reconstruction_metrics`` → ``get_recons_loss`` and ``get_sparsity_and_variance_metrics``) defines,
 on a batch of tokens ``[b, T]``:
 
-- ignored positions: those holding a special token id of the tokenizer, i.e. every ``*_token_id`` attribute and
-  every token of ``special_tokens_map`` (``sae_lens.util.get_special_token_ids``; for SmolLM2 that adds the unknown
-  token ``<|endoftext|>`` to sae-lab's BOS/EOS/pad). There is no outlier rule;
+- ignored positions: those holding the tokenizer's BOS, EOS, pad, SEP or decoder-start id
+  (``sae_lens.util.get_special_token_ids``; chat tokens registered as additional special tokens are not ignored;
+  for SmolLM2 and GPT-2-style tokenizers the same positions as sae-lab's BOS/EOS/pad). There is no outlier rule;
 - splice: the SAE's reconstruction replaces the activation at every position that is not ignored, outliers
   included; ignored positions keep their clean activation;
 - ablation: zeros at EVERY position, ignored ones included;
@@ -26,25 +26,13 @@ import numpy as np
 
 from sae_lab.evaluation.metrics import LossStats, ReconStats
 
+# sae_lens.util._SPECIAL_TOKEN_ATTRS (SAELens 6.54): the structural special tokens, not additional_special_tokens
+SAELENS_SPECIAL_ATTRS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id")
+
 
 def saelens_special_ids(tokenizer) -> list[int]:
-    """The token ids SAELens's eval ignores: every ``*_token_id`` attribute and every ``special_tokens_map`` token."""
-    ids: set[int] = set()
-    for attr in dir(tokenizer):
-        if attr.endswith("_token_id"):
-            try:
-                value = getattr(tokenizer, attr)
-            except Exception:  # noqa: BLE001 -- an attribute that cannot be read holds no id
-                continue
-            if isinstance(value, int):
-                ids.add(value)
-    for token in (getattr(tokenizer, "special_tokens_map", None) or {}).values():
-        for t in token if isinstance(token, list) else [token]:
-            if isinstance(t, str):
-                value = tokenizer.convert_tokens_to_ids(t)
-                if isinstance(value, int):
-                    ids.add(value)
-    return sorted(ids)
+    """The token ids SAELens's eval ignores: the tokenizer's BOS, EOS, pad, SEP and decoder-start ids."""
+    return sorted({i for i in (getattr(tokenizer, a, None) for a in SAELENS_SPECIAL_ATTRS) if isinstance(i, int)})
 
 
 def saelens_positions(tokens: np.ndarray, tokenizer) -> np.ndarray:
