@@ -11,7 +11,7 @@ Needs the `saelens` venv of experiments/peers/README.md (SAELens needs transform
    ``sae_lens.SAE.load_from_disk`` and runs ``sae_lens.evals.run_evals`` (CE, KL, variance and sparsity metrics) on
    the same token batches, in the same batches, through an activation-store stand-in that serves them.
 3. Prints, per SAE and metric, sae-lab's ``saelens_*`` value, SAELens's value and the difference, and exits 1 if
-   any differs in its first 3 significant digits (|Δ| > 5e-4 x max(|SAELens|, 1)... see ``agree``).
+   any differs in its first 3 significant digits (``agree``: |Δ| > 5e-4 x |SAELens's value|).
 The embedded model only (its store is the weights both sides load).
 """
 
