@@ -231,13 +231,23 @@ def dashboard_hint(run_dir: str | Path) -> str:
 
 
 def format_eval_table(summary: dict) -> str:
-    """A plain-text table of the headline metrics of every SAE in an eval summary."""
+    """A plain-text table of the headline metrics of every SAE in an eval summary, both eval definitions."""
     cols = [("fvu", "FVU", ".4f"), ("l0_mean", "L0", ".1f"), ("train_l0", "train L0", ".1f"),
             ("dead_fraction", "dead", ".3f"),
             ("loss_recovered_zero", "CE rec(0)", ".3f"), ("loss_recovered_mean", "CE rec(mean)", ".3f"),
-            ("kl_sae", "KL", ".4f")]
+            ("kl_sae", "KL", ".4f"), ("saelens_ce_loss_score", "SL CE score", ".3f"),
+            ("saelens_kl_div_score", "SL KL score", ".3f"), ("saelens_kl_div_with_sae", "SL KL", ".4f")]
     lines = ["  " + f"{'sae':>24} " + " ".join(f"{h:>12}" for _, h, _ in cols)]
     for name, m in summary["saes"].items():
         cells = [format(m[k], f) if isinstance(m.get(k), (int, float)) else "-" for k, _, f in cols]
         lines.append("  " + f"{name:>24} " + " ".join(f"{c:>12}" for c in cells))
+    if any("saelens_ce_loss_score" in m for m in summary["saes"].values()):
+        lines.append(EVAL_TABLE_NOTE)
     return "\n".join(lines)
+
+
+EVAL_TABLE_NOTE = (
+    "  CE rec(0), CE rec(mean), KL: sae-lab's definitions: the SAE spliced and the hook ablated only at the kept\n"
+    "    positions (not BOS/EOS/pad, not norm outliers), CE and KL averaged over every next-token prediction.\n"
+    "  SL *: SAELens's (sae_lens.evals ce_loss_score, kl_div_score, kl_div_with_sae): the SAE spliced at every\n"
+    "    non-special position (outliers too), the hook zeroed at every position, averages over non-special positions.")

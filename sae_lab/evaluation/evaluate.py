@@ -9,6 +9,11 @@ forward stops after the deepest hook. Splicing and ablation touch only the kept 
 (BOS/EOS/pad and outliers keep their clean activations), the positions the reconstruction metrics use.
 The mean for mean-ablation is the exact mean over the eval set's kept positions (a cheap first pass that
 stops after the hook's layer).
+
+Beside these, the same pass computes SAELens's definitions (``saelens_defs.py``, metrics named ``saelens_*``):
+every non-special position spliced (outliers too), every position zero-ablated, CE and KL averaged over the
+non-special positions. They reuse a variant's logits when the change is the same (no outlier in the batch, or
+nothing excluded); otherwise the variant runs once more, from the hook's block.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from sae_lab.circuits.splice import ablation_hooks, replace_hooks
 from sae_lab.evaluation import inputs as I
 from sae_lab.evaluation.config import EvalConfig
 from sae_lab.evaluation.metrics import LossStats, ReconStats, kl_per_position, loss_metrics, next_token_ce
+from sae_lab.evaluation.saelens_defs import saelens_loss_metrics, saelens_positions, saelens_recon_metrics
 from sae_lab.evaluation.suffix_forward import SharedForward
 from sae_lab.fileio import atomic_write_text
 from sae_lab.models import LoadedModel
@@ -99,8 +105,11 @@ class _State:
     def __init__(self, targets: list[I.Target], hooks: list[str], forward: SharedForward | None):
         self.forward = forward  # the batch's forwards when CE loss is on
         self.recon = {t.name: ReconStats(t.sae.cfg.d_in, t.sae.cfg.d_sae) for t in targets}
-        self.loss = {k: LossStats() for k in ["clean", *(t.name for t in targets),
-                                              *(f"{m}:{h}" for h in hooks for m in ("zero", "mean"))]}
+        self.saelens_recon = {t.name: ReconStats(t.sae.cfg.d_in, t.sae.cfg.d_sae) for t in targets}
+        ours = ["clean", *(t.name for t in targets), *(f"{m}:{h}" for h in hooks for m in ("zero", "mean"))]
+        theirs = ["clean", *(t.name for t in targets), *(f"zero:{h}" for h in hooks)]
+        self.loss = {k: LossStats() for k in ours}
+        self.saelens = {k: LossStats() for k in theirs}  # SAELens's definitions (saelens_defs.py)
 
 
 @torch.inference_mode()
@@ -122,6 +131,7 @@ def _eval_batch(model: LoadedModel, tokens: np.ndarray, targets, cfg: EvalConfig
     ids = torch.as_tensor(tokens, dtype=torch.long, device=model.device)
     hooks = sorted({t.hook for t in targets})
     special = I.special_mask(tokens, model.tokenizer, cfg)
+    sl = torch.from_numpy(saelens_positions(tokens, model.tokenizer)).to(model.device)  # SAELens's positions
     if cfg.ce_loss:
         logits, cache = state.forward.clean(ids, hooks)
     else:
@@ -129,29 +139,51 @@ def _eval_batch(model: LoadedModel, tokens: np.ndarray, targets, cfg: EvalConfig
         logits, cache = model.bridge.run_with_cache(ids, names_filter=hooks, stop_at_layer=stop)
     acts = {h: cache[h].reshape(*tokens.shape, -1).float() for h in hooks}
     keep = {h: keep_mask(acts[h], special, thresholds[h]) for h in hooks}
-    clean_logp = None
-    if cfg.ce_loss:
-        state.loss["clean"].update(next_token_ce(logits, ids))
-        clean_logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    clean = _Clean(logits, ids, sl, state) if cfg.ce_loss else None
     for t in targets:
         dev = t.sae.W_dec.device
         x = acts[t.hook].to(dev)
         z = t.sae.encode(x)
         x_hat = t.sae.decode(z)
-        m = keep[t.hook].to(dev)
+        m, s = keep[t.hook].to(dev), sl.to(dev)
         state.recon[t.name].update(x[m], z[m], x_hat[m])
-        if cfg.ce_loss:
-            _spliced(state.forward, t.hook, replace_hooks(t.hook, x_hat, keep[t.hook]), clean_logp, state.loss[t.name])
+        state.saelens_recon[t.name].update(x[s], z[s], x_hat[s])
+        if cfg.ce_loss:  # SAELens splices every non-special position, outliers included
+            same = torch.equal(keep[t.hook], sl)
+            clean.variant(t.name, t.hook, replace_hooks(t.hook, x_hat, keep[t.hook]),
+                          None if same else replace_hooks(t.hook, x_hat, sl))
     if cfg.ce_loss:
-        for h in hooks:
-            _spliced(state.forward, h, ablation_hooks(h, "zero", None, keep[h]), clean_logp, state.loss[f"zero:{h}"])
-            _spliced(state.forward, h, ablation_hooks(h, "mean", means[h], keep[h]), clean_logp,
-                     state.loss[f"mean:{h}"])
+        for h in hooks:  # SAELens zero-ablates every position
+            clean.variant(f"zero:{h}", h, ablation_hooks(h, "zero", None, keep[h]),
+                          None if bool(keep[h].all()) else ablation_hooks(h, "zero"))
+            clean.variant(f"mean:{h}", h, ablation_hooks(h, "mean", means[h], keep[h]), saelens=False)
 
 
-def _spliced(forward: SharedForward, hook: str, hooks, clean_logp: torch.Tensor, acc: LossStats) -> None:
-    logits = forward.logits(hook, hooks)
-    acc.update(next_token_ce(logits, forward.ids), kl_per_position(clean_logp, logits))
+class _Clean:
+    """One batch's clean CE and log-probs, and the accumulation of each variant under both definitions."""
+
+    def __init__(self, logits: torch.Tensor, ids: torch.Tensor, sl: torch.Tensor, state: _State):
+        self.state, self.sl = state, sl
+        self.logp = torch.log_softmax(logits.float(), dim=-1)  # every position: SAELens's KL includes the last
+        ce = next_token_ce(logits, ids)
+        state.loss["clean"].update(ce)
+        state.saelens["clean"].update(ce[sl[:, :-1]])
+
+    def variant(self, key: str, hook: str, hooks: list, saelens_hooks: list | None = None, saelens: bool = True):
+        """Our definition from ``hooks``; SAELens's from the same logits when ``saelens_hooks`` is None (the same
+        change), else from a forward with ``saelens_hooks``; ``saelens=False``: ours only."""
+        ce, kl = self._ce_kl(hook, hooks)
+        self.state.loss[key].update(ce, kl[:, :-1].contiguous())
+        if not saelens:
+            return
+        if saelens_hooks is not None:
+            ce, kl = self._ce_kl(hook, saelens_hooks)
+        self.state.saelens[key].update(ce[self.sl[:, :-1]], kl[self.sl])
+
+    def _ce_kl(self, hook: str, hooks: list) -> tuple[torch.Tensor, torch.Tensor]:
+        forward = self.state.forward
+        logits = forward.logits(hook, hooks)
+        return next_token_ce(logits, forward.ids), kl_per_position(self.logp, logits)
 
 
 def _record(t: I.Target, state: _State, cfg: EvalConfig, data: dict, model: LoadedModel, seconds: float) -> dict:
@@ -159,6 +191,10 @@ def _record(t: I.Target, state: _State, cfg: EvalConfig, data: dict, model: Load
     if cfg.ce_loss:
         L = state.loss
         metrics.update(loss_metrics(L["clean"], L[t.name], L[f"zero:{t.hook}"], L[f"mean:{t.hook}"]))
+    metrics.update(saelens_recon_metrics(state.saelens_recon[t.name]))
+    if cfg.ce_loss:
+        S = state.saelens
+        metrics.update(saelens_loss_metrics(S["clean"], S[t.name], S[f"zero:{t.hook}"]))
     c = t.sae.cfg
     return {"sae": t.name, "hook_name": t.hook, "architecture": t.sae.architecture, "d_in": c.d_in, "d_sae": c.d_sae,
             "k": getattr(c, "k", None), "inference_rule": "sae.encode", "metrics": metrics, "eval_data": data,

@@ -7,7 +7,8 @@ Reconstruction metrics use the kept positions only (not BOS/EOS/pad, not outlier
 - ``l0_mean`` / ``l0_std``: active latents per token (population std); ``l1``: mean Σ_i |z_i| per token;
 - ``dead_fraction``: latents never active on the eval tokens; ``dense_fraction``: active on > threshold of them;
 - ``cos``: mean cos(x, x̂) per token; ``norm_ratio``: mean ‖x̂‖/‖x‖ per token.
-CE metrics average over every next-token prediction of each context (positions 0..T−2).
+CE metrics average over every next-token prediction of each context (positions 0..T−2), and so do the KLs.
+SAELens's definitions (other positions, other ablation) are in ``saelens_defs.py``.
 """
 
 from __future__ import annotations
@@ -65,23 +66,26 @@ def next_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def kl_per_position(clean_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """KL(clean ‖ other) [b, T-1] from clean log-probs [b, T-1, V] (float32) and the other logits."""
-    logq = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    """KL(clean ‖ other) [b, T'] from clean log-probs [b, T', V] (float32) and the other logits [b, T, V] (T' ≤ T:
+    the first T' positions)."""
+    logq = torch.log_softmax(logits[:, :clean_logp.shape[1]].float(), dim=-1)
     return (clean_logp.exp() * (clean_logp - logq)).sum(-1).double()
 
 
 class LossStats:
-    """Sums of CE (and KL to clean) over next-token predictions of one forward variant."""
+    """Sums of CE (and KL to clean) over the positions of one forward variant (each its own count)."""
 
     def __init__(self):
-        self.n = 0
+        self.n = self.n_kl = 0
         self.ce = 0.0
         self.kl = 0.0
 
     def update(self, ce: torch.Tensor, kl: torch.Tensor | None = None) -> None:
+        """Add per-prediction CE values and, optionally, per-position KL values (any shapes; all are counted)."""
         self.n += ce.numel()
         self.ce += float(ce.sum())
         if kl is not None:
+            self.n_kl += kl.numel()
             self.kl += float(kl.sum())
 
     @property
@@ -90,7 +94,7 @@ class LossStats:
 
     @property
     def mean_kl(self) -> float:
-        return self.kl / max(self.n, 1)
+        return self.kl / max(self.n_kl, 1)
 
 
 def loss_recovered(ce_clean: float, ce_sae: float, ce_ablated: float) -> float:
