@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -6,6 +7,58 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The markers that `python -m pytest -m "not embedded and not browser and not torchrun"` (the fast command in the
+# README) leaves out. A test that needs one of these and is not marked fails, so the fast command stays fast:
+# - by fixture, at collection (below);
+# - at run time, an unmarked test that loads the embedded model (in this process or a subprocess: it would build
+#   its store in an empty $SAE_LAB_CACHE) or starts torchrun or Playwright's driver (a subprocess) fails.
+FIXTURE_MARKS = {"embedded_model": "embedded", "embedded_cache": "embedded", "embedded_run": "embedded"}
+
+
+def command_mark(argv) -> str | None:
+    """The marker a subprocess command needs: torchrun (``-m torch.distributed.run``), Playwright's driver."""
+    words = str(argv).split() if isinstance(argv, (str, bytes, os.PathLike)) else [str(a) for a in argv]
+    if any(w == "torch.distributed.run" or Path(w).name == "torchrun" for w in words):
+        return "torchrun"
+    if any("playwright" in Path(w).parts for w in words):
+        return "browser"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [f"{item.nodeid} uses the fixture {fixture}: mark it @pytest.mark.{mark}"
+                for item in items for fixture, mark in FIXTURE_MARKS.items()
+                if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(mark) is None]
+    if unmarked:
+        raise pytest.UsageError("tests missing a marker:\n" + "\n".join(unmarked))
+
+
+def _guarded_popen(marks: set[str]) -> type:
+    class GuardedPopen(subprocess.Popen):
+        """Popen that refuses the commands whose marker the running test lacks."""
+
+        def __init__(self, args, *rest, **kwargs):
+            mark = command_mark(args)
+            if mark is not None and mark not in marks:
+                pytest.fail(f"this test starts {args!r}, which needs the marker: mark it @pytest.mark.{mark}")
+            super().__init__(args, *rest, **kwargs)
+
+    return GuardedPopen
+
+
+@pytest.fixture(autouse=True)
+def _markers_are_complete(request, monkeypatch, tmp_path_factory):
+    marks = {m.name for m in request.node.iter_markers()}
+    monkeypatch.setattr(subprocess, "Popen", _guarded_popen(marks))
+    if "embedded" in marks:
+        yield
+        return
+    empty = tmp_path_factory.mktemp("sae_lab_cache")
+    monkeypatch.setenv("SAE_LAB_CACHE", str(empty))
+    yield
+    if (empty / "models").exists():
+        pytest.fail("this test loaded the embedded model: mark it @pytest.mark.embedded")
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from sae_lab.configbase import load_config
 from sae_lab.pipeline import RunConfig, train_run
 from sae_lab.rundir import RunDir
 
+pytestmark = pytest.mark.torchrun
 WORKER = Path(__file__).parent / "ddp_worker.py"
 SAES = [{"architecture": "topk", "name": "topk", "d_sae": 128, "k": 4, "dead_tokens": 256},
         {"architecture": "mutual_choice", "name": "mc", "d_sae": 128, "k": 4, "dead_tokens": 256},

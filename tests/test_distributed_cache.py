@@ -4,8 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from cache_helpers import shard_digests
 from sae_lab.activations.cache_reader import verify_cache
+
+pytestmark = pytest.mark.torchrun
 
 ARGS = ["data.max_tokens=2048", "data.context_length=32", "shard_contexts=8",
         "activations.hooks=[blocks.1.hook_resid_post]", "activations.norm_sample_contexts=8",

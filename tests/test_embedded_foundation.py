@@ -1,13 +1,12 @@
-"""The foundation on the real embedded model: loading, caching ~20k tokens, resume after kill -9,
-corruption detection, and a 2-process torchrun cache that matches the 1-process one."""
+"""The foundation on the real embedded model: loading, caching ~20k tokens, and a 2-process torchrun cache that
+matches the 1-process one. A kill during caching and a corrupt shard on the embedded model: tests/test_faults.py
+(on a tiny model: tests/test_cache.py, tests/test_reliability.py)."""
 
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 from cache_helpers import all_tokens
 from conftest import EMBEDDED_CACHE_ARGS
-from sae_lab.activations.cache_reader import ActivationCache, verify_cache
+from sae_lab.activations.cache_reader import ActivationCache
 from sae_lab.models import embedded_store_dir, load_model
 
 pytestmark = pytest.mark.embedded
@@ -70,10 +69,9 @@ def test_cached_activations_equal_a_direct_forward(embedded_cache, embedded_mode
     assert abs(batch.norm(dim=-1).mean().item() - 24.0) < 3.0  # normalised: mean ||x|| ~ sqrt(576)
 
 
-def _cli_cache(output, nproc=1):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"} if nproc > 1 else dict(os.environ)
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-                if nproc > 1 else [sys.executable])
+def _torchrun_cache(output, nproc: int):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     return launcher + ["-m", "sae_lab", "cache", f"output={output}", "model.device=cpu", *EMBEDDED_CACHE_ARGS], env
 
 
@@ -85,36 +83,9 @@ def _assert_same_contents(a, b):
         assert torch.allclose(ca.acts(i, HOOK), cb.acts(i, HOOK), rtol=1e-2, atol=1e-2)
 
 
-def test_resume_after_kill_9(embedded_cache, tmp_path):
-    out = tmp_path / "killed"
-    cmd, env = _cli_cache(out)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list((out / "shards").glob("0000*"))) < 2:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(list((out / "shards").glob("0000*")))
-    assert 2 <= done < 5, "the kill should land mid-run"
-    assert verify_cache(out)  # reported incomplete
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
-    assert verify_cache(out) == []
-    _assert_same_contents(embedded_cache, out)
-
-
-def test_corruption_is_detected(embedded_cache, tmp_path):
-    copy = tmp_path / "c"
-    shutil.copytree(embedded_cache, copy)
-    victim = copy / "shards" / "000001" / f"{HOOK}.npy"
-    with open(victim, "r+b") as f:
-        f.seek(4096)
-        f.write(b"\xff\xff")
-    proc = subprocess.run([sys.executable, "-m", "sae_lab", "verify", str(copy)], capture_output=True, text=True)
-    assert proc.returncode == 1 and "shard 000001" in proc.stdout and "corrupt" in proc.stdout
-
-
+@pytest.mark.torchrun
 def test_two_process_torchrun_cache_matches_one_process(embedded_cache, tmp_path):
-    cmd, env = _cli_cache(tmp_path / "two", nproc=2)
+    cmd, env = _torchrun_cache(tmp_path / "two", nproc=2)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = {s["name"]: s["index"] % 2 for s in ActivationCache(tmp_path / "two").shards}

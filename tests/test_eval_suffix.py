@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from eval_helpers import HOOK_Z, RESID, eval_cfg, one_thread, sae  # noqa: F401
-from sae_lab.circuits.splice import ablation_hooks
+from sae_lab.circuits.forward_hooks import ablation_hooks
 from sae_lab.data.config import DataConfig
 from sae_lab.evaluation import EvalConfig
 from sae_lab.evaluation import evaluate as E

@@ -8,7 +8,7 @@ import torch
 from sae_lab.configbase import ConfigError, build_config, load_config
 from sae_lab.training import TrainConfig
 from sae_lab.training.config import AUTO_LR_AT_REF, AUTO_LR_REF_LATENTS, auto_lr
-from sae_lab.training.run_dir import resolved_hash
+from sae_lab.training.resume import resolved_hash
 from sae_lab.training.schedule import WarmupDecay, make_scheduler
 
 

@@ -141,9 +141,9 @@ def dfa_section(i: int) -> None:
 
     if not parse_hook(state.sae(entry).cfg.hook_name).is_attn_z:
         return
-    import dfa
+    import dfa_section
 
-    dfa.section(entry, i)
+    dfa_section.section(entry, i)
 
 
 with state.user_errors():

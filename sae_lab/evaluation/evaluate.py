@@ -28,7 +28,7 @@ import torch
 
 from sae_lab.activations.generate import ActivationGenerator
 from sae_lab.activations.masks import keep_mask
-from sae_lab.circuits.splice import ablation_hooks, replace_hooks
+from sae_lab.circuits.forward_hooks import ablation_hooks, replace_hooks
 from sae_lab.evaluation import inputs as I
 from sae_lab.evaluation.config import EvalConfig
 from sae_lab.evaluation.metrics import LossStats, ReconStats, kl_per_position, loss_metrics, next_token_ce

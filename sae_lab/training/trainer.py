@@ -31,7 +31,7 @@ from sae_lab.training.config import TrainConfig
 from sae_lab.training.divergence import DivergedError, DivergenceGuard, diverged_message
 from sae_lab.training.metrics_log import MetricsLogger, require_optional_loggers, truncate_metrics
 from sae_lab.training.report import make_record, postfix, underused_mask
-from sae_lab.training.run_dir import ResumeMode, check_writable, prepare, resolved_config, resolved_hash
+from sae_lab.training.resume import ResumeMode, check_writable, prepare, resolved_config, resolved_hash
 from sae_lab.training.state import (
     Member,
     Position,
