@@ -153,12 +153,12 @@ def test_bad_arguments_raise_circuit_errors(tiny_model, three):
     up, mid, down = three
     with Spliced(tiny_model, [up, down]) as s:
         call = lambda **kw: edges(s, CLEAN, CORRUPT, METRIC, kw.pop("u", up), kw.pop("d", down), **kw)  # noqa: E731
-        for kw, msg in [(dict(down_features=[1.5]), "down_features: 1.5"), (dict(up_features=[-1]), "out of range"),
+        for kw, msg in [(dict(down_features=[1.5]), "down_features.*1.5"), (dict(up_features=[-1]), "out of range"),
                         (dict(down_features=[96]), "out of range"), (dict(up_features=["bias"]), "not a feature"),
                         (dict(down_features=[]), "empty"), (dict(n_up=0), "n_up must be"),
                         (dict(n_down=2.0), "n_down must be"), (dict(method="exact"), "method must be"),
                         (dict(steps=0), "steps"), (dict(u=down, d=up), "runs after"), (dict(u=mid), "not spliced"),
-                        (dict(d=up), "same SAE"), (dict(up_features=[True]), "not an integer")]:
+                        (dict(d=up), "same SAE"), (dict(up_features=[True]), "up_features must be a whole number")]:
             with pytest.raises(CircuitError, match=msg):
                 call(**kw)
         assert call(down_features=torch.tensor([4, 4]), up_features=np.array([2]), n_up=1).edges  # integer arrays
@@ -175,14 +175,10 @@ def test_a_downstream_sae_without_gradient_raises_instead_of_zeros(tiny_model, t
         with pytest.raises(CircuitError, match="no gradient"):
             edges(s, CLEAN, CORRUPT, METRIC, up, down)
     mp = make_sae("matching_pursuit", RESID2, 64, 96, seed=4, name="mp", k=8)
-    with Spliced(tiny_model, [up, mp]) as s:
-        try:
-            g = edges(s, CLEAN, CORRUPT, METRIC, up, mp, n_down=2, n_up=2)
-        except CircuitError as err:  # matching pursuit's encode detached from its input
-            assert "no gradient" in str(err)
-        else:  # once its code has a gradient: the definition, not zeros
-            e = max(g.edges, key=lambda e: abs(e["weight"]))
-            assert e["weight"] != 0 and e["weight"] == pytest.approx(brute(s, g, e, []), rel=5e-2, abs=1e-5)
+    with Spliced(tiny_model, [up, mp]) as s:  # MP's code has a gradient (selection fixed): the definition, not zeros
+        g = edges(s, CLEAN, CORRUPT, METRIC, up, mp, n_down=2, n_up=2)
+        for e in sorted(g.edges, key=lambda e: -abs(e["weight"]))[:3]:  # small steps: a pursuit's selection jumps
+            assert e["weight"] != 0 and e["weight"] == pytest.approx(brute(s, g, e, [], eps=1e-3), rel=5e-2, abs=1e-5)
 
 
 def test_the_html_export_works_offline(tiny_model, three, tmp_path):
