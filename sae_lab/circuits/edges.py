@@ -37,7 +37,7 @@ import torch
 
 from sae_lab import argcheck as A
 from sae_lab.circuits import checks
-from sae_lab.circuits.attribution import _ig_grads, _node_values, _pair
+from sae_lab.circuits.attribution import _ig_grads, _node_values, _pair, _setter
 from sae_lab.circuits.errors import CircuitError
 from sae_lab.circuits.graph import FeatureGraph
 from sae_lab.circuits.metrics import bind_metric, scalar
@@ -241,15 +241,6 @@ def _place(s, nd: dict) -> tuple[str, slice, int | slice]:
     if nd["feature"] == "error":
         return node.hp_error.name, at, slice(None)
     return node.hp_acts.name, at, int(nd["feature"])
-
-
-def _setter(at: slice, col, value: torch.Tensor):
-    def fn(t, hook):
-        t = t.clone()
-        t[:, at, col] = value
-        return t
-
-    return fn
 
 
 # ---- arguments -----------------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ def _resync(c: torch.Tensor, r: torch.Tensor, W: torch.Tensor, synced: torch.Ten
     """Recompute the correlations of tokens whose residual norm fell below RESYNC x its norm at their last sync.
     The Gram updates' rounding error is absolute (the scale of ||x||), the greedy choice is relative to ||r||: in
     fp32, with ||x|| = 100 and 432 steps towards ||r|| < 0.5, un-synced choices differ from the residual's own
-    (SAELens's rule) on ~2% of tokens. Each token is re-synced about log2(||x|| / ||r_end||) times."""
+    (SAELens's rule) on 1-2% of tokens. Each token is re-synced about log2(||x|| / ||r_end||) times."""
     norm = r.norm(dim=-1)
     rows = (norm < RESYNC * synced).nonzero().squeeze(1)
     if rows.numel():
