@@ -1,4 +1,5 @@
-"""Small shared builders for the training tests: tiny SAE configs, tiny train configs, planted data."""
+"""Small shared builders for the training tests: tiny SAE configs, tiny train configs, planted data, and a plain
+Adam loop for the SAE-level tests (the real trainer lives in sae_lab.training)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,17 @@ def planted_data(n: int = 2048, d_in: int = D_IN, n_feats: int = 32, k: int = 3,
 
 def planted_source(norm_scale: float = 1.0, **kw) -> TensorSource:
     return TensorSource(planted_data(**kw), hook_name="tensor", norm_scale=norm_scale)
+
+
+def adam_steps(sae, batches, lr: float = 3e-3) -> None:
+    """Plain Adam on each batch of ``batches``: reconstruction MSE plus the SAE's auxiliary losses, the decoder's
+    parallel gradient removed and its rows renormalised after every step."""
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    for x in batches:
+        out = sae.training_forward(x)
+        loss = ((out.x_hat - x) ** 2).sum(-1).mean() + sum(out.aux_losses.values(), torch.zeros(()))
+        opt.zero_grad()
+        loss.backward()
+        sae.remove_parallel_grads()
+        opt.step()
+        sae.normalize_decoder()

@@ -6,6 +6,7 @@ import itertools
 
 import torch
 
+from _train_helpers import adam_steps
 from sae_lab.saes import build_sae
 from sae_lab.saes.feature_choice import allocate_capacities
 from sae_lab.saes.zipf import clipped_allocation
@@ -120,16 +121,7 @@ def train_feature_choice(max_density: float) -> tuple[torch.Tensor, torch.Tensor
                          zipf_alpha=1.5, threshold_momentum=0.05, max_density=max_density))
     X = sparse_toy(65536, seed=1)
     sae.init_b_dec(X[:2048], "mean")
-    opt = torch.optim.Adam(sae.parameters(), lr=3e-3)
-    for step in range(400):
-        x = X[(step * 512) % 61440:][:512]
-        out = sae.training_forward(x)
-        loss = ((out.x_hat - x) ** 2).sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        sae.remove_parallel_grads()
-        opt.step()
-        sae.normalize_decoder()
+    adam_steps(sae, (X[(step * 512) % 61440:][:512] for step in range(400)))
     calib = sae.threshold_calibrator(512, 8)
     for i in range(8):
         calib.add(X[61440 + 512 * i:][:512])

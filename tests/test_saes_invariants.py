@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from _train_helpers import adam_steps
 from sae_lab.saes import build_sae
 from sae_lab.saes.aux import aux_reconstruction_loss, revival_losses, underutilised_mask
 from sae_lab.saes.base import geometric_median
@@ -503,16 +504,7 @@ def test_mp_auxk_revives_planted_dead_atoms():
             sae.W_dec[:64] = -torch.nn.functional.normalize(X.mean(0), dim=0) + 0.05 * torch.randn(64, 32)
             sae.normalize_decoder()
             assert not (sae.encode(X[:4096]) != 0).any(0)[:64].any()  # planted dead
-        opt = torch.optim.Adam(sae.parameters(), lr=3e-3)
-        for step in range(150):
-            x = X[(step * 256) % 8192:][:256]
-            out = sae.training_forward(x)
-            loss = ((out.x_hat - x) ** 2).sum(-1).mean() + sum(out.aux_losses.values(), torch.zeros(()))
-            opt.zero_grad()
-            loss.backward()
-            sae.remove_parallel_grads()
-            opt.step()
-            sae.normalize_decoder()
+        adam_steps(sae, (X[(step * 256) % 8192:][:256] for step in range(150)))
         with torch.no_grad():
             fired = (sae.encode(X[:4096]) != 0).any(0)
         dead_fraction[aux_coef] = float((~fired[:64]).float().mean())

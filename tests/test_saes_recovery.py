@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from _train_helpers import adam_steps
 from sae_lab.saes import build_sae
 
 
@@ -16,18 +17,9 @@ def planted(n=16384, d=64, atoms=256, k=4, seed=0):
 
 
 def train(sae, X, steps=1000, batch=256, lr=3e-3):
-    opt = torch.optim.Adam(sae.parameters(), lr=lr)
     g = torch.Generator().manual_seed(1)
     sae.init_b_dec(X[:2048], "geometric_median")
-    for _ in range(steps):
-        x = X[torch.randint(0, X.shape[0], (batch,), generator=g)]
-        out = sae.training_forward(x)
-        loss = ((out.x_hat - x) ** 2).sum(-1).mean() + sum(out.aux_losses.values(), torch.zeros(()))
-        opt.zero_grad()
-        loss.backward()
-        sae.remove_parallel_grads()
-        opt.step()
-        sae.normalize_decoder()
+    adam_steps(sae, (X[torch.randint(0, X.shape[0], (batch,), generator=g)] for _ in range(steps)), lr)
 
 
 def mean_best_cosine(D_true, W_dec):
