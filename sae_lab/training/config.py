@@ -44,7 +44,7 @@ AUTO_DEAD_FRACTION = 0.1  # `dead_tokens: auto`: a tenth of the run
 def auto_dead_tokens(total_tokens: int, batch_size: int) -> int:
     """The `dead_tokens: auto` window: a tenth of the training run, at least one batch, at most DEAD_TOKENS_CAP.
     A fixed window of 1M tokens (the old default) is longer than runs of a few hundred steps, so no latent ever
-    counted as dead there and AuxK never ran (BENCHMARKS.md, "The default learning rate keeps latents alive")."""
+    counted as dead there and AuxK never ran (BENCHMARKS.md §13, "The default learning rate and dead latents")."""
     return int(min(DEAD_TOKENS_CAP, max(batch_size, AUTO_DEAD_FRACTION * total_tokens)))
 
 
