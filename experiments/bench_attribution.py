@@ -27,10 +27,12 @@ HOOKS = ["blocks.6.hook_resid_post", "blocks.10.attn.hook_z", "blocks.14.hook_ml
 
 
 def pair(model, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    text = ("On a sunny morning in the old part of the town, after a long walk along the river and a short stop "
-            "at the market, Mary and John went to the store, and John gave a book to")
+    text = (
+        "On a sunny morning in the old part of the town, after a long walk along the river and a short stop "
+        "at the market, Mary and John went to the store, and John gave a book to"
+    )
     full = model.bridge.to_tokens(text)
-    ids = torch.cat([full[:, :1], full[:, 1:][:, -(n - 1):]], dim=1)  # BOS + the last n - 1 tokens
+    ids = torch.cat([full[:, :1], full[:, 1:][:, -(n - 1) :]], dim=1)  # BOS + the last n - 1 tokens
     if ids.shape[1] != n:
         raise SystemExit(f"the benchmark text has only {ids.shape[1]} tokens; --tokens must be <= that")
     corrupt = ids.clone()
@@ -55,8 +57,10 @@ def main() -> None:
     def metric(logits):
         return logits[-1, ia] - logits[-1, ib]
 
-    saes = [build_sae(SAEConfig(architecture="topk", d_in=576, d_sae=a.d_sae, k=a.k, hook_name=h, name=f"s{i}")).eval()
-            for i, h in enumerate(HOOKS)]
+    saes = [
+        build_sae(SAEConfig(architecture="topk", d_in=576, d_sae=a.d_sae, k=a.k, hook_name=h, name=f"s{i}")).eval()
+        for i, h in enumerate(HOOKS)
+    ]
 
     def reference() -> None:
         emb = {}
@@ -70,6 +74,7 @@ def main() -> None:
         torch.autograd.grad(metric(logits[0]) + metric(logits[1]), [emb["e"]])
 
     with Spliced(model, saes) as s:
+
         def attribution() -> None:
             s.attribute(clean, corrupt, metric)
 
@@ -81,8 +86,10 @@ def main() -> None:
                 fn()
                 acc.append(time.perf_counter() - t0)
     r, t = statistics.median(ref), statistics.median(att)
-    print(f"tokens per prompt: {clean.shape[1]}, spliced hooks: {len(HOOKS)}, d_sae {a.d_sae}, k {a.k}, "
-          f"threads {torch.get_num_threads()}")
+    print(
+        f"tokens per prompt: {clean.shape[1]}, spliced hooks: {len(HOOKS)}, d_sae {a.d_sae}, k {a.k}, "
+        f"threads {torch.get_num_threads()}"
+    )
     print(f"plain forward+backward of the pair: {r * 1e3:.1f} ms (median of {a.rounds})")
     print(f"attribution pass (3 hooks, error nodes): {t * 1e3:.1f} ms")
     print(f"ratio: {t / r:.2f}x (target <= 4x)")

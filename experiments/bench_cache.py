@@ -42,7 +42,7 @@ def bare_forward_rate(tokens: np.ndarray, layer: int, batch: int) -> float:
         hf.model(ids[:batch])  # warm-up
         t0 = time.perf_counter()
         for s in range(0, len(ids), batch):
-            hf.model(ids[s:s + batch]).last_hidden_state.float().cpu()
+            hf.model(ids[s : s + batch]).last_hidden_state.float().cpu()
     return tokens.size / (time.perf_counter() - t0)
 
 
@@ -50,7 +50,7 @@ def cache_rate(cfg: CacheConfig, model, tokens_total: int) -> float:
     """tokens/s of writing the cache's shards (stats estimated beforehand, outside the timing)."""
     root = Path(cfg.output)
     gen = ActivationGenerator(model, cfg.activations.hooks, cfg.data.exclude_special)
-    gen.forward(np.stack(list(iter_contexts(cfg.data, model.tokenizer)))[:cfg.activations.batch_size])  # warm-up
+    gen.forward(np.stack(list(iter_contexts(cfg.data, model.tokenizer)))[: cfg.activations.batch_size])  # warm-up
     header = prepare_header(root, cfg, model, gen)
     stats = {h: HookStats(**header["hooks"][h]["stats"]) for h in cfg.activations.hooks}
     t0 = time.perf_counter()
@@ -108,22 +108,33 @@ def main() -> None:
     ours, bare = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            cfg = build_config(CacheConfig, {"output": f"{tmp}/c{r}", "shard_contexts": 32,
-                                             "data": {"max_tokens": args.tokens, "context_length": 128},
-                                             "activations": {"hooks": [hook], "batch_size": args.batch,
-                                                             "norm_sample_contexts": 8}})
+            cfg = build_config(
+                CacheConfig,
+                {
+                    "output": f"{tmp}/c{r}",
+                    "shard_contexts": 32,
+                    "data": {"max_tokens": args.tokens, "context_length": 128},
+                    "activations": {"hooks": [hook], "batch_size": args.batch, "norm_sample_contexts": 8},
+                },
+            )
             tokens = np.stack(list(iter_contexts(cfg.data, model.tokenizer)))
             bare.append(bare_forward_rate(tokens, args.layer, args.batch))
             ours.append(cache_rate(cfg, model, tokens.size))
-            print(f"round {r}: bare HF forward {bare[-1]:.0f} tok/s, sae-lab cache {ours[-1]:.0f} tok/s, "
-                  f"ratio {ours[-1] / bare[-1]:.3f}")
+            print(
+                f"round {r}: bare HF forward {bare[-1]:.0f} tok/s, sae-lab cache {ours[-1]:.0f} tok/s, "
+                f"ratio {ours[-1] / bare[-1]:.3f}"
+            )
         ratios = [o / b for o, b in zip(ours, bare)]
-        print(f"CACHING: median sae-lab {statistics.median(ours):.0f} tok/s vs bare "
-              f"{statistics.median(bare):.0f} tok/s; median ratio {statistics.median(ratios):.3f} (target >= 0.9)")
+        print(
+            f"CACHING: median sae-lab {statistics.median(ours):.0f} tok/s vs bare "
+            f"{statistics.median(bare):.0f} tok/s; median ratio {statistics.median(ratios):.3f} (target >= 0.9)"
+        )
         rtoks, gbs = read_rate(Path(f"{tmp}/c0"))
         trate = train_rate(model.d_model)
-        print(f"READING: {rtoks:.0f} tok/s = {gbs:.2f} GB/s (float32 delivered); TopK training consumes "
-              f"{trate:.0f} tok/s; ratio {rtoks / trate:.1f}x (target >= 20x)")
+        print(
+            f"READING: {rtoks:.0f} tok/s = {gbs:.2f} GB/s (float32 delivered); TopK training consumes "
+            f"{trate:.0f} tok/s; ratio {rtoks / trate:.1f}x (target >= 20x)"
+        )
 
 
 if __name__ == "__main__":

@@ -33,11 +33,12 @@ HOOK = "blocks.15.hook_resid_post"
 def make_sae_dir(where: Path, d_sae: int, with_db: bool) -> Path:
     import torch
 
+    from sae_lab.saedir import SAEDir
     from sae_lab.saes import SAEConfig, build_sae
 
     torch.manual_seed(0)
     sae = build_sae(SAEConfig(architecture="topk", d_in=576, d_sae=d_sae, k=32, hook_name=HOOK, name=where.name))
-    sae.save(where)
+    SAEDir(where).save(sae)
     if with_db:
         write_synthetic_db(where / "features.sqlite", n_features=d_sae)
     return where
@@ -51,7 +52,7 @@ def prompts_of_64_tokens(tokenizer, n: int) -> list[str]:
     for text in topics.values():
         ids = tokenizer.encode(text, add_special_tokens=False)
         for start in range(0, len(ids) - 80, 70):
-            s = tokenizer.decode(ids[start:start + 63])
+            s = tokenizer.decode(ids[start : start + 63])
             if s.strip() and len(tokenizer.encode(s, add_special_tokens=False)) == 63:
                 out.append(s)
             if len(out) == n:

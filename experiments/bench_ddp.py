@@ -39,6 +39,7 @@ COMM = defaultdict(lambda: [0, 0, 0.0])  # op -> [calls, payload bytes, seconds]
 
 def _instrument() -> None:
     """Wrap the collectives sae-lab uses so each call records its payload and (synchronous) wall time."""
+
     def wrap(name, nbytes):
         orig = getattr(dist, name)
 
@@ -82,7 +83,7 @@ def run(arch: str, width: int, args) -> dict:
     opt = make_optimizer(sae, 1e-4, (0.9, 0.999), 1e-8)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     s = args.batch // n
-    batches = [x_all[i * args.batch:(i + 1) * args.batch][rank * s:(rank + 1) * s].contiguous() for i in range(4)]
+    batches = [x_all[i * args.batch : (i + 1) * args.batch][rank * s : (rank + 1) * s].contiguous() for i in range(4)]
     hook = ddp.grad_hook(None)
     times = []
     with sharded_batches():
@@ -96,10 +97,18 @@ def run(arch: str, width: int, args) -> dict:
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
     step = sorted(times)[len(times) // 2]
-    comm = {op: {"calls": c / args.steps, "bytes": b / args.steps, "ms": 1e3 * t / args.steps}
-            for op, (c, b, t) in COMM.items()}
-    return {"arch": arch, "d_sae": width, "world": n, "step_ms": 1e3 * step, "tokens_per_s": args.batch / step,
-            "comm": comm}
+    comm = {
+        op: {"calls": c / args.steps, "bytes": b / args.steps, "ms": 1e3 * t / args.steps}
+        for op, (c, b, t) in COMM.items()
+    }
+    return {
+        "arch": arch,
+        "d_sae": width,
+        "world": n,
+        "step_ms": 1e3 * step,
+        "tokens_per_s": args.batch / step,
+        "comm": comm,
+    }
 
 
 def worker(args) -> None:
@@ -117,11 +126,16 @@ def report(one: list[dict], two: list[dict]) -> None:
     for a, b in zip(one, two):
         grad = b["comm"].get("grad all_reduce (whole)", {}).get("ms", 0.0)
         total_bytes = sum(v["bytes"] for v in b["comm"].values())
-        parts = ", ".join(f"{op} {v['calls']:.0f}x {v['bytes'] / 1e6:.3f} MB {v['ms']:.1f} ms"
-                          for op, v in b["comm"].items() if v["calls"])
-        print(f"{a['arch']:>15} {a['d_sae']:>6} {a['tokens_per_s']:>13.0f} {b['tokens_per_s']:>14.0f} "
-              f"{b['tokens_per_s'] / a['tokens_per_s']:>6.2f}  total {total_bytes / 1e6:.2f} MB; "
-              f"gradient all-reduce {grad:.1f} ms of a {b['step_ms']:.1f} ms step; {parts}")
+        parts = ", ".join(
+            f"{op} {v['calls']:.0f}x {v['bytes'] / 1e6:.3f} MB {v['ms']:.1f} ms"
+            for op, v in b["comm"].items()
+            if v["calls"]
+        )
+        print(
+            f"{a['arch']:>15} {a['d_sae']:>6} {a['tokens_per_s']:>13.0f} {b['tokens_per_s']:>14.0f} "
+            f"{b['tokens_per_s'] / a['tokens_per_s']:>6.2f}  total {total_bytes / 1e6:.2f} MB; "
+            f"gradient all-reduce {grad:.1f} ms of a {b['step_ms']:.1f} ms step; {parts}"
+        )
 
 
 def main() -> None:
@@ -141,13 +155,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "two.json")
         argv = [a for a in sys.argv[1:]]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", __file__,
-               *argv, "--out", out]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            __file__,
+            *argv,
+            "--out",
+            out,
+        ]
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         with open(out) as f:
             two = json.load(f)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads in the 1-process run; batch {args.batch}, "
-          f"d_in {args.d_in}, k {args.k}, {args.steps} timed steps (median)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads in the 1-process run; batch {args.batch}, "
+        f"d_in {args.d_in}, k {args.k}, {args.steps} timed steps (median)"
+    )
     report(one, two)
     print(json.dumps({"one": one, "two": two}))
 

@@ -35,16 +35,22 @@ def main() -> None:
     args = ap.parse_args()
     src = ActivationCache(args.cache, verify="none").source()
     n = args.epochs * src.n_tokens // args.batch
-    print(f"{src.n_tokens:,} tokens, {len(src.cache.shards)} shards, {src.shards_per_window} per window; "
-          f"{n} batches of {args.batch}")
-    readers = {"windowed": lambda: src._window_batches(args.batch, 0, 0, "cpu"),
-               "resident (iter_batches)": lambda: src.iter_batches(args.batch, seed=0)}
+    print(
+        f"{src.n_tokens:,} tokens, {len(src.cache.shards)} shards, {src.shards_per_window} per window; "
+        f"{n} batches of {args.batch}"
+    )
+    readers = {
+        "windowed": lambda: src._window_batches(args.batch, 0, 0, "cpu"),
+        "resident (iter_batches)": lambda: src.iter_batches(args.batch, seed=0),
+    }
     for r in range(args.rounds):
         for name, make in readers.items():
             ts = time_reads(make(), n)
             slow = [t for t in ts if t > 0.01]
-            print(f"round {r} {name:24s} total {sum(ts):.3f} s, median {1e3 * statistics.median(ts):.2f} ms/batch, "
-                  f"{len(slow)} batches > 10 ms: {sum(slow):.3f} s")
+            print(
+                f"round {r} {name:24s} total {sum(ts):.3f} s, median {1e3 * statistics.median(ts):.2f} ms/batch, "
+                f"{len(slow)} batches > 10 ms: {sum(slow):.3f} s"
+            )
 
 
 if __name__ == "__main__":

@@ -56,16 +56,28 @@ def main() -> None:
     times: dict[str, list[float]] = {"shared": [], "full": []}
     metrics, counts, diffs = {}, {}, []
     for r in range(args.rounds):
-        for share in ([True, False] if r % 2 == 0 else [False, True]):
+        for share in [True, False] if r % 2 == 0 else [False, True]:
             key = "shared" if share else "full"
             seconds, metrics[key], counts[key] = timed_eval(targets, model, cfg, multiple, share)
             times[key].append(round(seconds, 2))
         diffs.append(_differences(metrics["shared"], metrics["full"]))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(json.dumps({"run_dir": args.run_dir, "n_tokens": args.n_tokens, "saes": [t.name for t in targets],
-                      "seconds": times, "median_seconds": med, "speedup_full_over_shared": round(med["full"] /
-                      med["shared"], 3), "metrics_identical": not any(diffs), "differences": diffs,
-                      "variant_forwards": counts}, indent=1))
+    print(
+        json.dumps(
+            {
+                "run_dir": args.run_dir,
+                "n_tokens": args.n_tokens,
+                "saes": [t.name for t in targets],
+                "seconds": times,
+                "median_seconds": med,
+                "speedup_full_over_shared": round(med["full"] / med["shared"], 3),
+                "metrics_identical": not any(diffs),
+                "differences": diffs,
+                "variant_forwards": counts,
+            },
+            indent=1,
+        )
+    )
 
 
 def _differences(a: dict, b: dict) -> dict:

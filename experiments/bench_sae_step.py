@@ -84,19 +84,25 @@ def main() -> None:
         times["matmul"] += timed(matmul, 3)
         rounds += 1
     med = {n: statistics.median(t) for n, t in times.items()}
-    print(f"shape: batch {a.batch}, d_in {a.d_in}, d_sae {a.d_sae}, k {a.k}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {rounds} interleaved rounds")
+    print(
+        f"shape: batch {a.batch}, d_in {a.d_in}, d_sae {a.d_sae}, k {a.k}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {rounds} interleaved rounds"
+    )
     print(f"{'architecture':26s} {'step ms':>9s} {'tokens/s':>10s} {'step / TopK':>12s}")
     for n in steps:
         print(f"{n:26s} {1e3 * med[n]:9.1f} {a.batch / med[n]:10.0f} {med[n] / med['topk']:12.2f}")
     mm_flops = 2 * a.batch * a.d_in * a.d_sae
     # TopK step: encoder matmul + sparse decode fwd, grads of decoder rows/values and encoder columns (2 each)
     step_flops = mm_flops + 2 * a.batch * a.k * a.d_in * 4
-    print(f"plain fp32 matmul [{a.batch}x{a.d_in}]@[{a.d_in}x{a.d_sae}]: {1e3 * med['matmul']:.1f} ms = "
-          f"{mm_flops / med['matmul'] / 1e9:.1f} GFLOP/s")
+    print(
+        f"plain fp32 matmul [{a.batch}x{a.d_in}]@[{a.d_in}x{a.d_sae}]: {1e3 * med['matmul']:.1f} ms = "
+        f"{mm_flops / med['matmul'] / 1e9:.1f} GFLOP/s"
+    )
     ach = step_flops / med["topk"] / 1e9
-    print(f"TopK step: {step_flops / 1e9:.2f} GFLOP useful work -> {ach:.1f} GFLOP/s = "
-          f"{ach / (mm_flops / med['matmul'] / 1e9):.0%} of the measured matmul throughput")
+    print(
+        f"TopK step: {step_flops / 1e9:.2f} GFLOP useful work -> {ach:.1f} GFLOP/s = "
+        f"{ach / (mm_flops / med['matmul'] / 1e9):.0%} of the measured matmul throughput"
+    )
     g, f = med["matching_pursuit(gram)"], med["matching_pursuit(full)"]
     print(f"MP Gram update vs full recompute: {1e3 * g:.0f} ms vs {1e3 * f:.0f} ms per step ({f / g:.1f}x faster)")
     mp_matmul_floor(W, x, med["topk"])
@@ -113,15 +119,21 @@ def mp_matmul_floor(W: torch.Tensor, x: torch.Tensor, topk_step: float) -> None:
         return
     W = torch.nn.functional.normalize(W, dim=1)
     G = W.new_empty(W.shape[0], W.shape[0])
-    parts = {"Gram, mirrored upper triangle": lambda: symmetric_gram(W, G),
-             "Gram, one full matmul": lambda: torch.mm(W, W.t(), out=G), "first correlations": lambda: x @ W.t()}
+    parts = {
+        "Gram, mirrored upper triangle": lambda: symmetric_gram(W, G),
+        "Gram, one full matmul": lambda: torch.mm(W, W.t(), out=G),
+        "first correlations": lambda: x @ W.t(),
+    }
     med = {}
     for name, fn in parts.items():
         fn()
         med[name] = statistics.median(timed(fn, 5))
     floor = med["Gram, mirrored upper triangle"] + med["first correlations"]
-    print("MP's dense matmuls alone: " + ", ".join(f"{n} {1e3 * t:.1f} ms" for n, t in med.items())
-          + f"; Gram + correlations = {floor / topk_step:.2f}x TopK's whole step")
+    print(
+        "MP's dense matmuls alone: "
+        + ", ".join(f"{n} {1e3 * t:.1f} ms" for n, t in med.items())
+        + f"; Gram + correlations = {floor / topk_step:.2f}x TopK's whole step"
+    )
 
 
 def profile_steps(step, n: int) -> None:

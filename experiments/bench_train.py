@@ -53,8 +53,20 @@ class SaeLabNotReady(RuntimeError):
     """sae_lab's training API is missing or changed; fill in run_sae_lab."""
 
 
-def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, epochs: int = 1,
-                lr: float | None = None, seed: int = 0, eval_chunk: int = 4096, dtype: str | None = None) -> dict:
+def run_sae_lab(
+    arch: str,
+    train,
+    heldout,
+    *,
+    d_sae: int,
+    k: int,
+    batch: int,
+    epochs: int = 1,
+    lr: float | None = None,
+    seed: int = 0,
+    eval_chunk: int = 4096,
+    dtype: str | None = None,
+) -> dict:
     """Train sae-lab's ``arch`` ('topk' or 'mp') on ``train`` ([n, d_in] float32 tensor, already in the
     benchmark's row order) for ``epochs`` and evaluate on ``heldout``.
 
@@ -102,8 +114,9 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
     with torch.no_grad():
         sae.init_b_dec(sample, method=cfg.b_dec_init)
     for x in batches:
-        train_step(sae, opt, sched, x, recon_loss=cfg.recon_loss, grad_clip=cfg.grad_clip,
-                   compute_dtype=cfg.compute_dtype())
+        train_step(
+            sae, opt, sched, x, recon_loss=cfg.recon_loss, grad_clip=cfg.grad_clip, compute_dtype=cfg.compute_dtype()
+        )
     seconds = time.perf_counter() - t0
 
     sae.eval()
@@ -130,7 +143,7 @@ def run_sae_lab(arch: str, train, heldout, *, d_sae: int, k: int, batch: int, ep
         "lr_setting": cfg.lr,
         "dtype": cfg.dtype,
         "optimizer": f"Adam{tuple(cfg.betas)}, warm-up {cfg.warmup_fraction:g}, {cfg.decay} decay, "
-                     f"clip {cfg.grad_clip}, b_dec {cfg.b_dec_init} [sae_lab.training.train_step]",
+        f"clip {cfg.grad_clip}, b_dec {cfg.b_dec_init} [sae_lab.training.train_step]",
         **metrics,
     }
 
@@ -139,14 +152,24 @@ def _ours_main(argv: list[str]) -> None:
     """Subprocess entry: ``bench_train.py --_run-ours ARCH <the peer runners' CLI>``."""
     arch = argv[argv.index("--_run-ours") + 1]
     i = argv.index("--_run-ours")
-    sys.argv = [sys.argv[0]] + argv[:i] + argv[i + 2:]
+    sys.argv = [sys.argv[0]] + argv[:i] + argv[i + 2 :]
     from _common import load_data, parse_args, write_result
 
     args = parse_args(f"sae-lab {arch}", "sae_lab TrainConfig default")
     train, heldout = load_data(args)
     try:
-        result = run_sae_lab(arch, train, heldout, d_sae=args.d_sae, k=args.k, batch=args.batch,
-                             epochs=args.epochs, lr=args.lr, seed=args.seed, eval_chunk=args.eval_chunk)
+        result = run_sae_lab(
+            arch,
+            train,
+            heldout,
+            d_sae=args.d_sae,
+            k=args.k,
+            batch=args.batch,
+            epochs=args.epochs,
+            lr=args.lr,
+            seed=args.seed,
+            eval_chunk=args.eval_chunk,
+        )
     except SaeLabNotReady as e:
         print(f"SAE_LAB_NOT_READY: {e}", file=sys.stderr)
         sys.exit(3)
@@ -157,9 +180,22 @@ def _ours_main(argv: list[str]) -> None:
 # Driver
 # ---------------------------------------------------------------------------------------------------
 def _common_cli(args, lr: float | None, max_rows: int | None) -> list[str]:
-    cli = ["--train", str(Path(args.train).resolve()), "--heldout", str(Path(args.heldout).resolve()),
-           "--d-sae", str(args.d_sae), "--k", str(args.k), "--batch", str(args.batch),
-           "--epochs", str(args.epochs), "--seed", str(args.seed)]
+    cli = [
+        "--train",
+        str(Path(args.train).resolve()),
+        "--heldout",
+        str(Path(args.heldout).resolve()),
+        "--d-sae",
+        str(args.d_sae),
+        "--k",
+        str(args.k),
+        "--batch",
+        str(args.batch),
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(args.seed),
+    ]
     if lr is not None:
         cli += ["--lr", repr(lr)]
     if max_rows is not None:
@@ -174,8 +210,9 @@ def _run(name: str, cmd: list[str], out_json: Path, log: Path, timeout: float | 
     t0 = time.perf_counter()
     with open(log, "w") as f:
         try:
-            proc = subprocess.run(cmd + ["--out", str(out_json)], stdout=f, stderr=subprocess.STDOUT,
-                                  cwd=cwd, timeout=timeout)
+            proc = subprocess.run(
+                cmd + ["--out", str(out_json)], stdout=f, stderr=subprocess.STDOUT, cwd=cwd, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             print(f"[{name}] TIMED OUT after {timeout:.0f} s; skipped")
             return None
@@ -191,8 +228,11 @@ def _run(name: str, cmd: list[str], out_json: Path, log: Path, timeout: float | 
         return None
     res = json.loads(out_json.read_text())
     res["run_name"] = name
-    print(f"[{name}] {res['tokens_per_s']:.0f} tokens/s, held-out FVU {res['heldout_fvu']:.4f}, "
-          f"dead {100 * res['dead_frac']:.1f}% ({wall:.0f} s wall)", flush=True)
+    print(
+        f"[{name}] {res['tokens_per_s']:.0f} tokens/s, held-out FVU {res['heldout_fvu']:.4f}, "
+        f"dead {100 * res['dead_frac']:.1f}% ({wall:.0f} s wall)",
+        flush=True,
+    )
     return res
 
 
@@ -203,19 +243,25 @@ def _ratio_lines(results: dict[str, dict]) -> list[str]:
     if ours_topk and peer_topk:
         fastest = max(peer_topk.values(), key=lambda r: r["tokens_per_s"])
         for n, r in sorted(peer_topk.items()):
-            lines.append(f"- TopK vs {n}: {ours_topk['tokens_per_s'] / r['tokens_per_s']:.2f}x tokens/s; "
-                         f"held-out FVU {ours_topk['heldout_fvu']:.4f} vs {r['heldout_fvu']:.4f}")
+            lines.append(
+                f"- TopK vs {n}: {ours_topk['tokens_per_s'] / r['tokens_per_s']:.2f}x tokens/s; "
+                f"held-out FVU {ours_topk['heldout_fvu']:.4f} vs {r['heldout_fvu']:.4f}"
+            )
         ok_speed = ours_topk["tokens_per_s"] >= fastest["tokens_per_s"]
         ok_fvu = ours_topk["heldout_fvu"] <= fastest["heldout_fvu"]
-        lines.append(f"- TopK vs fastest peer ({fastest['run_name']}): "
-                     f"{ours_topk['tokens_per_s'] / fastest['tokens_per_s']:.2f}x (target >= 1.0x: "
-                     f"{'met' if ok_speed else 'NOT met'}); FVU equal or better: {'yes' if ok_fvu else 'NO'}")
+        lines.append(
+            f"- TopK vs fastest peer ({fastest['run_name']}): "
+            f"{ours_topk['tokens_per_s'] / fastest['tokens_per_s']:.2f}x (target >= 1.0x: "
+            f"{'met' if ok_speed else 'NOT met'}); FVU equal or better: {'yes' if ok_fvu else 'NO'}"
+        )
     peer_mp = results.get("overcomplete-mp")
     if ours_mp and peer_mp:
         r = ours_mp["tokens_per_s"] / peer_mp["tokens_per_s"]
-        lines.append(f"- MP-SAE vs overcomplete MpSAE: {r:.1f}x tokens/s (target >= 10x: "
-                     f"{'met' if r >= 10 else 'NOT met'}); held-out FVU {ours_mp['heldout_fvu']:.4f} vs "
-                     f"{peer_mp['heldout_fvu']:.4f}")
+        lines.append(
+            f"- MP-SAE vs overcomplete MpSAE: {r:.1f}x tokens/s (target >= 10x: "
+            f"{'met' if r >= 10 else 'NOT met'}); held-out FVU {ours_mp['heldout_fvu']:.4f} vs "
+            f"{peer_mp['heldout_fvu']:.4f}"
+        )
     if ours_mp and ours_topk:
         r = ours_topk["tokens_per_s"] / ours_mp["tokens_per_s"]
         lines.append(f"- our MP step time / our TopK step time: {r:.2f}x (aim <= 3x: {'met' if r <= 3 else 'NOT met'})")
@@ -223,11 +269,15 @@ def _ratio_lines(results: dict[str, dict]) -> list[str]:
 
 
 def _table(results: dict[str, dict]) -> list[str]:
-    rows = ["| run | library | version | arch | train tokens | tokens/s | held-out FVU | dead latents |",
-            "|---|---|---|---|---:|---:|---:|---:|"]
+    rows = [
+        "| run | library | version | arch | train tokens | tokens/s | held-out FVU | dead latents |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
     for name, r in results.items():
-        rows.append(f"| {name} | {r['library']} | {r['version']} | {r['arch']} | {r['n_train']:,} | "
-                    f"{r['tokens_per_s']:,.0f} | {r['heldout_fvu']:.4f} | {100 * r['dead_frac']:.1f}% |")
+        rows.append(
+            f"| {name} | {r['library']} | {r['version']} | {r['arch']} | {r['n_train']:,} | "
+            f"{r['tokens_per_s']:,.0f} | {r['heldout_fvu']:.4f} | {100 * r['dead_frac']:.1f}% |"
+        )
     return rows
 
 
@@ -264,8 +314,9 @@ def main() -> None:
     if "--_run-ours" in sys.argv:
         _ours_main(sys.argv[1:])
         return
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--train", required=True, help="float32 .npy [n, d_in]")
     p.add_argument("--heldout", required=True, help="float32 .npy [m, d_in]")
     p.add_argument("--peer-envs", default="/work/peer_envs", help="folder holding the peers' venvs")
@@ -277,11 +328,20 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads in every run (default: torch's)")
-    p.add_argument("--peer-lr", action="append", default=[], metavar="RUN=LR",
-                   help="override a run's learning rate, e.g. sae-lens=1e-3 or sae-lab-topk=4e-4 (repeatable)")
-    p.add_argument("--mp-max-rows", type=int, default=None,
-                   help="train the MP runs (ours and overcomplete's) on only the first N rows; overcomplete's "
-                        "MpSAE runs at ~100 tokens/s here, so a full 300k-token epoch takes ~45 min")
+    p.add_argument(
+        "--peer-lr",
+        action="append",
+        default=[],
+        metavar="RUN=LR",
+        help="override a run's learning rate, e.g. sae-lens=1e-3 or sae-lab-topk=4e-4 (repeatable)",
+    )
+    p.add_argument(
+        "--mp-max-rows",
+        type=int,
+        default=None,
+        help="train the MP runs (ours and overcomplete's) on only the first N rows; overcomplete's "
+        "MpSAE runs at ~100 tokens/s here, so a full 300k-token epoch takes ~45 min",
+    )
     p.add_argument("--timeout", type=float, default=None, help="seconds before a run is abandoned")
     p.add_argument("--results-dir", default="out/bench_train", help="per-run JSON and logs go here")
     p.add_argument("--markdown", default=None, help="write a BENCHMARKS.md snippet to this file")
@@ -307,8 +367,11 @@ def main() -> None:
             print(f"[{name}] {msg}")
             notes.append(f"{name}: {msg}")
             continue
-        cmd = [str(python), str(PEERS_DIR / script),
-               *_common_cli(args, lrs.get(name), args.mp_max_rows if arch == "mp" else None)]
+        cmd = [
+            str(python),
+            str(PEERS_DIR / script),
+            *_common_cli(args, lrs.get(name), args.mp_max_rows if arch == "mp" else None),
+        ]
         res = _run(name, cmd, results_dir / f"{name}.json", results_dir / f"{name}.log", args.timeout, PEERS_DIR)
         if res:
             results[name] = res
@@ -317,8 +380,13 @@ def main() -> None:
 
     for arch in args.ours:
         name = OURS[arch]
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_run-ours", arch,
-               *_common_cli(args, lrs.get(name), args.mp_max_rows if arch == "mp" else None)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--_run-ours",
+            arch,
+            *_common_cli(args, lrs.get(name), args.mp_max_rows if arch == "mp" else None),
+        ]
         res = _run(name, cmd, results_dir / f"{name}.json", results_dir / f"{name}.log", args.timeout, HERE.parent)
         if res:
             results[name] = res

@@ -33,16 +33,18 @@ if str(HERE.parent) not in sys.path:
     sys.path.append(str(HERE.parent))  # after PYTHONPATH, so PYTHONPATH=/other/checkout measures that code
 
 
-def _timed(module, name: str, phases: dict) -> None:
-    """Wrap ``module.name`` so its wall time accumulates into ``phases[name]``."""
+def _timed(module, name: str, phases: dict, key: str | None = None) -> None:
+    """Wrap ``module.name`` (a module's function or a class's method) so its wall time accumulates into
+    ``phases[key or name]``."""
     fn = getattr(module, name)
+    key = key or name
 
     def wrapper(*a, **kw):
         t = time.perf_counter()
         try:
             return fn(*a, **kw)
         finally:
-            phases[name] = phases.get(name, 0.0) + time.perf_counter() - t
+            phases[key] = phases.get(key, 0.0) + time.perf_counter() - t
 
     setattr(module, name, wrapper)
 
@@ -65,21 +67,43 @@ def ours(args) -> dict:
     sae = SAEConfig(architecture="topk", d_in=src.d_in, d_sae=args.d_sae, k=args.k, hook_name=src.hook_name)
     phases: dict[str, float] = {}
     for name in ("build_saes", "make_members", "init_b_dec", "_save_checkpoint", "_save_sae", "_calibrate"):
-        _timed(tr, name, phases)
+        owner, attr = (tr, name) if hasattr(tr, name) else (tr.Sweep, name[1:])  # a Sweep method since issue 19
+        _timed(owner, attr, phases, key=name)
     run_dir = Path(args.run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
     t3 = time.perf_counter()
     train_sweep([sae], src, cfg, run_dir)
     t4 = time.perf_counter()
-    return {"steps": steps, "tokens": steps * args.batch, "import_s": t1 - t0, "open_cache_s": t2 - t1,
-            "sweep_s": t4 - t3, "phases_s": phases,
-            "lr": cfg.lr_for(args.d_sae) if hasattr(cfg, "lr_for") else cfg.lr}  # main before lr: auto
+    return {
+        "steps": steps,
+        "tokens": steps * args.batch,
+        "import_s": t1 - t0,
+        "open_cache_s": t2 - t1,
+        "sweep_s": t4 - t3,
+        "phases_s": phases,
+        "lr": cfg.lr_for(args.d_sae) if hasattr(cfg, "lr_for") else cfg.lr,
+    }  # main before lr: auto
 
 
 def _run_ours(args, steps: int | None, run_dir: Path, checkout: str | None = None) -> dict:
     """One sae-lab run in a fresh process: this checkout's code, or ``checkout``'s (first on PYTHONPATH)."""
-    cmd = [sys.executable, __file__, "--_ours", "--cache", args.cache, "--d-sae", str(args.d_sae), "--k",
-           str(args.k), "--batch", str(args.batch), "--epochs", str(args.epochs), "--run-dir", str(run_dir)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_ours",
+        "--cache",
+        args.cache,
+        "--d-sae",
+        str(args.d_sae),
+        "--k",
+        str(args.k),
+        "--batch",
+        str(args.batch),
+        "--epochs",
+        str(args.epochs),
+        "--run-dir",
+        str(run_dir),
+    ]
     if steps:
         cmd += ["--steps", str(steps)]
     env = None
@@ -103,14 +127,30 @@ def _run_sparsify(args, work: Path) -> dict | None:
 
     cache = ActivationCache(args.cache, verify="none")
     src = cache.source()
-    rows = [cache.acts(i, src.hook_name)[np.array(cache.keep(i, src.hook_name))].numpy()
-            for i in range(len(cache.shards))]
+    rows = [
+        cache.acts(i, src.hook_name)[np.array(cache.keep(i, src.hook_name))].numpy() for i in range(len(cache.shards))
+    ]
     data = np.concatenate(rows).astype(np.float32) * np.float32(src.norm_scale)
     np.save(work / "train.npy", data)
     np.save(work / "heldout.npy", data[-1024:])  # only to satisfy the runner; FVU is not the point here
-    cmd = [str(python), str(HERE / "peers" / "train_sparsify.py"), "--train", str(work / "train.npy"),
-           "--heldout", str(work / "heldout.npy"), "--d-sae", str(args.d_sae), "--k", str(args.k),
-           "--batch", str(args.batch), "--epochs", str(args.epochs), "--out", str(work / "sparsify.json")]
+    cmd = [
+        str(python),
+        str(HERE / "peers" / "train_sparsify.py"),
+        "--train",
+        str(work / "train.npy"),
+        "--heldout",
+        str(work / "heldout.npy"),
+        "--d-sae",
+        str(args.d_sae),
+        "--k",
+        str(args.k),
+        "--batch",
+        str(args.batch),
+        "--epochs",
+        str(args.epochs),
+        "--out",
+        str(work / "sparsify.json"),
+    ]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, cwd=HERE / "peers")
     res = json.loads((work / "sparsify.json").read_text())
@@ -119,8 +159,10 @@ def _run_sparsify(args, work: Path) -> dict | None:
 
 
 def report(full: dict, short: dict, peer: dict | None) -> list[str]:
-    fixed_phases = sum(full["phases_s"].get(n, 0.0) for n in
-                       ("build_saes", "make_members", "init_b_dec", "_save_checkpoint", "_save_sae"))
+    fixed_phases = sum(
+        full["phases_s"].get(n, 0.0)
+        for n in ("build_saes", "make_members", "init_b_dec", "_save_checkpoint", "_save_sae")
+    )
     per_step = (full["sweep_s"] - short["sweep_s"]) / (full["steps"] - short["steps"])
     fixed_fit = full["sweep_s"] - full["steps"] * per_step
     tps = full["tokens"] / full["sweep_s"]
@@ -128,7 +170,8 @@ def report(full: dict, short: dict, peer: dict | None) -> list[str]:
         f"sae-lab train_sweep: {full['tokens']:,} tokens in {full['sweep_s']:.2f} s = {tps:,.0f} tok/s, start-up "
         f"included (process {full['process_s']:.2f} s: import {full['import_s']:.2f} s, cache open+verify "
         f"{full['open_cache_s']:.2f} s)",
-        "  fixed phases (timed): " + ", ".join(f"{k} {v:.3f} s" for k, v in full["phases_s"].items())
+        "  fixed phases (timed): "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in full["phases_s"].items())
         + f"; sum {fixed_phases:.2f} s = {100 * fixed_phases / full['sweep_s']:.1f}% of the run",
         f"  fixed cost from T = F + steps*S over {short['steps']} and {full['steps']} steps: F = {fixed_fit:.2f} s "
         f"({100 * fixed_fit / full['sweep_s']:.1f}% of the run), S = {1000 * per_step:.1f} ms/step "
@@ -159,8 +202,12 @@ def main() -> None:
     p.add_argument("--peer-envs", default="/work/peer_envs")
     p.add_argument("--work", default="out/bench_whole_run")
     p.add_argument("--out", default=None, help="write the raw numbers and the report as JSON here")
-    p.add_argument("--baseline-checkout", default=None, help="also time the whole run of another checkout of "
-                   "sae-lab (e.g. a git worktree of an older commit), alternating with this one")
+    p.add_argument(
+        "--baseline-checkout",
+        default=None,
+        help="also time the whole run of another checkout of "
+        "sae-lab (e.g. a git worktree of an older commit), alternating with this one",
+    )
     args = p.parse_args()
     if args._ours:
         print(json.dumps(ours(args)))
@@ -182,15 +229,26 @@ def main() -> None:
     if bases:
         base = min(bases, key=lambda r: r["sweep_s"])
         speedup = base["sweep_s"] / full["sweep_s"]
-        lines.append(f"baseline checkout {args.baseline_checkout}: {base['tokens'] / base['sweep_s']:,.0f} tok/s whole "
-                     f"run (fastest of {len(bases)}); this checkout / baseline: {speedup:.3f}x")
+        lines.append(
+            f"baseline checkout {args.baseline_checkout}: {base['tokens'] / base['sweep_s']:,.0f} tok/s whole "
+            f"run (fastest of {len(bases)}); this checkout / baseline: {speedup:.3f}x"
+        )
     print("\n".join(lines))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"argv": sys.argv[1:], "ours": full, "ours_short": short,
-                                              "sparsify": peer, "all_runs": {"ours": fulls, "ours_short": shorts,
-                                                                             "sparsify": peers, "baseline": bases},
-                                              "report": lines}, indent=2))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "argv": sys.argv[1:],
+                    "ours": full,
+                    "ours_short": short,
+                    "sparsify": peer,
+                    "all_runs": {"ours": fulls, "ours_short": shorts, "sparsify": peers, "baseline": bases},
+                    "report": lines,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

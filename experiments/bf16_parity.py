@@ -48,16 +48,22 @@ def main() -> None:
     train, heldout = permute_rows(load_rows(a.train), 0), load_rows(a.heldout)
     res = {}
     for dtype in ("float32", "bfloat16"):
-        r = bench_train.run_sae_lab("topk", train, heldout, d_sae=a.d_sae, k=a.k, batch=a.batch, epochs=a.epochs,
-                                    dtype=dtype)
+        r = bench_train.run_sae_lab(
+            "topk", train, heldout, d_sae=a.d_sae, k=a.k, batch=a.batch, epochs=a.epochs, dtype=dtype
+        )
         res[dtype] = {key: r[key] for key in ("heldout_fvu", "dead_frac", "tokens_per_s", "lr", "n_train")}
         res[dtype]["matmul_ms"] = matmul_ms(a.batch, train.shape[1], a.d_sae, getattr(torch, dtype))
-        print(f"{dtype}: held-out FVU {r['heldout_fvu']:.4f}, dead {100 * r['dead_frac']:.1f}%, "
-              f"{r['tokens_per_s']:,.0f} tok/s, encoder-shaped matmul {res[dtype]['matmul_ms']:.1f} ms", flush=True)
+        print(
+            f"{dtype}: held-out FVU {r['heldout_fvu']:.4f}, dead {100 * r['dead_frac']:.1f}%, "
+            f"{r['tokens_per_s']:,.0f} tok/s, encoder-shaped matmul {res[dtype]['matmul_ms']:.1f} ms",
+            flush=True,
+        )
     f32, b16 = res["float32"], res["bfloat16"]
     rel = b16["heldout_fvu"] / f32["heldout_fvu"] - 1
-    print(f"bf16 vs fp32: FVU {100 * rel:+.2f}% (parity within 1%: {'yes' if abs(rel) <= 0.01 else 'NO'}); "
-          f"speed {b16['tokens_per_s'] / f32['tokens_per_s']:.2f}x; matmul {f32['matmul_ms'] / b16['matmul_ms']:.2f}x")
+    print(
+        f"bf16 vs fp32: FVU {100 * rel:+.2f}% (parity within 1%: {'yes' if abs(rel) <= 0.01 else 'NO'}); "
+        f"speed {b16['tokens_per_s'] / f32['tokens_per_s']:.2f}x; matmul {f32['matmul_ms'] / b16['matmul_ms']:.2f}x"
+    )
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({"argv": sys.argv[1:], "results": res, "fvu_rel": rel}, indent=2))

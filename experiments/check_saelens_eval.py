@@ -35,11 +35,19 @@ from sae_lab.rundir import RunDir
 
 HERE = Path(__file__).resolve().parent
 # sae-lab's name -> SAELens's run_evals name
-PAIRS = {"saelens_ce_loss_score": "ce_loss_score", "saelens_ce_loss_without_sae": "ce_loss_without_sae",
-         "saelens_ce_loss_with_sae": "ce_loss_with_sae", "saelens_ce_loss_with_ablation": "ce_loss_with_ablation",
-         "saelens_kl_div_score": "kl_div_score", "saelens_kl_div_with_sae": "kl_div_with_sae",
-         "saelens_kl_div_with_ablation": "kl_div_with_ablation", "saelens_explained_variance": "explained_variance",
-         "saelens_l0": "l0", "saelens_mse": "mse", "saelens_cossim": "cossim"}
+PAIRS = {
+    "saelens_ce_loss_score": "ce_loss_score",
+    "saelens_ce_loss_without_sae": "ce_loss_without_sae",
+    "saelens_ce_loss_with_sae": "ce_loss_with_sae",
+    "saelens_ce_loss_with_ablation": "ce_loss_with_ablation",
+    "saelens_kl_div_score": "kl_div_score",
+    "saelens_kl_div_with_sae": "kl_div_with_sae",
+    "saelens_kl_div_with_ablation": "kl_div_with_ablation",
+    "saelens_explained_variance": "explained_variance",
+    "saelens_l0": "l0",
+    "saelens_mse": "mse",
+    "saelens_cossim": "cossim",
+}
 
 
 def agree(ours: float, theirs: float) -> bool:
@@ -70,9 +78,18 @@ def main() -> int:
     tokens = np.concatenate([t for _, t in I.iter_batches(cfg, model.tokenizer)])
     np.save(work / "tokens.npy", tokens)
     ours = evaluate_targets(targets, model, cfg, I.outlier_multiple(cfg, run_cfg))
-    peer = [str(python), str(HERE / "peers" / "saelens_eval.py"), "--model-dir", str(embedded_store_dir()),
-            "--tokens", str(work / "tokens.npy"), "--batch-size", str(cfg.batch_size),
-            "--out", str(work / "saelens.json")]
+    peer = [
+        str(python),
+        str(HERE / "peers" / "saelens_eval.py"),
+        "--model-dir",
+        str(embedded_store_dir()),
+        "--tokens",
+        str(work / "tokens.npy"),
+        "--batch-size",
+        str(cfg.batch_size),
+        "--out",
+        str(work / "saelens.json"),
+    ]
     for t in targets:
         peer += ["--sae", f"{t.name}={t.out_dir}"]
     subprocess.run(peer, check=True)
@@ -82,11 +99,14 @@ def main() -> int:
         m, s = ours[t.name]["metrics"], theirs["saes"][t.name]
         for ours_key, their_key in PAIRS.items():
             rows.append((t.name, ours_key, m[ours_key], s[their_key], agree(m[ours_key], s[their_key])))
-    (work / "comparison.json").write_text(json.dumps({"sae_lab": {n: r["metrics"] for n, r in ours.items()},
-                                                      "saelens": theirs, "rows": rows}, indent=1))
-    print(f"SAELens {theirs['sae_lens_version']} (transformer-lens {theirs['transformer_lens_version']}); "
-          f"{tokens.shape[0]} contexts x {tokens.shape[1]} tokens, batches of {cfg.batch_size}; "
-          f"SAELens ignores token ids {theirs['ignored_token_ids']}; work dir {work}")
+    (work / "comparison.json").write_text(
+        json.dumps({"sae_lab": {n: r["metrics"] for n, r in ours.items()}, "saelens": theirs, "rows": rows}, indent=1)
+    )
+    print(
+        f"SAELens {theirs['sae_lens_version']} (transformer-lens {theirs['transformer_lens_version']}); "
+        f"{tokens.shape[0]} contexts x {tokens.shape[1]} tokens, batches of {cfg.batch_size}; "
+        f"SAELens ignores token ids {theirs['ignored_token_ids']}; work dir {work}"
+    )
     if args.markdown:
         print("| SAE | metric (sae-lab name) | sae-lab | SAELens | difference | 3 digits |")
         print("|---|---|---:|---:|---:|---|")

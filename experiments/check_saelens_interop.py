@@ -25,16 +25,22 @@ import numpy as np
 import torch
 
 import sae_lab
+from sae_lab.saedir import SAEDir
 from sae_lab.saes import build_sae
 
 HERE = Path(__file__).resolve().parent
 D_IN, D_SAE, SCALE, TOL = 64, 256, 1.7, 1e-4
-OURS = {"topk": dict(architecture="topk", k=8), "mutual_choice": dict(architecture="mutual_choice", k=8),
-        "feature_choice_zipf": dict(architecture="feature_choice", k=8, capacity_rule="zipf"),
-        "standard": dict(architecture="standard"), "matching_pursuit": dict(architecture="matching_pursuit", k=12),
-        "matching_pursuit_adaptive": dict(architecture="matching_pursuit", k=12, mp_stop="absolute", mp_threshold=2.0,
-                                          mp_k_max=30, mp_stop_on_repeat=True),
-        "matching_pursuit_signed": dict(architecture="matching_pursuit", k=12, mp_nonneg=False)}
+OURS = {
+    "topk": dict(architecture="topk", k=8),
+    "mutual_choice": dict(architecture="mutual_choice", k=8),
+    "feature_choice_zipf": dict(architecture="feature_choice", k=8, capacity_rule="zipf"),
+    "standard": dict(architecture="standard"),
+    "matching_pursuit": dict(architecture="matching_pursuit", k=12),
+    "matching_pursuit_adaptive": dict(
+        architecture="matching_pursuit", k=12, mp_stop="absolute", mp_threshold=2.0, mp_k_max=30, mp_stop_on_repeat=True
+    ),
+    "matching_pursuit_signed": dict(architecture="matching_pursuit", k=12, mp_nonneg=False),
+}
 UNMAPPABLE = {"matching_pursuit_signed"}
 
 
@@ -47,7 +53,7 @@ def save_ours(work: Path, x: torch.Tensor) -> None:
             sae.init_b_dec(x * SCALE, "mean")
             for _ in range(5):
                 sae.training_forward(x * SCALE)
-        sae.save(work / "ours" / name, fold_scale=SCALE)
+        SAEDir(work / "ours" / name).save(sae, fold_scale=SCALE)
 
 
 def compare(ours, codes: np.ndarray, recon: np.ndarray, x: torch.Tensor) -> tuple[float, float]:

@@ -39,12 +39,15 @@ def mutate(name: str) -> None:
         import sae_lab.saes.aux as A
         import sae_lab.saes.matching_pursuit as M
         import sae_lab.training.step as S
+
         S.sum_sq_dev = A.sum_sq_dev = M.sum_sq_dev = local_ssd
     elif name == "no_fired_sum":
         import sae_lab.saes.base as B
+
         B.all_sum = lambda t: t
     elif name == "mc_local_topk":
         import sae_lab.saes.mutual_choice as MC
+
         MC._sharded_threshold = lambda flat, n, h: MC._local_threshold(flat, n // D.shards(), h)
     elif name == "fc_local":
         import sae_lab.saes.feature_choice as FC
@@ -57,9 +60,11 @@ def mutate(name: str) -> None:
         FC._sharded_keep = local_keep
     elif name == "demand_local":
         import sae_lab.saes.feature_choice as FC
+
         FC.all_sum = lambda t: t * D.shards()
     elif name == "grad_mean":
         import sae_lab.training.ddp as T
+
         orig = T.all_reduce_grads
 
         def mean(sae):
@@ -105,13 +110,40 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cfg = setup(work)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    subprocess.run([sys.executable, "-m", "sae_lab", "train", str(cfg), f"run_dir={work / 'one'}", "--resume",
-                    "never", "--overwrite"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sae_lab",
+            "train",
+            str(cfg),
+            f"run_dir={work / 'one'}",
+            "--resume",
+            "never",
+            "--overwrite",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     print(f"{'2 ranks, broken':>16}  " + "  ".join(f"{s:>8}" for s in max_diffs(work / "one", work / "one")))
     for mut in ["none", *MUTATIONS]:
         run = work / f"two_{mut}"
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", __file__,
-                        str(cfg), f"run_dir={run}"], check=True, env={**env, "MUTATION": mut}, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node=2",
+                "--standalone",
+                __file__,
+                str(cfg),
+                f"run_dir={run}",
+            ],
+            check=True,
+            env={**env, "MUTATION": mut},
+            capture_output=True,
+        )
         d = max_diffs(work / "one", run)
         print(f"{mut:>16}  " + "  ".join(f"{v:8.1e}" for v in d.values()))
         subprocess.run(["rm", "-rf", str(run)], check=True)

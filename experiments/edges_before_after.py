@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from circuit_saes import sae_name  # noqa: E402
 from ioi import HOPS, LAYERS, TEMPLATES, pairs, pearson  # noqa: E402
 
+from sae_lab import load_sae  # noqa: E402
 from sae_lab.activations.hooks import hook_slug  # noqa: E402
 from sae_lab.circuits import Spliced, edges, logit_diff, validate_edges  # noqa: E402
 from sae_lab.models import load_model  # noqa: E402
 from sae_lab.rundir import RunDir  # noqa: E402
-from sae_lab.saes.saelens_format import load_sae  # noqa: E402
 
 
 def old_weight(s: Spliced, prompt: str, up: str, down: str, u: int, d: int) -> float:
@@ -43,8 +43,9 @@ def main() -> None:
     a = ap.parse_args()
     model = load_model("embedded", device="cpu")
     hooks = [f"blocks.{L}.hook_resid_post" for L in LAYERS]
-    saes = {L: load_sae(RunDir(a.work / "runs" / hook_slug(h)).sae_dir(sae_name(h))).eval()
-            for L, h in zip(LAYERS, hooks)}
+    saes = {
+        L: load_sae(RunDir(a.work / "runs" / hook_slug(h)).sae_dir(sae_name(h))).eval() for L, h in zip(LAYERS, hooks)
+    }
     rows = []
     with Spliced(model, list(saes.values())) as s:
         for ti in a.templates:
@@ -57,12 +58,23 @@ def main() -> None:
                     v = validate_edges(s, r["clean"], r["corrupt"], metric, g, n=10)
                     for e, est, ex in zip(v["edges"], v["estimate"], v["exact"]):
                         u, d = g.node(e["source"])["feature"], g.node(e["target"])["feature"]
-                        rows.append({"template": ti, "hop": f"L{lu}->L{ld}", "new": est, "exact": ex,
-                                     "old": old_weight(s, r["clean"], up.name, down.name, u, d)})
-    res = {"edges": len(rows), "pearson_old": pearson([r["old"] for r in rows], [r["exact"] for r in rows]),
-           "pearson_new": pearson([r["new"] for r in rows], [r["exact"] for r in rows]),
-           "sign_agreement_old": sum((r["old"] > 0) == (r["exact"] > 0) for r in rows) / len(rows),
-           "sign_agreement_new": sum((r["new"] > 0) == (r["exact"] > 0) for r in rows) / len(rows), "rows": rows}
+                        rows.append(
+                            {
+                                "template": ti,
+                                "hop": f"L{lu}->L{ld}",
+                                "new": est,
+                                "exact": ex,
+                                "old": old_weight(s, r["clean"], up.name, down.name, u, d),
+                            }
+                        )
+    res = {
+        "edges": len(rows),
+        "pearson_old": pearson([r["old"] for r in rows], [r["exact"] for r in rows]),
+        "pearson_new": pearson([r["new"] for r in rows], [r["exact"] for r in rows]),
+        "sign_agreement_old": sum((r["old"] > 0) == (r["exact"] > 0) for r in rows) / len(rows),
+        "sign_agreement_new": sum((r["new"] > 0) == (r["exact"] > 0) for r in rows) / len(rows),
+        "rows": rows,
+    }
     a.out.write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1))
 

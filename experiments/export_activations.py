@@ -25,8 +25,9 @@ def main() -> None:
     args = ap.parse_args()
     cache = ActivationCache(args.cache, verify="full")
     src = cache.source(args.hook)
-    rows = [cache.acts(i, src.hook_name)[np.array(cache.keep(i, src.hook_name))].numpy()
-            for i in range(len(cache.shards))]
+    rows = [
+        cache.acts(i, src.hook_name)[np.array(cache.keep(i, src.hook_name))].numpy() for i in range(len(cache.shards))
+    ]
     data = np.concatenate(rows).astype(np.float32)
     scale = 1.0 if args.raw else src.norm_scale
     if args.scale_of:

@@ -37,8 +37,24 @@ from sae_lab.circuits import Spliced, edges, logit_diff, validate_edges  # noqa:
 from sae_lab.circuits.attribution import patch_effect  # noqa: E402
 from sae_lab.models import load_model  # noqa: E402
 
-NAMES = ["Mary", "John", "Tom", "James", "Anna", "Sarah", "David", "Michael", "Paul", "Emma", "Kate", "Mark",
-         "Lisa", "Peter", "Alice", "Bob"]
+NAMES = [
+    "Mary",
+    "John",
+    "Tom",
+    "James",
+    "Anna",
+    "Sarah",
+    "David",
+    "Michael",
+    "Paul",
+    "Emma",
+    "Kate",
+    "Mark",
+    "Lisa",
+    "Peter",
+    "Alice",
+    "Bob",
+]
 PLACES, OBJECTS = ["store", "park", "school", "garden", "kitchen"], ["drink", "book", "ball", "letter", "bag"]
 TEMPLATES = [
     "When {A} and {B} went to the {P}, {B} gave a {O} to",
@@ -60,8 +76,14 @@ def pairs(template: str, n: int, seed: int = 0) -> list[dict]:
     for i in torch.randperm(len(combos), generator=g)[:n].tolist():
         a, b = combos[i]
         p, o = PLACES[i % len(PLACES)], OBJECTS[(i // 3) % len(OBJECTS)]
-        out.append({"clean": template.format(A=a, B=b, P=p, O=o), "corrupt": template.format(A=b, B=a, P=p, O=o),
-                    "io": " " + a, "s": " " + b})
+        out.append(
+            {
+                "clean": template.format(A=a, B=b, P=p, O=o),
+                "corrupt": template.format(A=b, B=a, P=p, O=o),
+                "io": " " + a,
+                "s": " " + b,
+            }
+        )
     return out
 
 
@@ -81,8 +103,12 @@ def behaviour(model, rows: list[dict]) -> dict:
     ids = torch.cat([model.bridge.to_tokens(r["clean"]) for r in rows])
     io, s = name_ids(model, rows)
     ld = batch_metric(model.bridge(ids), io, s)
-    return {"n": len(rows), "tokens": ids.shape[1], "accuracy": float((ld > 0).float().mean()),
-            "mean_logit_diff": float(ld.mean())}
+    return {
+        "n": len(rows),
+        "tokens": ids.shape[1],
+        "accuracy": float((ld > 0).float().mean()),
+        "mean_logit_diff": float(ld.mean()),
+    }
 
 
 def attribution(sp: Spliced, rows: list[dict]) -> tuple[dict, dict]:
@@ -144,13 +170,21 @@ def faithfulness(sp: Spliced, rows: list[dict], feats: dict, keep_n: list[int]) 
     for n in keep_n:
         m = metric_with(n)
         gap = m_model - m_empty
-        out.append({"n_kept": n, "metric": m, "faithfulness": (m - m_empty) / gap if abs(gap) > 1e-9 else math.nan,
-                    "model": m_model, "empty": m_empty})
+        out.append(
+            {
+                "n_kept": n,
+                "metric": m,
+                "faithfulness": (m - m_empty) / gap if abs(gap) > 1e-9 else math.nan,
+                "model": m_model,
+                "empty": m_empty,
+            }
+        )
     return out
 
 
-def edge_validation(sp: Spliced, rows: list[dict], saes: dict, n_pairs: int, n_edges: int,
-                    methods=("atp", "ig")) -> list[dict]:
+def edge_validation(
+    sp: Spliced, rows: list[dict], saes: dict, n_pairs: int, n_edges: int, methods=("atp", "ig")
+) -> list[dict]:
     """Per pair, hop and method: the graph's (5 x 5 nodes) top ``n_edges`` edges, estimate and exact effect."""
     out = []
     for pi, r in enumerate(rows[:n_pairs]):
@@ -159,9 +193,18 @@ def edge_validation(sp: Spliced, rows: list[dict], saes: dict, n_pairs: int, n_e
             for method in methods:
                 g = edges(sp, r["clean"], r["corrupt"], metric, saes[a], saes[b], n_down=5, n_up=5, method=method)
                 v = validate_edges(sp, r["clean"], r["corrupt"], metric, g, n=n_edges)
-                out += [{"pair": pi, "hop": f"L{a}->L{b}", "method": method, "source": e["source"],
-                         "target": e["target"], "estimate": est, "exact": ex}
-                        for e, est, ex in zip(v["edges"], v["estimate"], v["exact"])]
+                out += [
+                    {
+                        "pair": pi,
+                        "hop": f"L{a}->L{b}",
+                        "method": method,
+                        "source": e["source"],
+                        "target": e["target"],
+                        "estimate": est,
+                        "exact": ex,
+                    }
+                    for e, est, ex in zip(v["edges"], v["estimate"], v["exact"])
+                ]
     return out
 
 
@@ -171,9 +214,17 @@ def edge_summary(ti: int, rows: list[dict]) -> list[dict]:
     for method in dict.fromkeys(r["method"] for r in rows):
         for hop in ["all"] + [f"L{a}->L{b}" for a, b in HOPS]:
             sel = [r for r in rows if r["method"] == method and hop in ("all", r["hop"])]
-            out.append({"template": ti, "method": method, "hop": hop, "edges": len(sel),
-                        "pearson": pearson([r["estimate"] for r in sel], [r["exact"] for r in sel]),
-                        "sum_estimate": sum(r["estimate"] for r in sel), "sum_exact": sum(r["exact"] for r in sel)})
+            out.append(
+                {
+                    "template": ti,
+                    "method": method,
+                    "hop": hop,
+                    "edges": len(sel),
+                    "pearson": pearson([r["estimate"] for r in sel], [r["exact"] for r in sel]),
+                    "sum_estimate": sum(r["estimate"] for r in sel),
+                    "sum_exact": sum(r["exact"] for r in sel),
+                }
+            )
     return out
 
 
@@ -217,45 +268,86 @@ def run(out: Path, reduced: bool = False, model=None, work: Path | None = None) 
             exact = validate(sp, rows, nodes, n_val)
             toks = sp.run(rows[0]["clean"]).tokens
             for (k, p, f, est), ex in zip(nodes, exact):
-                nodes_rows.append({"template": ti, "sae": k, "position": p, "token": repr(toks[p]), "feature": f,
-                                   "estimate": est, "exact": ex})
+                nodes_rows.append(
+                    {
+                        "template": ti,
+                        "sae": k,
+                        "position": p,
+                        "token": repr(toks[p]),
+                        "feature": f,
+                        "estimate": est,
+                        "exact": ex,
+                    }
+                )
             err_tot = {k: float(v.sum()) for k, v in errs.items()}
-            val.append({"template": ti, "nodes": len(nodes), "pearson": pearson([r[3] for r in nodes], exact),
-                        "feature_total": float(sum(v.sum() for v in feats.values())),
-                        "error_total": float(sum(err_tot.values()))})
+            val.append(
+                {
+                    "template": ti,
+                    "nodes": len(nodes),
+                    "pearson": pearson([r[3] for r in nodes], exact),
+                    "feature_total": float(sum(v.sum() for v in feats.values())),
+                    "error_total": float(sum(err_tot.values())),
+                }
+            )
             for r in faithfulness(sp, rows, feats, KEEP_N if not reduced else [0, 2, 10]):
                 faith_rows.append({"template": ti, **r})
             er = edge_validation(sp, rows, dict(zip(LAYERS, sae_list)), n_edge_pairs, n_edges)
             edge_rows += [{"template": ti, **r} for r in er]
             edge_val += edge_summary(ti, er)
-    result = {"behaviour": behav, "validation": val, "nodes": nodes_rows, "faithfulness": faith_rows,
-              "edge_validation": edge_val, "edges": edge_rows,
-              "saes": {h: str(saes[h][1]) for h in hooks}, "reduced": reduced, "seconds": round(time.time() - t0, 1)}
+    result = {
+        "behaviour": behav,
+        "validation": val,
+        "nodes": nodes_rows,
+        "faithfulness": faith_rows,
+        "edge_validation": edge_val,
+        "edges": edge_rows,
+        "saes": {h: str(saes[h][1]) for h in hooks},
+        "reduced": reduced,
+        "seconds": round(time.time() - t0, 1),
+    }
     write(out, result)
     return result
 
 
 def write(out: Path, r: dict) -> None:
-    md = [f"# IOI on the embedded model{' (reduced)' if r['reduced'] else ''}", "",
-          f"## Does the model do the task? ({r['behaviour'][0]['n']} prompts per template)", "",
-          table(r["behaviour"], ["template", "text", "tokens", "accuracy", "mean_logit_diff", "chosen"]), "",
-          "## Attribution validated by exact patching", "",
-          table(r["validation"], ["template", "nodes", "pearson", "feature_total", "error_total"]), "",
-          "## Top feature nodes", "",
-          table(r["nodes"], ["template", "sae", "position", "token", "feature", "estimate", "exact"]), "",
-          "## Faithfulness over the number of features kept", "",
-          table(r["faithfulness"], ["template", "n_kept", "metric", "faithfulness", "model", "empty"]), "",
-          "## Edges validated by exact patching", "",
-          "Per clean/counterfactual pair, edges between adjacent SAEs (nodes summed over positions, error nodes "
-          "included; 5 downstream x 5 upstream nodes per graph), each graph's top edges by |estimate| against the "
-          "exact effect of the same edge (u patched to corrupt, then d's new value set alone in the clean run). "
-          "Pearson r over all validated edges.", "",
-          table(r["edge_validation"], ["template", "method", "hop", "edges", "pearson", "sum_estimate",
-                                       "sum_exact"]), "",
-          "## Top edges (first pair, attribution patching)", "",
-          table([e for e in r["edges"] if e["pair"] == 0 and e["method"] == "atp"],
-                ["template", "hop", "source", "target", "estimate", "exact"]), "",
-          f"Total time: {r['seconds']} s.", ""]
+    md = [
+        f"# IOI on the embedded model{' (reduced)' if r['reduced'] else ''}",
+        "",
+        f"## Does the model do the task? ({r['behaviour'][0]['n']} prompts per template)",
+        "",
+        table(r["behaviour"], ["template", "text", "tokens", "accuracy", "mean_logit_diff", "chosen"]),
+        "",
+        "## Attribution validated by exact patching",
+        "",
+        table(r["validation"], ["template", "nodes", "pearson", "feature_total", "error_total"]),
+        "",
+        "## Top feature nodes",
+        "",
+        table(r["nodes"], ["template", "sae", "position", "token", "feature", "estimate", "exact"]),
+        "",
+        "## Faithfulness over the number of features kept",
+        "",
+        table(r["faithfulness"], ["template", "n_kept", "metric", "faithfulness", "model", "empty"]),
+        "",
+        "## Edges validated by exact patching",
+        "",
+        "Per clean/counterfactual pair, edges between adjacent SAEs (nodes summed over positions, error nodes "
+        "included; 5 downstream x 5 upstream nodes per graph), each graph's top edges by |estimate| against the "
+        "exact effect of the same edge (u patched to corrupt, then d's new value set alone in the clean run). "
+        "Pearson r over all validated edges.",
+        "",
+        table(r["edge_validation"], ["template", "method", "hop", "edges", "pearson", "sum_estimate", "sum_exact"]),
+        "",
+        "## Top edges (first pair, attribution patching)",
+        "",
+        table(
+            [e for e in r["edges"] if e["pair"] == 0 and e["method"] == "atp"],
+            ["template", "hop", "source", "target", "estimate", "exact"],
+        ),
+        "",
+        f"Total time: {r['seconds']} s.",
+        "",
+    ]
     (out / "results.md").write_text("\n".join(md))
     (out / "results.json").write_text(json.dumps(r, indent=1))
     _figure(r).write_html(out / "ioi.html", include_plotlyjs="cdn")
@@ -265,20 +357,45 @@ def _figure(r: dict):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(1, 3, subplot_titles=("faithfulness vs features kept", "nodes: estimate vs exact",
-                                              "edges: estimate vs exact"))
+    fig = make_subplots(
+        1, 3, subplot_titles=("faithfulness vs features kept", "nodes: estimate vs exact", "edges: estimate vs exact")
+    )
     for ti in sorted({f["template"] for f in r["faithfulness"]}):
         rows = [f for f in r["faithfulness"] if f["template"] == ti]
-        fig.add_trace(go.Scatter(x=[max(f["n_kept"], 0.5) for f in rows], y=[f["faithfulness"] for f in rows],
-                                 mode="lines+markers", name=f"template {ti}"), 1, 1)
+        fig.add_trace(
+            go.Scatter(
+                x=[max(f["n_kept"], 0.5) for f in rows],
+                y=[f["faithfulness"] for f in rows],
+                mode="lines+markers",
+                name=f"template {ti}",
+            ),
+            1,
+            1,
+        )
         nodes = [n for n in r["nodes"] if n["template"] == ti]
-        fig.add_trace(go.Scatter(x=[n["estimate"] for n in nodes], y=[n["exact"] for n in nodes], mode="markers",
-                                 name=f"nodes, template {ti}", text=[f"{n['sae']} pos {n['position']} f{n['feature']}"
-                                                                     for n in nodes]), 1, 2)
+        fig.add_trace(
+            go.Scatter(
+                x=[n["estimate"] for n in nodes],
+                y=[n["exact"] for n in nodes],
+                mode="markers",
+                name=f"nodes, template {ti}",
+                text=[f"{n['sae']} pos {n['position']} f{n['feature']}" for n in nodes],
+            ),
+            1,
+            2,
+        )
         eds = [e for e in r["edges"] if e["template"] == ti and e["method"] == "atp"]
-        fig.add_trace(go.Scatter(x=[e["estimate"] for e in eds], y=[e["exact"] for e in eds], mode="markers",
-                                 name=f"edges, template {ti}", text=[f"{e['source']} -> {e['target']}" for e in eds]),
-                      1, 3)
+        fig.add_trace(
+            go.Scatter(
+                x=[e["estimate"] for e in eds],
+                y=[e["exact"] for e in eds],
+                mode="markers",
+                name=f"edges, template {ti}",
+                text=[f"{e['source']} -> {e['target']}" for e in eds],
+            ),
+            1,
+            3,
+        )
     fig.update_xaxes(type="log", title="features kept (0 shown at 0.5)", row=1, col=1)
     fig.update_xaxes(title="attribution estimate", row=1, col=2)
     fig.update_yaxes(title="exact effect", row=1, col=2)

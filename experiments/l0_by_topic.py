@@ -27,7 +27,7 @@ from sae_lab.activations.masks import keep_mask, special_positions
 from sae_lab.data.packing import pack_token_stream, special_ids
 from sae_lab.data.sources import embedded_split_of
 from sae_lab.models import load_model
-from sae_lab.saes.base import BaseSAE
+from sae_lab.saeref import resolve_saes
 
 
 def topic_contexts(text: str, tokenizer, length: int) -> np.ndarray:
@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     run = Path(args.run_dir)
-    saes = {p.name: BaseSAE.load(p) for p in sorted((run / "saes").iterdir()) if (p / "cfg.json").exists()}
+    saes = {r.name: r.sae for r in resolve_saes(run)}
     hook = next(iter(saes.values())).cfg.hook_name
     cache = ActivationCache(args.cache, verify="none")
     threshold = cache.hook_info(hook)["stats"]["outlier_threshold"]
@@ -75,8 +75,10 @@ def main() -> None:
         for s in saes:
             per = [r[s] for r in rows.values()]
             pooled = sum(r[s] * r["tokens"] for r in rows.values()) / total
-            lines.append(f"  {s:24s} pooled L0 {pooled:6.2f}; per topic median {statistics.median(per):6.2f}, "
-                         f"min {min(per):6.2f}, max {max(per):6.2f}, sd {statistics.pstdev(per):5.2f}")
+            lines.append(
+                f"  {s:24s} pooled L0 {pooled:6.2f}; per topic median {statistics.median(per):6.2f}, "
+                f"min {min(per):6.2f}, max {max(per):6.2f}, sd {statistics.pstdev(per):5.2f}"
+            )
     print("\n".join(lines))
     if args.out:
         Path(args.out).write_text(json.dumps({"argv": vars(args), "per_topic": result, "report": lines}, indent=2))

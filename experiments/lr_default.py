@@ -29,35 +29,64 @@ from sae_lab.saes import SAEConfig
 from sae_lab.training import TrainConfig, train_sweep
 from sae_lab.training.config import auto_lr
 
-ARCHITECTURES = {"topk": {}, "mutual_choice": {}, "feature_choice": {"capacity_rule": "zipf"},
-                 "matching_pursuit": {}}
+ARCHITECTURES = {"topk": {}, "mutual_choice": {}, "feature_choice": {"capacity_rule": "zipf"}, "matching_pursuit": {}}
 OLD_DEAD_WINDOW = 1_000_000
 
 
 def sweep(source, width: int, k: int, lr: float, epochs: int, dead_tokens, run: Path) -> dict:
     """Train the four architectures at one lr in one sweep; their held-out metrics by architecture."""
-    saes = [SAEConfig(architecture=arch, name=arch, d_in=source.d_in, d_sae=width, k=k, hook_name=source.hook_name,
-                      dead_tokens=dead_tokens, **opts) for arch, opts in ARCHITECTURES.items()]
+    saes = [
+        SAEConfig(
+            architecture=arch,
+            name=arch,
+            d_in=source.d_in,
+            d_sae=width,
+            k=k,
+            hook_name=source.hook_name,
+            dead_tokens=dead_tokens,
+            **opts,
+        )
+        for arch, opts in ARCHITECTURES.items()
+    ]
     n_train = source.n_tokens - 16384  # the calibration hold-out
-    cfg = TrainConfig(batch_size=1024, total_tokens=epochs * n_train, lr=lr, warmup_fraction=0.02, decay_start=0.6,
-                      log_every_steps=50, progress=False)
+    cfg = TrainConfig(
+        batch_size=1024,
+        total_tokens=epochs * n_train,
+        lr=lr,
+        warmup_fraction=0.02,
+        decay_start=0.6,
+        log_every_steps=50,
+        progress=False,
+    )
     t0 = time.perf_counter()
     train_sweep(saes, source, cfg, run, extra_config={"model": {"name": "embedded"}})
     seconds = time.perf_counter() - t0
-    ev = EvalConfig(data=DataConfig(split="validation", context_length=128), n_tokens=16384, ce_loss=False,
-                    exclude_outliers=10.0)
+    ev = EvalConfig(
+        data=DataConfig(split="validation", context_length=128), n_tokens=16384, ce_loss=False, exclude_outliers=10.0
+    )
     summary = evaluate_run(run, ev)["saes"]
     status = json.loads((run / "run.json").read_text())["results"]
-    return {arch: {"fvu": summary[arch]["fvu"], "l0": summary[arch]["l0_mean"],
-                   "dead_fraction": summary[arch]["dead_fraction"], "train_seconds": seconds,
-                   "train_dead": status[arch]["n_dead"] / width} for arch in ARCHITECTURES}
+    return {
+        arch: {
+            "fvu": summary[arch]["fvu"],
+            "l0": summary[arch]["l0_mean"],
+            "dead_fraction": summary[arch]["dead_fraction"],
+            "train_seconds": seconds,
+            "train_dead": status[arch]["n_dead"] / width,
+        }
+        for arch in ARCHITECTURES
+    }
 
 
 def table(rows: list[dict], factors: list[float]) -> str:
     """One line per (architecture, width): FVU at each factor, the default's ratio to the best, dead fractions."""
-    head = ("| architecture | d_sae | " + " | ".join(f"FVU x{f:g}" for f in factors) +
-            " | FVU(auto) / best | dead held out x" + " / x".join(f"{f:g}" for f in factors) +
-            " | old window: FVU, dead |")
+    head = (
+        "| architecture | d_sae | "
+        + " | ".join(f"FVU x{f:g}" for f in factors)
+        + " | FVU(auto) / best | dead held out x"
+        + " / x".join(f"{f:g}" for f in factors)
+        + " | old window: FVU, dead |"
+    )
     lines = [head, "|" + "---|" * (len(factors) + 5)]
     for arch in ARCHITECTURES:
         for width in sorted({r["width"] for r in rows}):
@@ -65,9 +94,13 @@ def table(rows: list[dict], factors: list[float]) -> str:
             base = [r["metrics"][arch] for r in rows if r["width"] == width and r["baseline"]]
             best = min(m["fvu"] for m in by.values())
             old = f"{base[0]['fvu']:.4f}, {100 * base[0]['dead_fraction']:.1f}%" if base else "-"
-            lines.append(f"| {arch} | {width:,} | " + " | ".join(f"{by[f]['fvu']:.4f}" for f in factors) +
-                         f" | {by[1.0]['fvu'] / best:.3f} | " +
-                         " / ".join(f"{100 * by[f]['dead_fraction']:.1f}%" for f in factors) + f" | {old} |")
+            lines.append(
+                f"| {arch} | {width:,} | "
+                + " | ".join(f"{by[f]['fvu']:.4f}" for f in factors)
+                + f" | {by[1.0]['fvu'] / best:.3f} | "
+                + " / ".join(f"{100 * by[f]['dead_fraction']:.1f}%" for f in factors)
+                + f" | {old} |"
+            )
     return "\n".join(lines)
 
 
@@ -91,8 +124,16 @@ def main() -> None:
         for factor, window, baseline in runs:
             with tempfile.TemporaryDirectory() as tmp:
                 metrics = sweep(source, width, a.k, factor * auto_lr(width), a.epochs, window, Path(tmp) / "run")
-            rows.append({"width": width, "factor": factor, "lr": factor * auto_lr(width), "baseline": baseline,
-                         "dead_tokens": window, "metrics": metrics})
+            rows.append(
+                {
+                    "width": width,
+                    "factor": factor,
+                    "lr": factor * auto_lr(width),
+                    "baseline": baseline,
+                    "dead_tokens": window,
+                    "metrics": metrics,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
             (out / "results.json").write_text(json.dumps({"args": vars(a), "rows": rows}, indent=1))
     md = table(rows, a.factors)

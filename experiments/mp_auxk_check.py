@@ -33,23 +33,49 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=8e-4)
     a = p.parse_args()
     source = ActivationCache(a.cache).source()
-    common = dict(architecture="matching_pursuit", d_in=source.d_in, d_sae=a.d_sae, k=a.k,
-                  dead_tokens=a.dead_tokens, hook_name=source.hook_name)
+    common = dict(
+        architecture="matching_pursuit",
+        d_in=source.d_in,
+        d_sae=a.d_sae,
+        k=a.k,
+        dead_tokens=a.dead_tokens,
+        hook_name=source.hook_name,
+    )
     saes = [SAEConfig(name="mp", **common), SAEConfig(name="mp_auxk", aux_coef=a.aux_coef, **common)]
-    cfg = TrainConfig(batch_size=1024, total_tokens=a.tokens, lr=a.lr, warmup_fraction=0.02, decay_start=0.6,
-                      log_every_steps=20, progress=False)
+    cfg = TrainConfig(
+        batch_size=1024,
+        total_tokens=a.tokens,
+        lr=a.lr,
+        warmup_fraction=0.02,
+        decay_start=0.6,
+        log_every_steps=20,
+        progress=False,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         result = train_sweep(saes, source, cfg, run, extra_config={"model": {"name": "embedded"}})
-        ev = EvalConfig(data=DataConfig(split="validation", context_length=128), n_tokens=16384, ce_loss=False,
-                        exclude_outliers=10.0)
+        ev = EvalConfig(
+            data=DataConfig(split="validation", context_length=128),
+            n_tokens=16384,
+            ce_loss=False,
+            exclude_outliers=10.0,
+        )
         summary = evaluate_run(run, ev)
     for name, r in result.results.items():
         m = summary["saes"][name]
-        print(json.dumps({"sae": name, "train_dead_fraction": len(r.dead_latents) / a.d_sae,
-                          "train_fvu_last_window": r.metrics.get("fvu"), "heldout_fvu": m["fvu"],
-                          "heldout_l0": m["l0_mean"], "heldout_dead_fraction": m["dead_fraction"],
-                          "auxk_last_window": r.metrics.get("auxk")}))
+        print(
+            json.dumps(
+                {
+                    "sae": name,
+                    "train_dead_fraction": len(r.dead_latents) / a.d_sae,
+                    "train_fvu_last_window": r.metrics.get("fvu"),
+                    "heldout_fvu": m["fvu"],
+                    "heldout_l0": m["l0_mean"],
+                    "heldout_dead_fraction": m["dead_fraction"],
+                    "auxk_last_window": r.metrics.get("auxk"),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

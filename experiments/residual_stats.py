@@ -29,10 +29,11 @@ def activations(hook: str, n_tokens: int, context_length: int = 128, batch: int 
     contexts = np.stack(list(itertools.islice(iter_contexts(cfg, model.tokenizer), n_tokens // context_length)))
     rows = []
     for i in range(0, len(contexts), batch):
-        tokens = contexts[i:i + batch]
+        tokens = contexts[i : i + batch]
         with torch.no_grad():
-            _, cache = model.bridge.run_with_cache(torch.as_tensor(tokens, dtype=torch.long), names_filter=[hook],
-                                                   stop_at_layer=stop_layer([hook]))
+            _, cache = model.bridge.run_with_cache(
+                torch.as_tensor(tokens, dtype=torch.long), names_filter=[hook], stop_at_layer=stop_layer([hook])
+            )
         keep = ~torch.as_tensor(special_token_mask(tokens, model.tokenizer))
         rows.append(cache[hook][keep].float())
     return torch.cat(rows)
@@ -45,13 +46,17 @@ def stats(x: torch.Tensor, multiple: float) -> dict[str, float]:
     outlier = norms > multiple * median
     centred = ((x - x.mean(0)) ** 2).sum(-1)
     inliers = x[~outlier]
-    return {"positions": len(x), "median_norm": median, "max_norm": norms.max().item(),
-            "max_over_median": norms.max().item() / median, "outliers": int(outlier.sum()),
-            "outlier_fraction": outlier.float().mean().item(),
-            "outlier_share_of_variance": (centred[outlier].sum() / centred.sum()).item(),
-            "mean_share_of_energy": (x.mean(0).pow(2).sum() / x.pow(2).sum(-1).mean()).item(),
-            "mean_share_of_energy_without_outliers":
-                (inliers.mean(0).pow(2).sum() / inliers.pow(2).sum(-1).mean()).item()}
+    return {
+        "positions": len(x),
+        "median_norm": median,
+        "max_norm": norms.max().item(),
+        "max_over_median": norms.max().item() / median,
+        "outliers": int(outlier.sum()),
+        "outlier_fraction": outlier.float().mean().item(),
+        "outlier_share_of_variance": (centred[outlier].sum() / centred.sum()).item(),
+        "mean_share_of_energy": (x.mean(0).pow(2).sum() / x.pow(2).sum(-1).mean()).item(),
+        "mean_share_of_energy_without_outliers": (inliers.mean(0).pow(2).sum() / inliers.pow(2).sum(-1).mean()).item(),
+    }
 
 
 def main() -> None:

@@ -45,8 +45,9 @@ def as_index(value, name: str, size: int, error: type[Exception], noun: str = "i
     return i
 
 
-def as_indices(values, name: str, size: int | None, error: type[Exception], noun: str = "index",
-               owner: str = "it") -> list[int]:
+def as_indices(
+    values, name: str, size: int | None, error: type[Exception], noun: str = "index", owner: str = "it"
+) -> list[int]:
     """One index or a flat, non-empty list (tuple, 1-D array or tensor) of distinct indices, as a list of ints.
     ``size=None``: any non-negative int."""
     if isinstance(values, (str, bytes)) or getattr(values, "ndim", 1) > 1:
@@ -68,8 +69,9 @@ def as_indices(values, name: str, size: int | None, error: type[Exception], noun
     return out
 
 
-def as_count(value, name: str, error: type[Exception], minimum: int = 1, maximum: int | None = None,
-             why: str = "") -> int:
+def as_count(
+    value, name: str, error: type[Exception], minimum: int = 1, maximum: int | None = None, why: str = ""
+) -> int:
     """A whole number ``>= minimum`` (and ``<= maximum`` when given; ``why`` explains the maximum)."""
     n = as_int(value, name, error)
     if n < minimum:

@@ -67,17 +67,20 @@ def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``a.b.c=value`` into (["a", "b", "c"], value), the value read as YAML."""
+    """Parse ``a.b.c=value`` into (["a", "b", "c"], value), the value read as YAML (``a.b+=value``: see
+    :func:`apply_overrides`)."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key.subkey=value")
+        raise ConfigError(f"override '{text}' must look like key.subkey=value (or list+=item)")
     key, raw = text.split("=", 1)
+    key = key.removesuffix("+")
     if not key.strip():
         raise ConfigError(f"override '{text}' has an empty key")
     return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.path=value`` overrides to a nested dict (list items by integer index)."""
+    """Apply overrides to a nested dict: ``key.path=value`` sets (list items by index; the index one past the end
+    adds an item), ``key.path+=item`` appends to a list (``+=[a, b]`` extends it by several)."""
     for text in overrides:
         path, value = parse_override(text)
         node: Any = data
@@ -87,20 +90,40 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             else:
                 node = node.setdefault(part, {})
         last = path[-1]
-        if isinstance(node, list):
-            node[_list_index(last, node, text)] = value
+        if text.split("=", 1)[0].endswith("+"):
+            _append(node, last, value, text)
+        elif isinstance(node, list):
+            index = _list_index(last, node, text, extend=True)
+            node[index : index + 1] = [value]
         else:
             node[last] = value
     return data
 
 
-def _list_index(part: str, node: list, text: str) -> int:
+def _append(node: Any, key: str, value: Any, text: str) -> None:
+    """``key+=value``: append ``value`` (a list: its items) to the list at ``node[key]`` (created if absent)."""
+    target = node[_list_index(key, node, text)] if isinstance(node, list) else node.setdefault(key, [])
+    if not isinstance(target, list):
+        raise ConfigError(
+            f"override '{text}': '{key}' holds {type(target).__name__} {target!r}, not a list; "
+            f"'+=' appends to a list (set a value with {key}=...)"
+        )
+    target.extend(value if isinstance(value, list) else [value])
+
+
+def _list_index(part: str, node: list, text: str, extend: bool = False) -> int:
+    """The list index ``part`` names (negative counts from the end); ``extend``: one past the end adds an item."""
     try:
         idx = int(part)
-        node[idx]
-        return idx
+        if not (extend and idx == len(node)):
+            node[idx]
+        return idx if idx >= 0 else len(node) + idx
     except (ValueError, IndexError):
-        raise ConfigError(f"override '{text}': '{part}' is not a valid index into a list of {len(node)}") from None
+        top = len(node) if extend else len(node) - 1
+        raise ConfigError(
+            f"override '{text}': '{part}' is not a valid index into a list of {len(node)} "
+            f"(0 to {top}{', the last adds an item' if extend else ''}; or append with +=)"
+        ) from None
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -33,6 +33,17 @@ def local_device(requested: str) -> str:
     return requested
 
 
+def shut_down(ok: bool) -> None:
+    """End of a command under torchrun: after a success every rank waits for the others (rank 0 writes last), then
+    the process group is destroyed. A rank that leaves with gloo's threads still running can abort ("terminate
+    called without an active exception"), and torchrun then kills the ranks still writing. A no-op otherwise."""
+    if not dist.is_initialized():
+        return
+    if ok:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -1,4 +1,5 @@
-"""Durable files, the one place that knows how: atomic writes of text, files and directories; SHA-256 of a file.
+"""Durable files, the one place that knows how: atomic writes of text, files and directories; temporary names;
+SHA-256 of a file, of a JSON value, and the ``<file>.sha256`` checksum file beside a file.
 
 Every atomic write goes the same way: write under a temporary name beside the target, fsync it (every file
 of a directory), rename it over the target, fsync the parent directory. A crash at any point leaves either
@@ -10,18 +11,57 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+CHECKSUM_SUFFIX = ".sha256"
+_TEMP = re.compile(r"^\.?(?P<target>.+?)(\.tmp\d*|\.tmp-.*)$")  # .<name>.tmp<pid>; older forms: <name>.tmp*, .tmp-*
 
 
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def canonical_json(value: Any, compact: bool = False) -> bytes:
+    """``value`` as JSON with sorted keys (UTF-8), the form sae-lab hashes; ``compact`` drops the spaces after
+    separators and writes non-JSON values as ``str()`` (the form run config hashes have always used)."""
+    if compact:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return json.dumps(value, sort_keys=True).encode()
+
+
+def json_sha256(value: Any, compact: bool = False) -> str:
+    """Hex SHA-256 of :func:`canonical_json` of ``value``: equal for equal values, whatever their key order."""
+    return hashlib.sha256(canonical_json(value, compact)).hexdigest()
+
+
+def checksum_path(path: str | Path) -> Path:
+    """The checksum file beside ``path`` (``<name>.sha256``): its first line is the hex SHA-256 of ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def write_checksum(path: str | Path, digest: str | None = None, extra: str | None = None) -> None:
+    """Record ``path``'s SHA-256 (``digest``, else hashed now) in its checksum file, atomically; ``extra`` becomes
+    a second line (e.g. a stat record that lets later checks skip re-hashing)."""
+    digest = digest if digest is not None else sha256_file(path)
+    atomic_write_text(checksum_path(path), f"{digest}\n" + (f"{extra}\n" if extra is not None else ""))
+
+
+def read_checksum(path: str | Path) -> tuple[str, str | None] | None:
+    """(recorded SHA-256, second line or None) from ``path``'s checksum file; None when it has none."""
+    file = checksum_path(path)
+    if not file.is_file():
+        return None
+    lines = file.read_text().splitlines() or [""]
+    return lines[0].strip(), (lines[1] if len(lines) > 1 else None)
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -64,17 +104,26 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def temp_target(name: str) -> str | None:
+    """The name whose atomic write made the temporary ``name`` (:func:`temp_name`), or None when ``name`` is no
+    temporary."""
+    m = _TEMP.match(name)
+    return m.group("target") if m else None
+
+
 def is_temp_name(name: str) -> bool:
     """True for names made by :func:`temp_name` (leftovers of an interrupted write)."""
-    return name.startswith(".") and ".tmp" in name
+    return temp_target(name) is not None
 
 
-def remove_temps(directory: str | Path) -> None:
-    """Delete what interrupted atomic writes left in ``directory`` (temporaries of any process)."""
+def remove_temps(directory: str | Path, target: str | None = None) -> None:
+    """Delete what interrupted atomic writes left in ``directory`` (temporaries of any process), only those of
+    the file named ``target`` when given."""
     d = Path(directory)
     if d.is_dir():
         for p in d.iterdir():
-            if is_temp_name(p.name):
+            t = temp_target(p.name)
+            if t is not None and (target is None or t == target):
                 _remove(p)
 
 
@@ -97,9 +146,11 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
         full = isinstance(e, Exception) and (is_space_error(e) or _out_of_room(tmp))
         _remove(tmp)
         if full:
-            raise WriteError(f"could not write '{path}': {e}. The disk is full or a file-size limit (ulimit -f) "
-                             "was reached: free space (or lift the limit) and run the same command again; it "
-                             "resumes where it stopped.") from e
+            raise WriteError(
+                f"could not write '{path}': {e}. The disk is full or a file-size limit (ulimit -f) "
+                "was reached: free space (or lift the limit) and run the same command again; it "
+                "resumes where it stopped."
+            ) from e
         raise
     fsync_dir(path.parent)
 

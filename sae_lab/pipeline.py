@@ -11,6 +11,11 @@ A run config is one YAML file::
     saes: [{architecture: topk, expansion_factor: 4, k: 32}, ...]
 
 ``d_in`` and ``hook_name`` of each SAE default to those of the activation source.
+
+Several hooks in one run (sparsify's ``--hookpoints``): ``activations.hooks`` lists them or globs them
+(``[blocks.*.hook_resid_post]``, ``[blocks.[3-6].hook_resid_post]``); the run trains on all of them (or on
+``hook:``, a name, list or glob among them) in one pass over the data, and each ``saes:`` entry without its own
+``hook_name`` becomes one SAE per hook, named ``NAME.HOOK`` (e.g. ``topk_k32.blocks.3.hook_resid_post``).
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SerializeAsAny, ValidationError
+from pydantic import BeforeValidator, Field, SerializeAsAny, ValidationError, model_validator
 
 from sae_lab.activations.config import ActivationConfig, CacheConfig
-from sae_lab.activations.source import ActivationSource
+from sae_lab.activations.hooks import expand_hooks, is_pattern
+from sae_lab.activations.source import ActivationSource, hook_parts
 from sae_lab.configbase import ConfigError, StrictModel, build_config, format_validation_error
 from sae_lab.data.config import DataConfig
 from sae_lab.distributed import world
@@ -64,56 +70,129 @@ class RunConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     activations: ActivationConfig = Field(default_factory=ActivationConfig)
     cache: CacheSection | None = Field(None, description="null: stream activations from the model")
-    hook: str | None = Field(None, description="the hook to train on (default: the first of activations.hooks)")
+    hook: str | list[str] | None = Field(
+        None,
+        description="the hook(s) to train on, among activations.hooks: a name, a list or globs "
+        "(default: every hook of activations.hooks); with several, each saes entry without a hook_name trains one "
+        "SAE per hook, named NAME.HOOK",
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
-    saes: list[SAEEntry] = Field(..., min_length=1,
-                                 description="SAE configs (each its architecture's); d_in and hook_name default "
-                                             "from the data")
+    saes: list[SAEEntry] = Field(
+        ..., min_length=1, description="SAE configs (each its architecture's); d_in and hook_name default from the data"
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig, description="held-out evaluation (sae-lab eval)")
     analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig, description="feature database (sae-lab analyze)")
 
     @property
-    def hook_name(self) -> str:
-        return self.hook or self.activations.hooks[0]
+    def train_hooks(self) -> list[str]:
+        """The hooks the run trains on (after :func:`resolve_hooks` has expanded any globs)."""
+        if self.hook is None:
+            return list(self.activations.hooks)
+        return [self.hook] if isinstance(self.hook, str) else list(self.hook)
+
+    @model_validator(mode="after")
+    def _one_hook_for_gradients(self) -> "RunConfig":
+        several = len(self.activations.hooks) > 1 or is_pattern(self.activations.hooks[0])
+        if _needs_gradients(self) and (isinstance(self.hook, list) or (self.hook is None and several)):
+            raise ValueError(
+                "an SAE with selection: gradient (g-SAE) trains from a gradient stream of one hook; set hook: to "
+                "one hook name (or train the g-SAEs of other hooks in runs of their own)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gradients_need_a_stream(self) -> "RunConfig":
+        if self.cache is not None and _needs_gradients(self):
+            raise ValueError(
+                "an SAE with selection: gradient (g-SAE) trains on the LM loss's gradient at each row, "
+                "which a cache does not store; set cache: null to train from a live stream with "
+                "gradients (BENCHMARKS.md, section 'g-SAE', gives its cost)"
+            )
+        return self
 
     def cache_config(self) -> CacheConfig:
         """The `sae-lab cache` config implied by this run."""
         if self.cache is None:
             raise ConfigError("this run streams activations (cache: null); there is no cache to build")
-        return CacheConfig(model=self.model, data=self.data, activations=self.activations,
-                           output=self.cache.path, storage_dtype=self.cache.storage_dtype,
-                           shard_contexts=self.cache.shard_contexts)
+        return CacheConfig(
+            model=self.model,
+            data=self.data,
+            activations=self.activations,
+            output=self.cache.path,
+            storage_dtype=self.cache.storage_dtype,
+            shard_contexts=self.cache.shard_contexts,
+        )
 
 
-def sae_configs(cfg: RunConfig, d_in: int) -> list[SAEConfig]:
-    """The sweep's SAE configs with d_in and hook_name filled from the activation source where left open."""
+def resolve_hooks(cfg: RunConfig, available: list[str]) -> RunConfig:
+    """``cfg`` with the globs of ``activations.hooks`` expanded against ``available`` (the model's hook names, or a
+    cache's hooks) and ``hook`` set to the list of hooks to train on: globs match among ``activations.hooks``; a
+    name must be one of them, or, in a run on a cache, one of ``available``."""
+    acts = cfg.activations.expanded(available)
+    hooks = expand_hooks(cfg.train_hooks if cfg.hook is not None else acts.hooks, acts.hooks, "hook")
+    allowed = set(acts.hooks) | (set(available) if cfg.cache is not None else set())
+    missing = [h for h in hooks if h not in allowed]
+    if missing:
+        where = f"the run's activations.hooks ({', '.join(acts.hooks)})"
+        if cfg.cache is not None:
+            where += f" nor the hooks of the cache ({', '.join(available)})"
+        raise ConfigError(
+            f"hook: '{', '.join(missing)}' is not among {where}; add it to activations.hooks or train on one of those"
+        )
+    return cfg.model_copy(update={"activations": acts, "hook": hooks})
+
+
+def sae_configs(cfg: RunConfig, widths: int | dict[str, int]) -> list[SAEConfig]:
+    """The sweep's SAE configs with d_in and hook_name filled in where left open. ``widths``: d_in of each hook of
+    the source (or one d_in for all). With several hooks, an entry without a hook_name becomes one SAE per hook,
+    named NAME.HOOK."""
+    hooks = cfg.train_hooks
     out = []
     for i, sae in enumerate(cfg.saes):
-        try:
-            out.append(sae.bind(d_in, cfg.hook_name))
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e, type(sae), f"saes.{i}")) from None
+        own = [sae.hook_name] if sae.hook_name else hooks
+        for hook in own:
+            # a hook the source lacks: any width; training's checks name the hook
+            d_in = widths if isinstance(widths, int) else widths.get(hook, next(iter(widths.values())))
+            entry = sae if len(own) == 1 else sae.model_copy(update={"name": f"{sae.name}.{hook}"})
+            try:
+                out.append(entry.bind(d_in, hook))
+            except ValidationError as e:
+                raise ConfigError(format_validation_error(e, type(sae), f"saes.{i}")) from None
     return out
 
 
 def open_source(cfg: RunConfig, model: LoadedModel | None = None) -> ActivationSource:
-    """The run's ActivationSource: the cache (which must exist and be sound) or a live stream."""
+    """The run's ActivationSource for its hooks (resolved: :func:`resolve_hooks`): the cache (which must exist and
+    be sound) or a live stream. Several hooks come side by side in each batch (``hook_parts``)."""
+    hooks = cfg.train_hooks
+    hook = hooks[0] if len(hooks) == 1 else hooks
     if cfg.cache is not None:
         from sae_lab.activations.cache_reader import ActivationCache
 
         cache = ActivationCache(cfg.cache.path, verify=cfg.cache.verify)
-        return cache.source(cfg.hook_name, buffer_tokens=cfg.cache.buffer_tokens)
+        return cache.source(hook, buffer_tokens=cfg.cache.buffer_tokens)
+    from sae_lab.activations.grad_stream import GradientStreamingSource
     from sae_lab.activations.stream import StreamingSource
 
     model = model or cfg.model.load()
-    return StreamingSource(model, cfg.data, cfg.activations, cfg.hook_name)
+    stream = GradientStreamingSource if _needs_gradients(cfg) else StreamingSource  # g-SAE: also dL/dx
+    return stream(model, cfg.data, cfg.activations, hook)
 
 
-_IDENTITY_PATHS = {"model_name": ("model", "name"), "model_dtype": ("model", "dtype"),
-                   "storage_dtype": ("cache", "storage_dtype"), "shard_contexts": ("cache", "shard_contexts"),
-                   "normalize": ("activations", "normalize"),
-                   "norm_sample_contexts": ("activations", "norm_sample_contexts"),
-                   "exclude_outliers": ("activations", "exclude_outliers")}
+def _needs_gradients(cfg: RunConfig) -> bool:
+    """Whether an SAE of the sweep selects latents with the LM loss's gradient (TopK's ``selection: gradient``)."""
+    return any(getattr(s, "selection", None) == "gradient" for s in cfg.saes)
+
+
+_IDENTITY_PATHS = {
+    "model_name": ("model", "name"),
+    "model_dtype": ("model", "dtype"),
+    "storage_dtype": ("cache", "storage_dtype"),
+    "shard_contexts": ("cache", "shard_contexts"),
+    "normalize": ("activations", "normalize"),
+    "norm_sample_contexts": ("activations", "norm_sample_contexts"),
+    "exclude_outliers": ("activations", "exclude_outliers"),
+}
 
 
 def _config_path(identity_key: str) -> tuple[str, ...] | None:
@@ -148,10 +227,12 @@ def align_with_cache(cfg: RunConfig, manifest: dict) -> RunConfig:
     keys = [d.split(":")[0] for d in diff]
     conflicts = [d for d, k in zip(diff, keys) if _config_path(k) is None or _explicit(cfg, _config_path(k))]
     if conflicts:
-        raise ConfigError(f"the run config does not match the activation cache '{cfg.cache.path}':\n  "
-                          + "\n  ".join(conflicts[:12])
-                          + "\nMake the run config say what the cache was made with (or leave those keys out), or "
-                            "point cache.path at a new directory to build a matching cache (`sae-lab run` builds it).")
+        raise ConfigError(
+            f"the run config does not match the activation cache '{cfg.cache.path}':\n  "
+            + "\n  ".join(conflicts[:12])
+            + "\nMake the run config say what the cache was made with (or leave those keys out), or "
+            "point cache.path at a new directory to build a matching cache (`sae-lab run` builds it)."
+        )
     if not keys:
         return cfg
     data = cfg.model_dump(mode="json", exclude_unset=True)
@@ -183,8 +264,14 @@ def build_cache_for(cfg: RunConfig, model: LoadedModel | None = None) -> dict | 
     return build_cache(cfg.cache_config(), model=model)
 
 
-def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, model: LoadedModel | None = None,
-              config_path: str | Path | None = None, callbacks=()):
+def train_run(
+    cfg: RunConfig,
+    resume: str = "auto",
+    overwrite: bool = False,
+    model: LoadedModel | None = None,
+    config_path: str | Path | None = None,
+    callbacks=(),
+):
     """Train the sweep of ``cfg`` into ``cfg.run_dir``; returns the trainer's SweepResult. ``config_path`` (the
     user's config file) is protected from ``overwrite``; ``callbacks`` are train_sweep's (called after each step)."""
     from sae_lab.training import train_sweep
@@ -192,12 +279,25 @@ def train_run(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, mod
     if cfg.cache is not None:
         from sae_lab.activations.cache_format import read_manifest
 
-        cfg = align_with_cache(cfg, read_manifest(Path(cfg.cache.path)))
+        manifest = read_manifest(Path(cfg.cache.path))
+        cfg = resolve_hooks(align_with_cache(cfg, manifest), list(manifest["hooks"]))
+    else:
+        model = model or cfg.model.load()
+        cfg = resolve_hooks(cfg, model.hook_names)
     source = open_source(cfg, model)
-    saes = sae_configs(cfg, source.d_in)
+    saes = sae_configs(cfg, {h: p.d_in for h, p in hook_parts(source).items()})
     extra = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("train", "saes", "run_dir")}
-    return train_sweep(saes, source, cfg.train, Path(cfg.run_dir), resume=resume, overwrite=overwrite,
-                       extra_config=extra, config_path=config_path, callbacks=callbacks)
+    return train_sweep(
+        saes,
+        source,
+        cfg.train,
+        Path(cfg.run_dir),
+        resume=resume,
+        overwrite=overwrite,
+        extra_config=extra,
+        config_path=config_path,
+        callbacks=callbacks,
+    )
 
 
 def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, report=print, config_path=None) -> dict:
@@ -205,9 +305,11 @@ def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, repor
     from sae_lab.evaluation import analyze_run, evaluate_run
 
     model = cfg.model.load()
-    report(f"[1/4] activations: {'cache ' + cfg.cache.path if cfg.cache else 'streaming from the model'}")
+    cfg = resolve_hooks(cfg, model.hook_names)  # globs -> the model's hook names
+    report(f"[1/4] activations of {', '.join(cfg.train_hooks)}: {_where(cfg)}")
     build_cache_for(cfg, model)
-    report(f"[2/4] training {len(cfg.saes)} SAE(s) into {cfg.run_dir}")
+    n_saes = sum(1 if s.hook_name else len(cfg.train_hooks) for s in cfg.saes)
+    report(f"[2/4] training {n_saes} SAE(s) into {cfg.run_dir}")
     result = train_run(cfg, resume=resume, overwrite=overwrite, model=model, config_path=config_path)
     if world()[0] != 0:  # under torchrun: the ranks cached and trained together; rank 0 evaluates and analyses
         return {"train": result}
@@ -218,9 +320,12 @@ def run_all(cfg: RunConfig, resume: str = "auto", overwrite: bool = False, repor
     analysis = analyze_run(cfg.run_dir, cfg.analyze, model)
     for name, path in analysis.get("databases", {}).items():
         report(f"  {name:>24}: {path}")
-    report(f"done. Browse, compare, ablate and steer these features in the dashboard:\n"
-           f"  {dashboard_hint(cfg.run_dir)}")
+    report(f"done. Browse, compare, ablate and steer these features in the dashboard:\n  {dashboard_hint(cfg.run_dir)}")
     return {"train": result, "eval": summary, "analyze": analysis}
+
+
+def _where(cfg: RunConfig) -> str:
+    return f"cache {cfg.cache.path}" if cfg.cache else "streaming from the model"
 
 
 def dashboard_hint(run_dir: str | Path) -> str:
@@ -232,11 +337,18 @@ def dashboard_hint(run_dir: str | Path) -> str:
 
 def format_eval_table(summary: dict) -> str:
     """A plain-text table of the headline metrics of every SAE in an eval summary, both eval definitions."""
-    cols = [("fvu", "FVU", ".4f"), ("l0_mean", "L0", ".1f"), ("train_l0", "train L0", ".1f"),
-            ("dead_fraction", "dead", ".3f"),
-            ("loss_recovered_zero", "CE rec(0)", ".3f"), ("loss_recovered_mean", "CE rec(mean)", ".3f"),
-            ("kl_sae", "KL", ".4f"), ("saelens_ce_loss_score", "SL CE score", ".3f"),
-            ("saelens_kl_div_score", "SL KL score", ".3f"), ("saelens_kl_div_with_sae", "SL KL", ".4f")]
+    cols = [
+        ("fvu", "FVU", ".4f"),
+        ("l0_mean", "L0", ".1f"),
+        ("train_l0", "train L0", ".1f"),
+        ("dead_fraction", "dead", ".3f"),
+        ("loss_recovered_zero", "CE rec(0)", ".3f"),
+        ("loss_recovered_mean", "CE rec(mean)", ".3f"),
+        ("kl_sae", "KL", ".4f"),
+        ("saelens_ce_loss_score", "SL CE score", ".3f"),
+        ("saelens_kl_div_score", "SL KL score", ".3f"),
+        ("saelens_kl_div_with_sae", "SL KL", ".4f"),
+    ]
     lines = ["  " + f"{'sae':>24} " + " ".join(f"{h:>12}" for _, h, _ in cols)]
     for name, m in summary["saes"].items():
         cells = [format(m[k], f) if isinstance(m.get(k), (int, float)) else "-" for k, _, f in cols]
@@ -250,4 +362,5 @@ EVAL_TABLE_NOTE = (
     "  CE rec(0), CE rec(mean), KL: sae-lab's definitions: the SAE spliced and the hook ablated only at the kept\n"
     "    positions (not BOS/EOS/pad, not norm outliers), CE and KL averaged over every next-token prediction.\n"
     "  SL *: SAELens's (sae_lens.evals ce_loss_score, kl_div_score, kl_div_with_sae): the SAE spliced at every\n"
-    "    non-special position (outliers too), the hook zeroed at every position, averages over non-special positions.")
+    "    non-special position (outliers too), the hook zeroed at every position, averages over non-special positions."
+)

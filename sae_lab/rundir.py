@@ -8,15 +8,16 @@ Layout (one directory per sweep)::
     checkpoints/                 ckpt_<tokens>.pt, the newest ``keep_checkpoints`` only
     tensorboard/, wandb/         optional metric sinks (train.tensorboard, train.wandb)
     eval.json                    run-level eval summary (``sae-lab eval``)
-    saes/<name>/                 final SAE (SAELens layout, scale folded: applies to raw activations)
-    saes/<name>/eval.json        that SAE's eval record
-    saes/<name>/features.sqlite  that SAE's feature database (``sae-lab analyze``)
+    .analyze_checkpoint.safetensors  an analysis in progress (``sae-lab analyze``)
+    saes/<name>/                 each final SAE: an SAE directory (sae_lab.saedir: SAELens layout, scale folded so
+                                 that it applies to raw activations, + its eval.json and features.sqlite)
 
 A run directory carries sae-lab's ownership marker (:mod:`sae_lab.ownership`): only the entries above (and
 their temporaries) are ever deleted, by :meth:`RunDir.clear`, and never while other files are present.
 
-This module sits on the ground floor: it imports only the standard library, PyYAML, ``sae_lab.fileio`` and
-``sae_lab.ownership``.
+This module sits on the ground floor: it imports only the standard library, PyYAML, ``sae_lab.fileio``,
+``sae_lab.ownership`` and the SAE directory's layout (``sae_lab.saedir``). Which SAEs a run or any other target
+names: ``sae_lab.saeref.resolve_saes``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ import yaml
 
 from sae_lab import ownership
 from sae_lab.fileio import atomic_write_text
+from sae_lab.saedir import ANALYZE_CHECKPOINT
 
 CONFIG, STATUS, METRICS, EVAL = "config.yaml", "run.json", "metrics.jsonl", "eval.json"
-CHECKPOINTS, SAES, FEATURE_DB, TENSORBOARD = "checkpoints", "saes", "features.sqlite", "tensorboard"
-ANALYZE_CHECKPOINT = ".analyze_checkpoint.safetensors"
+CHECKPOINTS, SAES, TENSORBOARD = "checkpoints", "saes", "tensorboard"
 RUN_KIND = "run"
 OWNED = (CONFIG, STATUS, METRICS, EVAL, CHECKPOINTS, SAES, TENSORBOARD, "wandb", ANALYZE_CHECKPOINT)
 
@@ -106,13 +107,8 @@ class RunDir:
         return self.path / ANALYZE_CHECKPOINT
 
     def sae_dir(self, name: str) -> Path:
+        """saes/<name>: an SAE directory (open it with ``sae_lab.saedir.SAEDir``)."""
         return self.saes_dir / name
-
-    def sae_eval_path(self, name: str) -> Path:
-        return self.sae_dir(name) / EVAL
-
-    def feature_db_path(self, name: str) -> Path:
-        return self.sae_dir(name) / FEATURE_DB
 
     # ---- reading --------------------------------------------------------------------------------
     def is_run(self) -> bool:
@@ -150,18 +146,6 @@ class RunDir:
         """The run-level eval.json (None before ``sae-lab eval``)."""
         return _read_json(self.eval_path)
 
-    def sae_eval(self, name: str) -> dict | None:
-        """saes/<name>/eval.json (None before ``sae-lab eval``)."""
-        return _read_json(self.sae_eval_path(name))
-
-    def single_sae_dir(self) -> Path:
-        """The directory of the run's only SAE; RunDirError when it holds none or several."""
-        names = self.sae_names()
-        if len(names) != 1:
-            what = f"SAEs {names}" if names else "no trained SAE"
-            raise RunDirError(f"run directory '{self.path}' holds {what}; pass '{self.saes_dir}/<name>' to choose one")
-        return self.sae_dir(names[0])
-
     # ---- writing (atomic) -----------------------------------------------------------------------
     def write_config(self, resolved: dict) -> None:
         atomic_write_text(self.config_path, yaml.safe_dump(resolved, sort_keys=False))
@@ -172,9 +156,6 @@ class RunDir:
 
     def write_eval_summary(self, summary: dict) -> None:
         atomic_write_text(self.eval_path, json.dumps(summary, indent=2))
-
-    def write_sae_eval(self, name: str, record: dict) -> None:
-        atomic_write_text(self.sae_eval_path(name), json.dumps(record, indent=2))
 
     # ---- ownership ------------------------------------------------------------------------------
     def claim(self) -> None:
@@ -193,12 +174,3 @@ class RunDir:
         """Delete this run's files to start over; OwnershipError (naming them) unless sae-lab can prove it wrote
         everything here. Refuses '.', '..', home and any parent of ``config_path`` outright."""
         ownership.clear_owned(self.path, RUN_KIND, OWNED, config_path)
-
-
-def resolve_sae_dir(path: str | Path) -> Path:
-    """An SAE directory as given, or the only SAE of a run directory (RunDirError if it holds several)."""
-    p = Path(path)
-    run = RunDir(p)
-    if not (p / "cfg.json").exists() and (run.is_run() or run.saes_dir.is_dir()):
-        return run.single_sae_dir()
-    return p

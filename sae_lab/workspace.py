@@ -4,53 +4,32 @@
 architectures and eval metrics (``table()``), their training curves (``curves()``), and resolves the names a
 URL carries (``entry(run, sae)``). A run named by a path must be one of the given directories: any other path,
 e.g. ``../../etc``, raises ``WorkspaceError``, so a shared link can never make the app read elsewhere.
-Runs are read only through ``sae_lab.rundir.RunDir``.
+What each directory holds is decided by ``sae_lab.saeref`` (the resolver eval and analyze use too); runs are read
+only through ``sae_lab.rundir.RunDir``.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from sae_lab.rundir import EVAL, FEATURE_DB, RunDir, RunDirError
+from sae_lab.rundir import RunDir, RunDirError
+from sae_lab.saeref import SAERef, not_a_target, resolve_saes, target_kind
 
-TABLE_METRICS = ("fvu", "l0_mean", "dead_fraction", "dense_fraction", "loss_recovered_zero", "loss_recovered_mean",
-                 "kl_sae", "cos")
+TABLE_METRICS = (
+    "fvu",
+    "l0_mean",
+    "dead_fraction",
+    "dense_fraction",
+    "loss_recovered_zero",
+    "loss_recovered_mean",
+    "kl_sae",
+    "cos",
+)
 CURVE_METRICS = ("loss", "fvu", "l0", "dead_frac")
 
 
 class WorkspaceError(ValueError):
     """A target or a name that is not in the workspace; the message says what was given and what exists."""
-
-
-@dataclass(frozen=True)
-class SAEEntry:
-    """One SAE of the workspace: the run (label) it belongs to, its name and its files."""
-
-    run: str
-    name: str
-    sae_dir: Path
-    run_dir: Path | None  # None for a standalone SAE directory
-
-    @property
-    def db_path(self) -> Path:
-        return self.sae_dir / FEATURE_DB
-
-    @property
-    def key(self) -> str:
-        return f"{self.run}/{self.name}"
-
-    def eval_record(self) -> dict | None:
-        """The SAE's eval.json (None before `sae-lab eval`)."""
-        if self.run_dir is not None:
-            return RunDir(self.run_dir).sae_eval(self.name)
-        path = self.sae_dir / EVAL
-        return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _is_sae_dir(p: Path) -> bool:
-    return (p / "cfg.json").is_file()
 
 
 class Workspace:
@@ -62,24 +41,17 @@ class Workspace:
         self.roots: dict[str, Path] = {}
         for t in targets:
             p = Path(t).expanduser().resolve()
-            if not p.is_dir():
-                raise WorkspaceError(f"'{t}' does not exist or is not a directory; pass a run directory (with "
-                                     f"config.yaml and saes/) or an SAE directory (with cfg.json)")
-            if not (_is_sae_dir(p) or RunDir(p).is_run() or RunDir(p).saes_dir.is_dir()):
-                raise WorkspaceError(f"'{t}' is neither a run directory (config.yaml, saes/) nor an SAE directory "
-                                     f"(cfg.json)")
+            if target_kind(p) is None:
+                raise WorkspaceError(not_a_target(Path(t)))
             label, n = p.name, 2
             while label in self.roots:
                 label, n = f"{p.name}~{n}", n + 1
             self.roots[label] = p
 
-    def _entries_of(self, label: str, root: Path) -> list[SAEEntry]:
-        if _is_sae_dir(root):
-            return [SAEEntry(label, root.name, root, None)]
-        run = RunDir(root)
-        return [SAEEntry(label, n, run.sae_dir(n), root) for n in run.sae_names() if _is_sae_dir(run.sae_dir(n))]
+    def _entries_of(self, label: str, root: Path) -> list[SAERef]:
+        return resolve_saes(root, label)
 
-    def entries(self) -> list[SAEEntry]:
+    def entries(self) -> list[SAERef]:
         """Every SAE in the workspace, runs in the order given, SAEs sorted by name."""
         return [e for label, root in self.roots.items() for e in self._entries_of(label, root)]
 
@@ -92,11 +64,13 @@ class Workspace:
             for label, root in self.roots.items():
                 if p == root:
                     return label
-            raise WorkspaceError(f"'{run}' is outside the directories this dashboard was opened on; "
-                                 f"open it with `sae-lab dashboard {run}` to browse it")
+            raise WorkspaceError(
+                f"'{run}' is outside the directories this dashboard was opened on; "
+                f"open it with `sae-lab dashboard {run}` to browse it"
+            )
         raise WorkspaceError(f"no run named '{run}' here; the runs are: {', '.join(self.roots)}")
 
-    def entry(self, run: str, sae: str | None = None) -> SAEEntry:
+    def entry(self, run: str, sae: str | None = None) -> SAERef:
         """The SAE ``sae`` of run ``run`` (label or path); the run's only SAE when ``sae`` is None."""
         label = self.run_label(run)
         entries = self._entries_of(label, self.roots[label])
@@ -109,13 +83,16 @@ class Workspace:
                 return e
         raise WorkspaceError(f"run '{label}' has no SAE named '{sae}'; it has: {', '.join(e.name for e in entries)}")
 
-    def model_name(self, entry: SAEEntry, default: str | None = None) -> str:
-        """The model an SAE belongs to: its run's ``model.name``, else ``default``, else the embedded model."""
+    def model_name(self, entry: SAERef, default: str | None = None) -> str:
+        """The model an SAE belongs to: its run's ``model.name``, else the model its cfg.json records (a different
+        ``default`` is an error: ``pretrained.model_for``), else ``default``, else the embedded model."""
         if entry.run_dir is not None:
             name = (RunDir(entry.run_dir).read_config().get("model") or {}).get("name")
             if name:
                 return str(name)
-        return default or "embedded"
+        from sae_lab.pretrained.model_names import model_for
+
+        return model_for(entry.sae_dir, default)
 
     def table(self, sae_info=None) -> list[dict]:
         """One row per SAE: run, name, architecture, hook, d_in, d_sae, k, headline eval metrics, database present.
@@ -128,15 +105,22 @@ class Workspace:
             if info["architecture"] is None and sae_info is not None:
                 info.update(sae_info(e))
             metrics = rec.get("metrics") or {}
-            rows.append({"run": e.run, "sae": e.name, **info, **{m: metrics.get(m) for m in TABLE_METRICS},
-                         "feature_db": e.db_path.is_file()})
+            rows.append(
+                {
+                    "run": e.run,
+                    "sae": e.name,
+                    **info,
+                    **{m: metrics.get(m) for m in TABLE_METRICS},
+                    "feature_db": e.db_path.is_file(),
+                }
+            )
         return rows
 
     def curves(self) -> list[dict]:
         """Training-curve points of every SAE of every run: {run, sae, tokens, loss, fvu, l0, dead_frac}."""
         out = []
         for label, root in self.roots.items():
-            if _is_sae_dir(root):
+            if target_kind(root) != "run":
                 continue
             try:
                 records = RunDir(root).metrics()
@@ -144,6 +128,7 @@ class Workspace:
                 continue
             for r in records:
                 if "sae" in r and "tokens" in r:
-                    out.append({"run": label, "sae": r["sae"], "tokens": r["tokens"],
-                                **{m: r.get(m) for m in CURVE_METRICS}})
+                    out.append(
+                        {"run": label, "sae": r["sae"], "tokens": r["tokens"], **{m: r.get(m) for m in CURVE_METRICS}}
+                    )
         return out

@@ -13,8 +13,14 @@ import urllib.request
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -27,8 +33,18 @@ def free_port() -> int:
 def dashboard(targets: list[Path], log: Path, extra: list[str] = ()):
     """`sae-lab dashboard TARGETS --port P` (own process group, stopped on exit); yields the URL it printed."""
     port = free_port()
-    cmd = [sys.executable, "-m", "sae_lab", "dashboard", *map(str, targets), "--port", str(port), "--device", "cpu",
-           *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sae_lab",
+        "dashboard",
+        *map(str, targets),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 120

@@ -15,8 +15,9 @@ def cache_config(output, hooks=("blocks.1.hook_resid_post",), max_tokens=2048, c
     data = {"max_tokens": max_tokens, "context_length": ctx}
     acts = {"hooks": list(hooks), "batch_size": 4, "norm_sample_contexts": 8}
     acts.update(extra.pop("activations", {}))
-    return build_config(CacheConfig, {"output": str(output), "data": data, "shard_contexts": shard,
-                                      "activations": acts, **extra})
+    return build_config(
+        CacheConfig, {"output": str(output), "data": data, "shard_contexts": shard, "activations": acts, **extra}
+    )
 
 
 def shard_digests(root) -> dict[str, dict]:

@@ -15,4 +15,3 @@ def dense_sae(hook: str, d_in: int = 64, d_sae: int = 96, seed: int = 0, name: s
     with torch.no_grad():
         s.b_enc.normal_(0, 0.1)
     return s
-

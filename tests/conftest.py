@@ -8,17 +8,22 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# The markers that `python -m pytest -m "not embedded and not browser and not torchrun"` (the fast command in the
-# README) leaves out. A test that needs one of these and is not marked fails, so the fast command stays fast:
+# The markers that `python -m pytest -m "not embedded and not browser and not torchrun and not package"` (the fast
+# command in the README) leaves out. A test that needs one of these and is not marked fails, so the fast command
+# stays fast:
 # - by fixture, at collection (below);
 # - at run time, an unmarked test that loads the embedded model (in this process or a subprocess: it would build
-#   its store in an empty $SAE_LAB_CACHE) or starts torchrun or Playwright's driver (a subprocess) fails.
+#   its store in an empty $SAE_LAB_CACHE) or starts torchrun, Playwright's driver, `python -m build` or
+#   `python -m venv` (a subprocess) fails.
 FIXTURE_MARKS = {"embedded_model": "embedded", "embedded_cache": "embedded", "embedded_run": "embedded"}
 
 
 def command_mark(argv) -> str | None:
-    """The marker a subprocess command needs: torchrun (``-m torch.distributed.run``), Playwright's driver."""
+    """The marker a subprocess command needs: torchrun (``-m torch.distributed.run``), Playwright's driver,
+    building or installing the package in a fresh venv (``-m build``, ``-m venv``)."""
     words = str(argv).split() if isinstance(argv, (str, bytes, os.PathLike)) else [str(a) for a in argv]
+    if {b for a, b in zip(words, words[1:]) if a == "-m"} & {"build", "venv"}:
+        return "package"
     if any(w == "torch.distributed.run" or Path(w).name == "torchrun" for w in words):
         return "torchrun"
     if any("playwright" in Path(w).parts for w in words):
@@ -27,9 +32,12 @@ def command_mark(argv) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    unmarked = [f"{item.nodeid} uses the fixture {fixture}: mark it @pytest.mark.{mark}"
-                for item in items for fixture, mark in FIXTURE_MARKS.items()
-                if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(mark) is None]
+    unmarked = [
+        f"{item.nodeid} uses the fixture {fixture}: mark it @pytest.mark.{mark}"
+        for item in items
+        for fixture, mark in FIXTURE_MARKS.items()
+        if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(mark) is None
+    ]
     if unmarked:
         raise pytest.UsageError("tests missing a marker:\n" + "\n".join(unmarked))
 
@@ -99,9 +107,15 @@ def embedded_model():
     return load_model("embedded", device="cpu")
 
 
-EMBEDDED_CACHE_ARGS = ["data.max_tokens=20480", "data.context_length=128", "shard_contexts=32",
-                       "activations.hooks=[blocks.15.hook_resid_post]", "activations.exclude_outliers=10",
-                       "activations.batch_size=16", "storage_dtype=float16"]
+EMBEDDED_CACHE_ARGS = [
+    "data.max_tokens=20480",
+    "data.context_length=128",
+    "shard_contexts=32",
+    "activations.hooks=[blocks.15.hook_resid_post]",
+    "activations.exclude_outliers=10",
+    "activations.batch_size=16",
+    "storage_dtype=float16",
+]
 
 
 @pytest.fixture(scope="session")

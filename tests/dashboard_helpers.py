@@ -10,8 +10,10 @@ from pathlib import Path
 
 import yaml
 
-SAES = [{"architecture": "topk", "name": "topk_k8", "expansion_factor": 2, "k": 8},
-        {"architecture": "feature_choice", "name": "feature_choice_k8", "expansion_factor": 2, "k": 8}]
+SAES = [
+    {"architecture": "topk", "name": "topk_k8", "expansion_factor": 2, "k": 8},
+    {"architecture": "feature_choice", "name": "feature_choice_k8", "expansion_factor": 2, "k": 8},
+]
 
 
 def save_tiny_model(where: Path) -> Path:
@@ -24,20 +26,53 @@ def save_tiny_model(where: Path) -> Path:
     return where
 
 
-def run_config(run_dir: Path, model: str, hook: str, context_length: int, train_tokens: int, eval_tokens: int,
-               analyze_tokens: int, saes: list[dict] = SAES, seed: int = 0) -> dict:
+def run_config(
+    run_dir: Path,
+    model: str,
+    hook: str,
+    context_length: int,
+    train_tokens: int,
+    eval_tokens: int,
+    analyze_tokens: int,
+    saes: list[dict] = SAES,
+    seed: int = 0,
+) -> dict:
     data = {"source": "embedded", "split": "train", "context_length": context_length, "max_tokens": train_tokens}
     held_out = {"data": {**data, "split": "validation"}, "n_tokens": eval_tokens, "batch_size": 4}
-    return {"run_dir": str(run_dir), "model": {"name": model, "device": "cpu"}, "data": data,
-            "activations": {"hooks": [hook], "batch_size": 8},
-            "cache": {"path": str(run_dir.parent / f"{run_dir.name}_cache"), "shard_contexts": 16, "verify": "quick",
-                      "buffer_tokens": train_tokens},
-            "train": {"batch_size": 256, "total_tokens": train_tokens, "log_every_steps": 2, "seed": seed,
-                      "b_dec_init_tokens": 256},
-            "saes": saes, "eval": held_out,
-            "analyze": {**held_out, "n_tokens": analyze_tokens, "top_k": 6, "context_left": 4, "context_right": 2,
-                        "n_intervals": 4, "samples_per_interval": 2, "hist_bins": 16, "n_neighbours": 4,
-                        "n_cooccurring": 4, "n_logits": 5}}
+    return {
+        "run_dir": str(run_dir),
+        "model": {"name": model, "device": "cpu"},
+        "data": data,
+        "activations": {"hooks": [hook], "batch_size": 8},
+        "cache": {
+            "path": str(run_dir.parent / f"{run_dir.name}_cache"),
+            "shard_contexts": 16,
+            "verify": "quick",
+            "buffer_tokens": train_tokens,
+        },
+        "train": {
+            "batch_size": 256,
+            "total_tokens": train_tokens,
+            "log_every_steps": 2,
+            "seed": seed,
+            "b_dec_init_tokens": 256,
+        },
+        "saes": saes,
+        "eval": held_out,
+        "analyze": {
+            **held_out,
+            "n_tokens": analyze_tokens,
+            "top_k": 6,
+            "context_left": 4,
+            "context_right": 2,
+            "n_intervals": 4,
+            "samples_per_interval": 2,
+            "hist_bins": 16,
+            "n_neighbours": 4,
+            "n_cooccurring": 4,
+            "n_logits": 5,
+        },
+    }
 
 
 def build_run(cfg_dict: dict, config_path: Path) -> Path:
@@ -74,14 +109,16 @@ def hook_z_sae_dir(root: Path, model_dir: Path) -> Path:
 
     from sae_lab.evaluation import AnalyzeConfig, analyze_sae_dir
     from sae_lab.models import load_model
+    from sae_lab.saedir import SAEDir
     from sae_lab.saes import SAEConfig, build_sae
 
     torch.manual_seed(0)
-    sae = build_sae(SAEConfig(architecture="topk", d_in=64, d_sae=96, k=6, hook_name="blocks.1.attn.hook_z",
-                              name="attn_z"))
+    sae = build_sae(
+        SAEConfig(architecture="topk", d_in=64, d_sae=96, k=6, hook_name="blocks.1.attn.hook_z", name="attn_z")
+    )
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.02)
-    out = sae.save(root / "attn_z")
+    out = SAEDir(root / "attn_z").save(sae)
     held_out = run_config(root, "x", "x", 32, 1, 256, 512)["analyze"]
     analyze_sae_dir(out, load_model(str(model_dir), "cpu"), AnalyzeConfig(**held_out))
     return out

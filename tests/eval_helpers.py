@@ -12,6 +12,7 @@ from sae_lab.data.config import DataConfig
 from sae_lab.data.packing import iter_contexts, special_token_mask
 from sae_lab.evaluation import AnalyzeConfig, EvalConfig
 from sae_lab.rundir import RunDir
+from sae_lab.saedir import SAEDir
 from sae_lab.saes import SAEConfig, build_sae
 
 RESID = "blocks.1.hook_resid_post"
@@ -37,9 +38,22 @@ def eval_cfg(n_tokens: int = 256, **kw) -> EvalConfig:
 
 
 def analyze_cfg(n_tokens: int = 512, **kw) -> AnalyzeConfig:
-    base = dict(data=data(), n_tokens=n_tokens, batch_size=3, top_k=5, context_left=3, context_right=2, n_intervals=4,
-                samples_per_interval=3, hist_bins=16, n_neighbours=4, n_cooccurring=4, n_logits=5,
-                checkpoint_every_tokens=96, exclude_outliers="none")
+    base = dict(
+        data=data(),
+        n_tokens=n_tokens,
+        batch_size=3,
+        top_k=5,
+        context_left=3,
+        context_right=2,
+        n_intervals=4,
+        samples_per_interval=3,
+        hist_bins=16,
+        n_neighbours=4,
+        n_cooccurring=4,
+        n_logits=5,
+        checkpoint_every_tokens=96,
+        exclude_outliers="none",
+    )
     base.update(kw)
     return AnalyzeConfig(**base)
 
@@ -71,7 +85,7 @@ def make_run(root: Path, saes: list) -> Path:
     """A run directory as training leaves it: config.yaml + saes/<name>/ (weights apply to raw activations)."""
     run = RunDir(root)
     for s in saes:
-        s.save(run.sae_dir(s.cfg.name))
+        SAEDir(run.sae_dir(s.cfg.name)).save(s)
     run.write_config({"model": {"name": "tiny-llama"}, "activations": {"exclude_outliers": None}})
     return root
 

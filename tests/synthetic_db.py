@@ -9,9 +9,18 @@ import numpy as np
 from sae_lab.evaluation.feature_db import write_feature_db
 
 
-def write_synthetic_db(path: Path, n_features: int = 16_384, vocab: int = 49_152, top_k: int = 20,
-                       n_intervals: int = 8, per_interval: int = 4, window: int = 17, n_rel: int = 10,
-                       bins: int = 32, seed: int = 0) -> Path:
+def write_synthetic_db(
+    path: Path,
+    n_features: int = 16_384,
+    vocab: int = 49_152,
+    top_k: int = 20,
+    n_intervals: int = 8,
+    per_interval: int = 4,
+    window: int = 17,
+    n_rel: int = 10,
+    bins: int = 32,
+    seed: int = 0,
+) -> Path:
     """Random contents in the real schema: every feature has full examples, logits, neighbours, co-occurrences."""
     rng = np.random.default_rng(seed)
     F = n_features

@@ -40,22 +40,29 @@ def _raises(call, words: str, error=CircuitError):
 
 
 # ---- feature indices, positions, values (Intervention.*) ------------------------------------------------
-@pytest.mark.parametrize("features, words", [
-    ([3.7], r"features must be a whole number .*3\.7"),
-    (3.7, r"features must be a whole number"),
-    ([True], r"features must be a whole number"),
-    (torch.tensor(3.0), r"features must be a whole number"),
-    ([-1], r"features: feature -1 is out of range: the SAE at blocks\.1\.hook_resid_post has 96 features"),
-    ([96], r"features: feature 96 is out of range"),
-    ([10**6], r"features: feature 1000000 is out of range"),
-    ([], r"features is empty"),
-    ("3", r"features must be one feature or a flat list"),
-    (torch.tensor([[1, 2]]), r"features must be one feature or a flat list"),
-    ([3, 3], r"features: feature 3 is given twice"),
-])
+@pytest.mark.parametrize(
+    "features, words",
+    [
+        ([3.7], r"features must be a whole number .*3\.7"),
+        (3.7, r"features must be a whole number"),
+        ([True], r"features must be a whole number"),
+        (torch.tensor(3.0), r"features must be a whole number"),
+        ([-1], r"features: feature -1 is out of range: the SAE at blocks\.1\.hook_resid_post has 96 features"),
+        ([96], r"features: feature 96 is out of range"),
+        ([10**6], r"features: feature 1000000 is out of range"),
+        ([], r"features is empty"),
+        ("3", r"features must be one feature or a flat list"),
+        (torch.tensor([[1, 2]]), r"features must be one feature or a flat list"),
+        ([3, 3], r"features: feature 3 is given twice"),
+    ],
+)
 def test_bad_feature_indices_are_named(sae, features, words):
-    for make in (Intervention.zero, lambda s, f: Intervention.clamp(s, f, 1.0),
-                 lambda s, f: Intervention.steer(s, f, 1.0), lambda s, f: Intervention.mean(s, f)):
+    for make in (
+        Intervention.zero,
+        lambda s, f: Intervention.clamp(s, f, 1.0),
+        lambda s, f: Intervention.steer(s, f, 1.0),
+        lambda s, f: Intervention.mean(s, f),
+    ):
         _raises(lambda: make(sae, features), words)
 
 
@@ -69,19 +76,31 @@ def test_integer_arrays_are_lists_of_features(sae):
         assert Intervention.zero(sae, feats).features == [3, 4]
 
 
-@pytest.mark.parametrize("positions, words", [
-    ("last", r"positions must be 'all'"), ([-1], r"positions: position -1 is negative"),
-    ([1.5], r"positions must be a whole number"), ([], r"positions is empty"), ([True], "positions must be a whole"),
-    ([2, 2], r"position 2 is given twice"),
-])
+@pytest.mark.parametrize(
+    "positions, words",
+    [
+        ("last", r"positions must be 'all'"),
+        ([-1], r"positions: position -1 is negative"),
+        ([1.5], r"positions must be a whole number"),
+        ([], r"positions is empty"),
+        ([True], "positions must be a whole"),
+        ([2, 2], r"position 2 is given twice"),
+    ],
+)
 def test_bad_positions_are_named(sae, positions, words):
     _raises(lambda: Intervention.zero(sae, [1], positions=positions), words)
 
 
-@pytest.mark.parametrize("value, words", [
-    (float("nan"), r"value must be a finite number, got nan"), (float("inf"), r"value must be a finite number"),
-    ("1", r"value must be a number"), (True, r"value must be a number"), (torch.ones(2), r"value must be a number"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        (float("nan"), r"value must be a finite number, got nan"),
+        (float("inf"), r"value must be a finite number"),
+        ("1", r"value must be a number"),
+        (True, r"value must be a number"),
+        (torch.ones(2), r"value must be a number"),
+    ],
+)
 def test_clamp_values_must_be_finite_numbers(sae, value, words):
     _raises(lambda: Intervention.clamp(sae, 3, value), words)
     _raises(lambda: Intervention.steer(sae, 3, value), words.replace("value", "strength"))
@@ -102,6 +121,7 @@ def test_bad_means_and_saes_are_named(sae):
 # ---- prompts: every function that takes one ---------------------------------------------------------------
 def _prompt_takers(model, sae, zsae):
     """Every public function of one prompt, as name -> (call(prompt), the argument's name in messages)."""
+
     def attribute_clean(p):
         with Spliced(model, [sae]) as s:
             return s.attribute(p, OTHER, METRIC)
@@ -122,12 +142,16 @@ def _prompt_takers(model, sae, zsae):
         with Spliced(model, [sae]) as s:
             return patch_effect(s, p, OTHER, METRIC, [{"sae": sae.name, "position": 1, "feature": 3}])
 
-    return {"run": (run, "prompt"), "generate": (generate, "prompt"),
-            "prompt_features": (lambda p: prompt_features(model, sae, p), "prompt"),
-            "compare_interventions": (lambda p: compare_interventions(model, sae, p, [], max_new_tokens=0), "prompt"),
-            "dfa": (lambda p: direct_feature_attribution(model, zsae, p, 3), "prompt"),
-            "attribute clean": (attribute_clean, "clean"), "attribute corrupt": (attribute_corrupt, "corrupt"),
-            "patch_effect": (patch, "clean")}
+    return {
+        "run": (run, "prompt"),
+        "generate": (generate, "prompt"),
+        "prompt_features": (lambda p: prompt_features(model, sae, p), "prompt"),
+        "compare_interventions": (lambda p: compare_interventions(model, sae, p, [], max_new_tokens=0), "prompt"),
+        "dfa": (lambda p: direct_feature_attribution(model, zsae, p, 3), "prompt"),
+        "attribute clean": (attribute_clean, "clean"),
+        "attribute corrupt": (attribute_corrupt, "corrupt"),
+        "patch_effect": (patch, "clean"),
+    }
 
 
 BAD_PROMPTS = {
@@ -235,8 +259,11 @@ def test_logit_diff_arguments(tiny_model, sae):
         with Spliced(tiny_model, [sae]) as s:
             return s.attribute(PROMPT, OTHER, metric)
 
-    _raises(lambda: attr(logit_diff(" value", " list", position=100)), r"position 100 is out of range for a "
-                                                                         r"sequence of \d+ tokens")
+    _raises(
+        lambda: attr(logit_diff(" value", " list", position=100)),
+        r"position 100 is out of range for a "
+        r"sequence of \d+ tokens",
+    )
     _raises(lambda: attr(logit_diff(" value", " list", position=-100)), r"position -100 is out of range")
     _raises(lambda: logit_diff(" value", " list", position=1.5), r"position must be a whole number")
     _raises(lambda: logit_diff("", " list"), r"a is the empty string")
@@ -250,13 +277,16 @@ def test_logit_diff_arguments(tiny_model, sae):
     assert early.metric_clean == pytest.approx(float(logits[3, ia] - logits[3, ib]), abs=1e-5)
 
 
-@pytest.mark.parametrize("metric, words", [
-    (lambda logits: torch.tensor(1.0), r"the metric has no gradient path to the logits"),
-    (lambda logits: logits[-1, 5].detach(), r"the metric has no gradient path to the logits"),
-    (lambda logits: logits[-1, 5] * float("nan"), r"the metric returned nan, not a finite number"),
-    (lambda logits: logits[-1], r"the metric must return a scalar tensor"),
-    (5, r"metric must be a function of the logits"),
-])
+@pytest.mark.parametrize(
+    "metric, words",
+    [
+        (lambda logits: torch.tensor(1.0), r"the metric has no gradient path to the logits"),
+        (lambda logits: logits[-1, 5].detach(), r"the metric has no gradient path to the logits"),
+        (lambda logits: logits[-1, 5] * float("nan"), r"the metric returned nan, not a finite number"),
+        (lambda logits: logits[-1], r"the metric must return a scalar tensor"),
+        (5, r"metric must be a function of the logits"),
+    ],
+)
 @pytest.mark.parametrize("method", ["atp", "ig"])
 def test_metrics_without_a_gradient_or_a_number_are_named(tiny_model, sae, metric, words, method):
     with Spliced(tiny_model, [sae]) as s:
@@ -270,13 +300,16 @@ def test_a_node_no_gradient_reaches_raises_instead_of_a_zero_estimate(tiny_model
     later = dense_sae(RESID3, seed=3)
     with Spliced(tiny_model, [sae, later]) as s:
         s.add_hook(RESID2, lambda act, hook: act.detach())
-        _raises(lambda: s.attribute(PROMPT, OTHER, METRIC, method=method, steps=2),
-                rf"no gradient reaches the code of SAE '{sae.name}'")
+        _raises(
+            lambda: s.attribute(PROMPT, OTHER, METRIC, method=method, steps=2),
+            rf"no gradient reaches the code of SAE '{sae.name}'",
+        )
     with Spliced(tiny_model, [sae]) as s:  # a hook that detaches the SAE's own error term
         s.add_hook(f"{RESID1}.hook_sae_error", lambda e, hook: e.detach())
         if method == "atp":
-            _raises(lambda: s.attribute(PROMPT, OTHER, METRIC),
-                    rf"no gradient reaches the error term of SAE '{sae.name}'")
+            _raises(
+                lambda: s.attribute(PROMPT, OTHER, METRIC), rf"no gradient reaches the error term of SAE '{sae.name}'"
+            )
 
 
 def test_attribution_arguments(tiny_model, sae):
@@ -292,12 +325,14 @@ def test_attribution_arguments(tiny_model, sae):
         _raises(lambda: validate(s, PROMPT, OTHER, METRIC, attr, n=0), r"n must be at least 1, got 0")
         _raises(lambda: validate(s, PROMPT, OTHER, METRIC, "attr"), r"attribution must be what s.attribute")
         node = {"sae": sae.name, "position": 1, "feature": 3}
-        for bad, words in [({**node, "sae": "nope"}, r"nodes\[0\]: SAE 'nope' is not spliced"),
-                           ({**node, "position": 100}, r"nodes\[0\]\['position'\] 100 is out of range"),
-                           ({**node, "position": 1.5}, r"nodes\[0\]\['position'\] must be a whole number"),
-                           ({**node, "feature": 10**6}, r"nodes\[0\]\['feature'\]: feature 1000000 is out of range"),
-                           ({**node, "feature": -1}, r"nodes\[0\]\['feature'\]: feature -1 is out of range"),
-                           ({"sae": sae.name}, r"nodes\[0\] must be a dict with 'sae', 'position' and 'feature'")]:
+        for bad, words in [
+            ({**node, "sae": "nope"}, r"nodes\[0\]: SAE 'nope' is not spliced"),
+            ({**node, "position": 100}, r"nodes\[0\]\['position'\] 100 is out of range"),
+            ({**node, "position": 1.5}, r"nodes\[0\]\['position'\] must be a whole number"),
+            ({**node, "feature": 10**6}, r"nodes\[0\]\['feature'\]: feature 1000000 is out of range"),
+            ({**node, "feature": -1}, r"nodes\[0\]\['feature'\]: feature -1 is out of range"),
+            ({"sae": sae.name}, r"nodes\[0\] must be a dict with 'sae', 'position' and 'feature'"),
+        ]:
             _raises(lambda: patch_effect(s, PROMPT, OTHER, METRIC, [bad]), words)
         _raises(lambda: patch_effect(s, PROMPT, OTHER, METRIC, node), r"nodes must be a list")
 
@@ -306,8 +341,9 @@ def test_compare_interventions_arguments(tiny_model, sae):
     iv = Intervention.clamp(sae, [0, 1], 5.0)
 
     def cmp(**kw):
-        return compare_interventions(tiny_model, sae, PROMPT, [iv], **(dict(tokens=[" value", " list"], top_n=5,
-                                                                             max_new_tokens=0) | kw))
+        return compare_interventions(
+            tiny_model, sae, PROMPT, [iv], **(dict(tokens=[" value", " list"], top_n=5, max_new_tokens=0) | kw)
+        )
 
     _raises(lambda: cmp(top_n=10**6), r"top_n must be at most 512 \(the vocabulary has 512 tokens\)")
     _raises(lambda: cmp(top_n=0), r"top_n must be at least 1, got 0")
@@ -349,43 +385,50 @@ def db(tmp_path_factory):
         "cooccurrence": [(0, 0, 1, 2, 2 / 3)],
         "tokens": [(5, " The"), (6, " Paris"), (7, "."), (8, " New"), (9, " York"), (10, " "), (11, "New")],
     }
-    path = write_feature_db(tmp_path_factory.mktemp("db") / "f.sqlite", {"sae": "s", "d_sae": 2, "hook_name": "h"},
-                            tables)
+    path = write_feature_db(
+        tmp_path_factory.mktemp("db") / "f.sqlite", {"sae": "s", "d_sae": 2, "hook_name": "h"}, tables
+    )
     with FeatureDB(path) as d:
         yield d
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda db: db.top_examples(0, n=-1), r"n must be at least 0, got -1"),
-    (lambda db: db.top_examples(0, n=1.5), r"n must be a whole number"),
-    (lambda db: db.top_examples(0, n=True), r"n must be a whole number"),
-    (lambda db: db.list_features(limit=-1), r"limit must be at least 0, got -1"),
-    (lambda db: db.list_features(offset=-1), r"offset must be at least 0, got -1"),
-    (lambda db: db.list_features(limit=2.5), r"limit must be a whole number"),
-    (lambda db: db.list_features(descending="no"), r"descending must be True or False"),
-    (lambda db: db.list_features(alive_only=1), r"alive_only must be True or False"),
-    (lambda db: db.list_features(order=3), r"order must be 'density' or 'id'"),
-    (lambda db: db.feature(2), r"feature: feature 2 is out of range: this SAE has 2 features \(0..1\)"),
-    (lambda db: db.feature(-1), r"feature: feature -1 is out of range"),
-    (lambda db: db.logits(1.0), r"feature must be a whole number"),
-    (lambda db: db.feature_page("0"), r"feature must be a whole number"),
-    (lambda db: db.neighbours(True), r"feature must be a whole number"),
-    (lambda db: db.features_with_logit_token(""), r"token is the empty string"),
-    (lambda db: db.features_with_logit(""), r"token is the empty string"),
-    (lambda db: db.features_with_example_token(""), r"token is the empty string"),
-    (lambda db: db.features_with_logit(" New York"), r"token ' New York' is not a token of the model's vocabulary: "
-                                                     r"it is 2 tokens \[' New', ' York'\]"),
-    (lambda db: db.features_with_logit_token(" New York"), r"' New York' is not a token.*2 tokens"),
-    (lambda db: db.features_with_example_token("New York"), r"'New York' is not a token.*\['New', ' York'\]"),
-    (lambda db: db.features_with_logit("London"), r"token 'London' is not a token of the model's vocabulary; "),
-    (lambda db: db.features_with_logit(5), r"token must be a token string"),
-    (lambda db: db.features_with_logit(" Paris", top="yes"), r"top must be True or False"),
-    (lambda db: db.features_with_logit(" Paris", rank_below=-1), r"rank_below must be at least 0"),
-    (lambda db: db.features_with_logit_token("Paris", limit=-1), r"limit must be at least 0"),
-    (lambda db: db.features_with_example_token("Paris", limit=-1), r"limit must be at least 0"),
-    (lambda db: db.random_alive(seed=-1), r"seed must be at least 0"),
-    (lambda db: FeatureDB(db.path, verify="fast"), r"verify must be 'quick' or 'full'"),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda db: db.top_examples(0, n=-1), r"n must be at least 0, got -1"),
+        (lambda db: db.top_examples(0, n=1.5), r"n must be a whole number"),
+        (lambda db: db.top_examples(0, n=True), r"n must be a whole number"),
+        (lambda db: db.list_features(limit=-1), r"limit must be at least 0, got -1"),
+        (lambda db: db.list_features(offset=-1), r"offset must be at least 0, got -1"),
+        (lambda db: db.list_features(limit=2.5), r"limit must be a whole number"),
+        (lambda db: db.list_features(descending="no"), r"descending must be True or False"),
+        (lambda db: db.list_features(alive_only=1), r"alive_only must be True or False"),
+        (lambda db: db.list_features(order=3), r"order must be 'density' or 'id'"),
+        (lambda db: db.feature(2), r"feature: feature 2 is out of range: this SAE has 2 features \(0..1\)"),
+        (lambda db: db.feature(-1), r"feature: feature -1 is out of range"),
+        (lambda db: db.logits(1.0), r"feature must be a whole number"),
+        (lambda db: db.feature_page("0"), r"feature must be a whole number"),
+        (lambda db: db.neighbours(True), r"feature must be a whole number"),
+        (lambda db: db.features_with_logit_token(""), r"token is the empty string"),
+        (lambda db: db.features_with_logit(""), r"token is the empty string"),
+        (lambda db: db.features_with_example_token(""), r"token is the empty string"),
+        (
+            lambda db: db.features_with_logit(" New York"),
+            r"token ' New York' is not a token of the model's vocabulary: "
+            r"it is 2 tokens \[' New', ' York'\]",
+        ),
+        (lambda db: db.features_with_logit_token(" New York"), r"' New York' is not a token.*2 tokens"),
+        (lambda db: db.features_with_example_token("New York"), r"'New York' is not a token.*\['New', ' York'\]"),
+        (lambda db: db.features_with_logit("London"), r"token 'London' is not a token of the model's vocabulary; "),
+        (lambda db: db.features_with_logit(5), r"token must be a token string"),
+        (lambda db: db.features_with_logit(" Paris", top="yes"), r"top must be True or False"),
+        (lambda db: db.features_with_logit(" Paris", rank_below=-1), r"rank_below must be at least 0"),
+        (lambda db: db.features_with_logit_token("Paris", limit=-1), r"limit must be at least 0"),
+        (lambda db: db.features_with_example_token("Paris", limit=-1), r"limit must be at least 0"),
+        (lambda db: db.random_alive(seed=-1), r"seed must be at least 0"),
+        (lambda db: FeatureDB(db.path, verify="fast"), r"verify must be 'quick' or 'full'"),
+    ],
+)
 def test_feature_db_bad_arguments_are_named(db, call, words):
     with pytest.raises(FeatureQueryError, match=words) as e:
         call(db)
@@ -411,12 +454,16 @@ def test_load_sae_says_what_is_wrong_with_the_path(tmp_path):
     (tmp_path / "sae").mkdir()
     (tmp_path / "sae" / "sae_weights.safetensors").write_bytes(b"")
     (tmp_path / "empty").mkdir()
-    for path, words in [(tmp_path / "missing", r"missing' does not exist"),
-                        (tmp_path / "loop", r"loop' is a symbolic link loop"),
-                        (tmp_path / "broken", r"broken' is a broken symbolic link"),
-                        (tmp_path / "sae" / "sae_weights.safetensors",
-                         rf"is a file, not an SAE directory: give its directory '{tmp_path / 'sae'}'"),
-                        (tmp_path / "empty", r"empty' holds no sae_weights.safetensors")]:
+    for path, words in [
+        (tmp_path / "missing", r"missing' does not exist"),
+        (tmp_path / "loop", r"loop' is a symbolic link loop"),
+        (tmp_path / "broken", r"broken' is a broken symbolic link"),
+        (
+            tmp_path / "sae" / "sae_weights.safetensors",
+            rf"is a file, not an SAE directory: give its directory '{tmp_path / 'sae'}'",
+        ),
+        (tmp_path / "empty", r"empty' holds no sae_weights.safetensors"),
+    ]:
         with pytest.raises(ConfigError, match=words):
             load_sae(path)
 
@@ -428,8 +475,9 @@ def test_bad_inputs_on_the_embedded_model(embedded_model):
     from sae_lab.saes import SAEConfig, build_sae
 
     torch.manual_seed(0)
-    sae = build_sae(SAEConfig(architecture="topk", d_in=576, d_sae=2304, k=32, hook_name="blocks.6.hook_resid_post",
-                              name="resid6")).eval()
+    sae = build_sae(
+        SAEConfig(architecture="topk", d_in=576, d_sae=2304, k=32, hook_name="blocks.6.hook_resid_post", name="resid6")
+    ).eval()
     m = embedded_model
     text = "The capital of France is"
     one = m.bridge.to_tokens(text)
@@ -437,15 +485,22 @@ def test_bad_inputs_on_the_embedded_model(embedded_model):
     with Spliced(m, [sae]) as s:
         _raises(lambda: s.generate(two, max_new_tokens=2), r"prompt holds 2 sequences")
         _raises(lambda: s.attribute(two, two, logit_diff(" Paris", " London")), r"clean holds 2 sequences")
-        _raises(lambda: s.run(torch.tensor([[1, 10**7]])), r"token id 10000000 is out of range: the vocabulary has "
-                                                           r"49152 ids")
-        _raises(lambda: s.attribute(text, text, logit_diff(" Paris", " London", position=100)),
-                r"position 100 is out of range for a sequence of 6 tokens")
+        _raises(
+            lambda: s.run(torch.tensor([[1, 10**7]])),
+            r"token id 10000000 is out of range: the vocabulary has "
+            r"49152 ids",
+        )
+        _raises(
+            lambda: s.attribute(text, text, logit_diff(" Paris", " London", position=100)),
+            r"position 100 is out of range for a sequence of 6 tokens",
+        )
         assert s.generate(one, max_new_tokens=3).token_ids == s.generate(text, max_new_tokens=3).token_ids
     pf = prompt_features(m, sae, torch.tensor([[1, 504, 3575]]), top_k=3)
     assert len(pf.top) == 3 and pf.top == prompt_features(m, sae, [1, 504, 3575], top_k=3).top
     _raises(lambda: prompt_features(m, sae, text, features=3.7), r"features must be a whole number")
     _raises(lambda: Intervention.zero(sae, [-1]), r"feature -1 is out of range: the SAE at blocks.6")
     _raises(lambda: Intervention.clamp(sae, 3, float("nan")), r"value must be a finite number")
-    _raises(lambda: compare_interventions(m, sae, text, [Intervention.zero(sae, torch.tensor(3))], top_n=10**6),
-            r"top_n must be at most 49152")
+    _raises(
+        lambda: compare_interventions(m, sae, text, [Intervention.zero(sae, torch.tensor(3))], top_n=10**6),
+        r"top_n must be at most 49152",
+    )

@@ -66,8 +66,16 @@ def test_shuffled_batches_are_normalised_deterministic_and_cover_each_row_once(t
     again = torch.cat([b for _, b in zip(range(4), src.iter_batches(n // 4, seed=3))])
     other = next(src.iter_batches(n // 4, seed=4))
     assert torch.equal(epoch, again) and not torch.equal(epoch[: n // 4], other)
-    rows = torch.cat([ActivationCache(tiny_cache).acts(i, HOOKS[0]).reshape(-1, src.d_in)[
-        torch.from_numpy(np.array(ActivationCache(tiny_cache).keep(i, HOOKS[0])).reshape(-1))] for i in range(8)])
+    rows = torch.cat(
+        [
+            ActivationCache(tiny_cache)
+            .acts(i, HOOKS[0])
+            .reshape(-1, src.d_in)[
+                torch.from_numpy(np.array(ActivationCache(tiny_cache).keep(i, HOOKS[0])).reshape(-1))
+            ]
+            for i in range(8)
+        ]
+    )
     rows = rows * src.norm_scale
     # an epoch yields each cached row at most once (as a multiset; identical rows do occur)
     from collections import Counter
@@ -77,7 +85,7 @@ def test_shuffled_batches_are_normalised_deterministic_and_cover_each_row_once(t
 
     have, cached = key(epoch), key(rows)
     assert all(cached[k] >= c for k, c in have.items())
-    assert abs(rows.norm(dim=-1).mean().item() - src.d_in ** 0.5) < 0.15 * src.d_in ** 0.5
+    assert abs(rows.norm(dim=-1).mean().item() - src.d_in**0.5) < 0.15 * src.d_in**0.5
 
 
 def test_skip_batches_resumes_exactly_across_epochs(tiny_cache):
@@ -211,8 +219,9 @@ def test_unknown_hook_lists_closest_names(tiny_model, tmp_path):
 
 def test_outlier_exclusion_is_recorded(tmp_path, tiny_model):
     root = tmp_path / "c"
-    m = build_cache(cache_config(root, HOOKS[:1], activations={"exclude_outliers": 1.05}),
-                    model=tiny_model, progress=False)
+    m = build_cache(
+        cache_config(root, HOOKS[:1], activations={"exclude_outliers": 1.05}), model=tiny_model, progress=False
+    )
     excluded = m["totals"]["excluded_outliers"][HOOKS[0]]
     kept = m["totals"]["kept_tokens"][HOOKS[0]]
     assert excluded > 0

@@ -48,5 +48,5 @@ def test_direct_feature_attribution_sums_to_the_pre_activation(tiny_model):
         d = direct_feature_attribution(tiny_model, sae, CLEAN, f, position=pos)
         assert float(d.by_head_source.sum()) + d.bias == pytest.approx(d.pre_activation, abs=1e-5)
         assert d.by_head_source.shape == (4, len(d.tokens))
-        assert d.by_head_source[:, d.position + 1:].abs().sum() == 0  # causal: no later sources
+        assert d.by_head_source[:, d.position + 1 :].abs().sum() == 0  # causal: no later sources
         assert d.by_head.shape == (4,) and d.by_head_source.abs().sum() > 0

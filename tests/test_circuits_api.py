@@ -9,7 +9,7 @@ from eval_helpers import eval_cfg, one_thread  # noqa: F401
 from eval_helpers import sae as make_sae
 from sae_lab.circuits import CircuitError, Intervention, Spliced, compare_interventions, logit_diff, prompt_features
 from sae_lab.evaluation.evaluate import evaluate_targets
-from sae_lab.evaluation.inputs import Target
+from sae_lab.saeref import SAERef
 
 PROMPT = "the value of the function is not a list"
 
@@ -40,7 +40,7 @@ def test_without_error_term_the_ce_equals_sae_lab_eval(tiny_model, saes, tmp_pat
 
     sae = saes[RESID2]
     cfg = eval_cfg(n_tokens=96)
-    got = evaluate_targets([Target("t1", sae, tmp_path)], tiny_model, cfg)["t1"]["metrics"]["ce_sae"]
+    got = evaluate_targets([SAERef("t1", sae, tmp_path)], tiny_model, cfg)["t1"]["metrics"]["ce_sae"]
     tokens = torch.tensor(np.stack([c for c, _ in zip(iter_contexts(cfg.data, tiny_model.tokenizer), range(3))]))
     keep = torch.from_numpy(~special_token_mask(tokens.numpy(), tiny_model.tokenizer))
     with Spliced(tiny_model, [sae], error_term=False) as s:
@@ -80,10 +80,12 @@ def test_intervention_changes_the_hook_output_by_the_code_change_times_the_decod
         before = s.run(PROMPT, cache=[hook])
         z = before.features[sae.name]
         f = int(z[3].argmax())
-        iv = {"zero": Intervention.zero(sae, f, positions=[3]),
-              "mean": Intervention.mean(sae, [f], torch.tensor([0.7]), 3),
-              "clamp": Intervention.clamp(sae, [f], 2.5, positions=[3]),
-              "steer": Intervention.steer(sae, f, 4.0, positions=[3])}[kind]
+        iv = {
+            "zero": Intervention.zero(sae, f, positions=[3]),
+            "mean": Intervention.mean(sae, [f], torch.tensor([0.7]), 3),
+            "clamp": Intervention.clamp(sae, [f], 2.5, positions=[3]),
+            "steer": Intervention.steer(sae, f, 4.0, positions=[3]),
+        }[kind]
         s.intervene(iv)
         after = s.run(PROMPT, cache=[hook])
     dz = after.features[sae.name][3, f] - z[3, f]
@@ -132,14 +134,21 @@ def test_positions_in_generation_count_from_the_prompt(tiny_model):
         clean = s.generate(PROMPT, max_new_tokens=4)
         s.intervene(Intervention.steer(sae, [5], 60.0, positions=[clean.prompt_len]))
         late = s.generate(PROMPT, max_new_tokens=4)
-    assert late.token_ids[:clean.prompt_len + 1] == clean.token_ids[:clean.prompt_len + 1]
+    assert late.token_ids[: clean.prompt_len + 1] == clean.token_ids[: clean.prompt_len + 1]
     assert late.token_ids != clean.token_ids
 
 
 def test_compare_interventions(tiny_model):
     sae = dense_sae(RESID1)
-    r = compare_interventions(tiny_model, sae, PROMPT, [Intervention.clamp(sae, [0, 1, 2], 20.0)],
-                              tokens=[" value", " list"], top_n=5, max_new_tokens=3)
+    r = compare_interventions(
+        tiny_model,
+        sae,
+        PROMPT,
+        [Intervention.clamp(sae, [0, 1, 2], 20.0)],
+        tokens=[" value", " list"],
+        top_n=5,
+        max_new_tokens=3,
+    )
     for side in ("before", "after"):
         probs = [p for _, p in r[side]["top"]]
         assert len(probs) == 5 and probs == sorted(probs, reverse=True)

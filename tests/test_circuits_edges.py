@@ -6,6 +6,7 @@ taken by central finite differences with plain hooks (no autograd), and its exac
 
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -56,11 +57,14 @@ def through(s, u: dict, d: dict, eps: float, frozen: list[str], alpha: float | N
     (zc, ec), (zx, ex) = _values(s, CLEAN), _values(s, CORRUPT)
     name, at, col = _hook(s, u)
     src_c, src_x = (ec, ex) if u["feature"] == "error" else (zc, zx)
-    hooks = [(name, _put(at, col, src_c[u["sae"]][at, col] + eps * (src_x[u["sae"]][at, col] -
-                                                                     src_c[u["sae"]][at, col])))]
+    hooks = [
+        (name, _put(at, col, src_c[u["sae"]][at, col] + eps * (src_x[u["sae"]][at, col] - src_c[u["sae"]][at, col])))
+    ]
     for k in frozen:
-        hooks += [(s.nodes[k].hp_acts.name, lambda t, hook, v=zc[k]: v[None].clone()),
-                  (s.nodes[k].hp_error.name, lambda t, hook, v=ec[k]: v[None].clone())]
+        hooks += [
+            (s.nodes[k].hp_acts.name, lambda t, hook, v=zc[k]: v[None].clone()),
+            (s.nodes[k].hp_error.name, lambda t, hook, v=ec[k]: v[None].clone()),
+        ]
     out = s.run(CLEAN, fwd_hooks=hooks)
     dk = d["sae"]
     dname, dat, dcol = _hook(s, d)
@@ -80,8 +84,9 @@ def through(s, u: dict, d: dict, eps: float, frozen: list[str], alpha: float | N
 
 def brute(s, g, edge: dict, frozen: list[str], eps: float = 1e-2, alphas=(None,)) -> float:
     u, d = g.node(edge["source"]), g.node(edge["target"])
-    return float(np.mean([(through(s, u, d, eps, frozen, a) - through(s, u, d, -eps, frozen, a)) / (2 * eps)
-                          for a in alphas]))
+    return float(
+        np.mean([(through(s, u, d, eps, frozen, a) - through(s, u, d, -eps, frozen, a)) / (2 * eps) for a in alphas])
+    )
 
 
 def test_edges_equal_the_definition_computed_by_brute_force(tiny_model, three, tmp_path):
@@ -91,8 +96,9 @@ def test_edges_equal_the_definition_computed_by_brute_force(tiny_model, three, t
         assert len(g.edges) == 9 and g.info["held_fixed"] == []
         for e in sorted(g.edges, key=lambda e: -abs(e["weight"]))[:4]:
             assert e["weight"] == pytest.approx(brute(s, g, e, []), rel=2e-2, abs=1e-5)
-        ig = edges(s, CLEAN, CORRUPT, METRIC, up, down, down_features=[g.nodes[-1]["feature"]], n_up=2, method="ig",
-                   steps=2)
+        ig = edges(
+            s, CLEAN, CORRUPT, METRIC, up, down, down_features=[g.nodes[-1]["feature"]], n_up=2, method="ig", steps=2
+        )
         for e in ig.edges:
             assert e["weight"] == pytest.approx(brute(s, ig, e, [], alphas=(0.25, 0.75)), rel=2e-2, abs=1e-5)
     assert {n["feature"] for n in ig.nodes} != set() and ig.info["method"] == "ig"
@@ -144,8 +150,7 @@ def test_per_position_edges_and_validation_against_exact_patching(tiny_model, th
         assert e["weight"] == pytest.approx(brute(s, g, e, ["mid"]), rel=2e-2, abs=1e-5)
         v = validate_edges(s, CLEAN, CORRUPT, METRIC, g, n=6)
         u, d = g.node(v["edges"][0]["source"]), g.node(v["edges"][0]["target"])
-        assert v["exact"][0] == pytest.approx(through(s, u, d, 1.0, ["mid"]) - through(s, u, d, 0.0, ["mid"]),
-                                              abs=1e-6)
+        assert v["exact"][0] == pytest.approx(through(s, u, d, 1.0, ["mid"]) - through(s, u, d, 0.0, ["mid"]), abs=1e-6)
     assert len(v["exact"]) == 6 and v["pearson"] > 0.9
 
 
@@ -153,12 +158,21 @@ def test_bad_arguments_raise_circuit_errors(tiny_model, three):
     up, mid, down = three
     with Spliced(tiny_model, [up, down]) as s:
         call = lambda **kw: edges(s, CLEAN, CORRUPT, METRIC, kw.pop("u", up), kw.pop("d", down), **kw)  # noqa: E731
-        for kw, msg in [(dict(down_features=[1.5]), "down_features.*1.5"), (dict(up_features=[-1]), "out of range"),
-                        (dict(down_features=[96]), "out of range"), (dict(up_features=["bias"]), "not a feature"),
-                        (dict(down_features=[]), "empty"), (dict(n_up=0), "n_up must be"),
-                        (dict(n_down=2.0), "n_down must be"), (dict(method="exact"), "method must be"),
-                        (dict(steps=0), "steps"), (dict(u=down, d=up), "runs after"), (dict(u=mid), "not spliced"),
-                        (dict(d=up), "same SAE"), (dict(up_features=[True]), "up_features must be a whole number")]:
+        for kw, msg in [
+            (dict(down_features=[1.5]), "down_features.*1.5"),
+            (dict(up_features=[-1]), "out of range"),
+            (dict(down_features=[96]), "out of range"),
+            (dict(up_features=["bias"]), "not a feature"),
+            (dict(down_features=[]), "empty"),
+            (dict(n_up=0), "n_up must be"),
+            (dict(n_down=2.0), "n_down must be"),
+            (dict(method="exact"), "method must be"),
+            (dict(steps=0), "steps"),
+            (dict(u=down, d=up), "runs after"),
+            (dict(u=mid), "not spliced"),
+            (dict(d=up), "same SAE"),
+            (dict(up_features=[True]), "up_features must be a whole number"),
+        ]:
             with pytest.raises(CircuitError, match=msg):
                 call(**kw)
         assert call(down_features=torch.tensor([4, 4]), up_features=np.array([2]), n_up=1).edges  # integer arrays
@@ -188,3 +202,19 @@ def test_the_html_export_works_offline(tiny_model, three, tmp_path):
     html = g.to_html(tmp_path / "g.html").read_text()
     assert not re.search(r"<script[^>]*\bsrc\s*=", html)  # no script loaded from anywhere (a CDN included)
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js itself is in the file
+
+
+def test_drawing_without_plotly_names_the_extra(monkeypatch, tmp_path):
+    """Plotly is the `app` extra's, not the core's: without it, drawing says what to install; JSON still works."""
+    from sae_lab.circuits.graph import FeatureGraph
+
+    g = FeatureGraph(
+        ["a", "b"],
+        nodes=[{"id": "up:1", "sae": "up", "feature": 1, "position": None, "activation": 1.0, "effect": 0.5}],
+    )
+    monkeypatch.setitem(sys.modules, "plotly", None)  # as if Plotly were not installed
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
+    for draw in (g.figure, lambda: g.to_html(tmp_path / "g.html")):
+        with pytest.raises(ImportError, match=r"sae-lab\[app\]"):
+            draw()
+    assert json.loads(g.to_json())["nodes"][0]["id"] == "up:1"

@@ -18,9 +18,11 @@ def _sae(model, hook: str, name: str, architecture: str = "topk"):
     k = {"k": 16} if architecture == "topk" else {}
     s = build_sae(SAEConfig(architecture=architecture, d_in=576, d_sae=1152, hook_name=hook, name=name, **k)).eval()
     with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(model.bridge.to_tokens("Python is a programming language used by "
-                                                                      "many people to write software."),
-                                               names_filter=[hook], stop_at_layer=stop_layer([hook]))
+        _, cache = model.bridge.run_with_cache(
+            model.bridge.to_tokens("Python is a programming language used by many people to write software."),
+            names_filter=[hook],
+            stop_at_layer=stop_layer([hook]),
+        )
         s.init_b_dec(cache[hook][0, 1:].reshape(-1, 576), "mean")
     return s
 
@@ -96,8 +98,10 @@ def test_edges_on_the_embedded_model_match_the_definition_and_exact_patching(emb
     from sae_lab.circuits import logit_diff
     from sae_lab.circuits.edges import edges, validate_edges
 
-    clean, corrupt = ("When Mary and John went to the store, John gave a drink to",
-                      "When Mary and John went to the store, Mary gave a drink to")
+    clean, corrupt = (
+        "When Mary and John went to the store, John gave a drink to",
+        "When Mary and John went to the store, Mary gave a drink to",
+    )
     metric = logit_diff(" Mary", " John")
     up, down = (_sae(embedded_model, f"blocks.{L}.hook_resid_post", f"relu{L}", "standard") for L in (6, 9))
     with Spliced(embedded_model, [up, down]) as s:

@@ -25,12 +25,30 @@ def tiny_dir(tiny_model_dir):
 def work(tmp_path_factory, tiny_dir):
     """A cache, a trained run and an SAE directory made through the CLI itself."""
     w = tmp_path_factory.mktemp("cli")
-    common = [f"model.name={tiny_dir}", f"activations.hooks=[{HOOK}]", "data.max_tokens=2048",
-              "data.context_length=32", "activations.norm_sample_contexts=8"]
+    common = [
+        f"model.name={tiny_dir}",
+        f"activations.hooks=[{HOOK}]",
+        "data.max_tokens=2048",
+        "data.context_length=32",
+        "activations.norm_sample_contexts=8",
+    ]
     assert cli(["cache", f"output={w / 'cache'}", "shard_contexts=8", *common]) == 0
-    assert cli(["train", f"run_dir={w / 'run'}", f"cache.path={w / 'cache'}", "cache.shard_contexts=8", *common,
-                "saes=[{architecture: topk, d_sae: 128, k: 8}]", "train.batch_size=64", "train.total_tokens=640",
-                "train.progress=false"]) == 0
+    assert (
+        cli(
+            [
+                "train",
+                f"run_dir={w / 'run'}",
+                f"cache.path={w / 'cache'}",
+                "cache.shard_contexts=8",
+                *common,
+                "saes=[{architecture: topk, d_sae: 128, k: 8}]",
+                "train.batch_size=64",
+                "train.total_tokens=640",
+                "train.progress=false",
+            ]
+        )
+        == 0
+    )
     return w, common
 
 
@@ -53,12 +71,20 @@ def _nan_weights(d):
 def _cases(work, tmp_path, tiny_dir):
     w, common = work
     cache = ["cache", f"output={tmp_path / 'c'}", *common]
-    train = ["train", f"run_dir={tmp_path / 'r'}", f"cache.path={w / 'cache'}", "cache.shard_contexts=8", *common,
-             "saes=[{architecture: topk, d_sae: 128, k: 8}]", "train.batch_size=64", "train.total_tokens=640",
-             "train.progress=false"]
+    train = [
+        "train",
+        f"run_dir={tmp_path / 'r'}",
+        f"cache.path={w / 'cache'}",
+        "cache.shard_contexts=8",
+        *common,
+        "saes=[{architecture: topk, d_sae: 128, k: 8}]",
+        "train.batch_size=64",
+        "train.total_tokens=640",
+        "train.progress=false",
+    ]
     (tmp_path / "num.jsonl").write_text('{"text": "a b"}\n42\n')
     (tmp_path / "null.jsonl").write_text('{"text": null}\n')
-    (tmp_path / "ids.jsonl").write_text(json.dumps({"input_ids": [1, 2, 10 ** 6]}) + "\n")
+    (tmp_path / "ids.jsonl").write_text(json.dumps({"input_ids": [1, 2, 10**6]}) + "\n")
     (tmp_path / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
     (tmp_path / "bin.txt").write_bytes(b"\x00\x01\x02\x03")
     (tmp_path / "bad.yaml").write_text("run_dir: [unclosed\n")
@@ -81,8 +107,10 @@ def _cases(work, tmp_path, tiny_dir):
         "cache: non-UTF-8 text": ([*cache, f"data.source={tmp_path / 'latin.txt'}"], "latin.txt is not valid utf-8"),
         "cache: a binary .txt": ([*cache, f"data.source={tmp_path / 'bin.txt'}"], "binary"),
         "cache: model.device=cuda without a GPU": ([*cache, "model.device=cuda"], "CUDA is not available"),
-        "cache: unknown data encoding": ([*cache, f"data.source={tmp_path / 'latin.txt'}", "data.encoding=klingon"],
-                                         "klingon"),
+        "cache: unknown data encoding": (
+            [*cache, f"data.source={tmp_path / 'latin.txt'}", "data.encoding=klingon"],
+            "klingon",
+        ),
         "cache: output holds user files": (["cache", f"output={tmp_path / 'busy'}", *common], "notes.txt"),
         "cache: missing data source": ([*cache, f"data.source={tmp_path / 'nope'}"], "does not exist"),
         "cache: config path is a directory": (["cache", str(tmp_path)], "is a directory"),
@@ -92,10 +120,14 @@ def _cases(work, tmp_path, tiny_dir):
         "train: the run config contradicts the cache": ([*train, "data.context_length=16"], "data.context_length"),
         "train: missing cache": ([*train, f"cache.path={tmp_path / 'none'}"], "does not exist"),
         "train: corrupt cache": ([*train, f"cache.path={badshard}"], "shard 000001"),
-        "train: diverging lr": ([*train, "train.lr=1000", "train.grad_clip=null", "train.log_every_steps=1"],
-                                "diverged"),
-        "train: overwrite with foreign files": ([*train[:1], f"run_dir={w / 'run'}", *train[2:], "--resume", "never",
-                                                 "--overwrite"], "notes.md"),
+        "train: diverging lr": (
+            [*train, "train.lr=1000", "train.grad_clip=null", "train.log_every_steps=1"],
+            "diverged",
+        ),
+        "train: overwrite with foreign files": (
+            [*train[:1], f"run_dir={w / 'run'}", *train[2:], "--resume", "never", "--overwrite"],
+            "notes.md",
+        ),
         "eval: missing target": (["eval", str(tmp_path / "nothing")], "does not exist"),
         "eval: NaN weights": (["eval", str(nan), "--model", str(tiny_dir), "n_tokens=256"], "W_enc"),
         "analyze: NaN weights": (["analyze", str(nan), "--model", str(tiny_dir), "n_tokens=256"], "W_enc"),

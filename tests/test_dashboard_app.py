@@ -9,12 +9,14 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from sae_lab import load_sae
+from sae_lab.dashboard import APP_MAIN
 from sae_lab.evaluation import FeatureDB
 from sae_lab.evaluation.compare import match_dictionaries
+from sae_lab.saedir import SAEDir
 from sae_lab.saes import SAEConfig, build_sae
-from sae_lab.saes.saelens_format import load_sae
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+MAIN = str(APP_MAIN)  # the entry file `sae-lab dashboard` runs
 
 
 def app(monkeypatch, *targets, page: str | None = None, model: Path | None = None, **query) -> AppTest:
@@ -92,8 +94,9 @@ def test_feature_search_opens_a_hit(monkeypatch, tiny_run):
     at = app(monkeypatch, tiny_run, page="features", run="run", sae="topk_k8", feature="0")
     at.text_input(key="search_token").input(token).run()
     hits = frame(at, "search hit")
-    assert 7 in set(hits["feature"]) and set(hits["feature"]) == {h["feature"] for h in
-                                                                  db.features_with_example_token(token)}
+    assert 7 in set(hits["feature"]) and set(hits["feature"]) == {
+        h["feature"] for h in db.features_with_example_token(token)
+    }
     at.selectbox(key="search_pick").select("#7").run()
     at.button(key="search_open").click().run()
     assert qp(at, "feature") == "7" and not at.exception
@@ -106,13 +109,16 @@ def test_feature_search_opens_a_hit(monkeypatch, tiny_run):
     assert metrics(at)["density"] and not at.exception
 
 
-@pytest.mark.parametrize("query, message", [
-    ({"feature": "9999"}, "out of range: SAE 'run/topk_k8' has features 0 to 127"),
-    ({"feature": "abc"}, "'abc' is not a feature index"),
-    ({"run": "../../etc", "sae": "passwd"}, "outside the directories"),
-    ({"run": "/etc"}, "outside the directories"),
-    ({"sae": "nope"}, "has no SAE named 'nope'"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ({"feature": "9999"}, "out of range: SAE 'run/topk_k8' has features 0 to 127"),
+        ({"feature": "abc"}, "'abc' is not a feature index"),
+        ({"run": "../../etc", "sae": "passwd"}, "outside the directories"),
+        ({"run": "/etc"}, "outside the directories"),
+        ({"sae": "nope"}, "has no SAE named 'nope'"),
+    ],
+)
 def test_feature_page_bad_urls(monkeypatch, tiny_run, query, message):
     at = app(monkeypatch, tiny_run, page="features", **{"run": "run", "sae": "topk_k8", **query})
     errors, _ = messages(at)
@@ -151,9 +157,10 @@ def test_compare_page(monkeypatch, tiny_run, tmp_path):
     assert metrics(at)["matched above 0.95"] == f"{m.fraction_above(0.95):.1%}"
     # an SAE of another width cannot be compared: a message names both
     torch.manual_seed(0)
-    other = build_sae(SAEConfig(architecture="topk", d_in=32, d_sae=64, k=4, hook_name="blocks.0.hook_resid_post",
-                                name="narrow"))
-    other.save(tmp_path / "narrow")
+    other = build_sae(
+        SAEConfig(architecture="topk", d_in=32, d_sae=64, k=4, hook_name="blocks.0.hook_resid_post", name="narrow")
+    )
+    SAEDir(tmp_path / "narrow").save(other)
     at = app(monkeypatch, tiny_run, tmp_path / "narrow", page="compare")
     at.selectbox(key="cmp_b").select("narrow/narrow").run()
     errors, _ = messages(at)
@@ -176,8 +183,9 @@ def test_prompt_explorer(monkeypatch, tiny_run):
     assert messages(at)[0] == []
     pf = prompt_features(*_circuit_inputs(tiny_run), prompt, top_k=5)
     table = frame(at, "rank")
-    assert len(table) == sum(len(t[:5]) for t in pf.top) and list(table["token"].unique()) == \
-        list(dict.fromkeys(pf.tokens))
+    assert len(table) == sum(len(t[:5]) for t in pf.top) and list(table["token"].unique()) == list(
+        dict.fromkeys(pf.tokens)
+    )
     first = table[table["position"] == 1].iloc[0]
     assert (first["feature"], round(first["activation"], 5)) == (pf.top[1][0][0], round(pf.top[1][0][1], 5))
     assert first["open"] == f"./features?run=run&sae=topk_k8&feature={first['feature']}"
@@ -201,19 +209,28 @@ def test_ablate_and_steer(monkeypatch, tiny_run):
     at.button[0].click().run()
     assert messages(at)[0] == []
     model, sae = _circuit_inputs(tiny_run)
-    ref = compare_interventions(model, sae, "The capital of France is", [Intervention.steer(sae, [3], 40.0)],
-                                tokens=["value", "object"], max_new_tokens=12)
+    ref = compare_interventions(
+        model,
+        sae,
+        "The capital of France is",
+        [Intervention.steer(sae, [3], 40.0)],
+        tokens=["value", "object"],
+        max_new_tokens=12,
+    )
     codes = [c.value for c in at.code]
     assert codes == [ref["before"]["generation"], ref["after"]["generation"]]
     diff = metrics(at)["logit diff 'value' − 'object'"]
     assert diff == f"{ref['after']['logit_diff']:.3f}"
-    for features, action, message in (("3, x", "zero-ablate", "whole numbers"), ("999", "zero-ablate", "out of range"),
-                                      ("3", "mean-ablate", None)):
+    for features, action, message in (
+        ("3, x", "zero-ablate", "whole numbers"),
+        ("999", "zero-ablate", "out of range"),
+        ("3", "mean-ablate", None),
+    ):
         at.text_input(key="iv_features").input(features)
         at.selectbox(key="iv_action").select(action)
         at.button[0].click().run()
         errors, _ = messages(at)
-        assert (any(message in e for e in errors) if message else errors == []), errors
+        assert any(message in e for e in errors) if message else errors == [], errors
     at.text_input(key="iv_tok_a").input("value object")  # not a single token
     at.button[0].click().run()
     assert any("not one" in e for e in messages(at)[0])
@@ -221,8 +238,10 @@ def test_ablate_and_steer(monkeypatch, tiny_run):
 
 def test_sae_whose_hook_the_model_lacks(monkeypatch, tiny_run, tmp_path):
     torch.manual_seed(0)
-    build_sae(SAEConfig(architecture="topk", d_in=64, d_sae=32, k=4, hook_name="blocks.9.hook_resid_post",
-                        name="deep")).save(tmp_path / "deep")
+    deep = build_sae(
+        SAEConfig(architecture="topk", d_in=64, d_sae=32, k=4, hook_name="blocks.9.hook_resid_post", name="deep")
+    )
+    SAEDir(tmp_path / "deep").save(deep)
     for page in ("prompt", "intervene"):
         at = app(monkeypatch, tmp_path / "deep", page=page, model=tiny_run.parent / "tiny_model")
         if page == "intervene":
@@ -237,12 +256,24 @@ def test_direct_feature_attribution_for_a_hook_z_sae(monkeypatch, tiny_run, hook
 
     db = FeatureDB(hook_z_sae / "features.sqlite")
     i = db.list_features("density", limit=1)[0]["id"]
-    at = app(monkeypatch, hook_z_sae, page="features", model=tiny_run.parent / "tiny_model", run="attn_z",
-             sae="attn_z", feature=str(i))
+    at = app(
+        monkeypatch,
+        hook_z_sae,
+        page="features",
+        model=tiny_run.parent / "tiny_model",
+        run="attn_z",
+        sae="attn_z",
+        feature=str(i),
+    )
     assert messages(at)[0] == []
     e = db.top_examples(i, 1)[0]
-    d = direct_feature_attribution(load_model(str(tiny_run.parent / "tiny_model"), "cpu"), load_sae(hook_z_sae),
-                                   e["token_ids"], i, position=e["highlight"])
+    d = direct_feature_attribution(
+        load_model(str(tiny_run.parent / "tiny_model"), "cpu"),
+        load_sae(hook_z_sae),
+        e["token_ids"],
+        i,
+        position=e["highlight"],
+    )
     m = metrics(at)
     assert m["pre-activation"] == f"{d.pre_activation:.4f}" == m["heads × sources + bias"]
     assert m["activation"] == f"{d.activation:.4f}" and abs(d.activation - e["value"]) < 1e-3

@@ -17,8 +17,14 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "dashboard"
 def _require_browser() -> None:
     import importlib.util
 
-    missing = [what for what, ok in (("Debian's chromium", Path(CHROMIUM).exists()),
-                                     ("playwright", importlib.util.find_spec("playwright") is not None)) if not ok]
+    missing = [
+        what
+        for what, ok in (
+            ("Debian's chromium", Path(CHROMIUM).exists()),
+            ("playwright", importlib.util.find_spec("playwright") is not None),
+        )
+        if not ok
+    ]
     if missing:
         reason = f"{' and '.join(missing)} missing: run `python install.py --dev` (as root, for apt-get)"
         if os.environ.get("CI"):
@@ -47,8 +53,13 @@ def check(pg, name: str) -> None:
 
 
 def test_every_page_loads(page, server, embedded_run):
-    for path, title in (("", "Runs"), ("features", "Feature browser"), ("prompt", "Prompt explorer"),
-                        ("intervene", "Ablate and steer"), ("compare", "Compare dictionaries")):
+    for path, title in (
+        ("", "Runs"),
+        ("features", "Feature browser"),
+        ("prompt", "Prompt explorer"),
+        ("intervene", "Ablate and steer"),
+        ("compare", "Compare dictionaries"),
+    ):
         open_page(page, server + path)
         page.get_by_role("heading", name=title).first.wait_for()
         assert page.locator('[data-testid="stDialog"]').count() == 0  # e.g. Streamlit's "Page not found"
@@ -102,8 +113,8 @@ def submit(pg, label: str = "Run") -> None:
 
 
 def test_prompt_explorer(page, server, embedded_run, embedded_model):
+    from sae_lab import load_sae
     from sae_lab.circuits import prompt_features
-    from sae_lab.saes.saelens_format import load_sae
 
     prompt = "The capital of France is Paris. The capital of Germany is"
     open_page(page, f"{server}prompt?run=run&sae=topk_k8")
@@ -133,26 +144,38 @@ def _intervene(pg, server, action: str, value: str, feature: int) -> tuple[str, 
 
 
 def test_ablation_and_steering(page, server, embedded_run, embedded_model):
+    from sae_lab import load_sae
     from sae_lab.circuits import Intervention, compare_interventions
-    from sae_lab.saes.saelens_format import load_sae
 
     sae = load_sae(embedded_run / "saes" / "topk_k8")
     prompt, feature = "The capital of France is", 0
     before, after = _intervene(page, server, "zero-ablate", "0", feature)
     check(page, "ablate")
-    ref = compare_interventions(embedded_model, sae, prompt, [Intervention.zero(sae, [feature])],
-                                tokens=[" Paris", " London"], max_new_tokens=12)
+    ref = compare_interventions(
+        embedded_model,
+        sae,
+        prompt,
+        [Intervention.zero(sae, [feature])],
+        tokens=[" Paris", " London"],
+        max_new_tokens=12,
+    )
     assert before == ref["before"]["generation"].strip() and after == ref["after"]["generation"].strip()
     before, after = _intervene(page, server, "steer with a strength", "400", feature)
     check(page, "steer")
-    ref = compare_interventions(embedded_model, sae, prompt, [Intervention.steer(sae, [feature], 400.0)],
-                                tokens=[" Paris", " London"], max_new_tokens=12)
+    ref = compare_interventions(
+        embedded_model,
+        sae,
+        prompt,
+        [Intervention.steer(sae, [feature], 400.0)],
+        tokens=[" Paris", " London"],
+        max_new_tokens=12,
+    )
     assert after == ref["after"]["generation"].strip() and after != before
 
 
 def test_compare_dictionaries(page, server, embedded_run):
+    from sae_lab import load_sae
     from sae_lab.evaluation.compare import match_dictionaries
-    from sae_lab.saes.saelens_format import load_sae
 
     open_page(page, server + "compare")
     page.get_by_text("matched above 0.70").first.wait_for()
@@ -160,3 +183,32 @@ def test_compare_dictionaries(page, server, embedded_run):
     assert metric(page, "matched above 0.70") == f"{m.fraction_above(0.7):.1%}"
     assert metric(page, "matched pairs") == f"{len(m.a):,}"
     check(page, "compare")
+
+
+def test_explanation_search_opens_the_feature(page, server, embedded_run):
+    """The feature browser's search over explanations: a ranked hit links to the feature page, which shows the
+    explanation and its scores (written here directly, so the test needs no explainer model)."""
+    from sae_lab.explain.store import ExplanationStore
+
+    path = embedded_run / "saes" / "topk_k8" / "features.sqlite"
+    with FeatureDB(path) as db:
+        i = db.list_features("density", limit=1)[0]["id"]
+    with ExplanationStore(path) as store:
+        store.put(i, "test:fixed", "Closing brackets of function calls", "", "v", 0)
+        store.put_scores(i, "test:fixed", "test:fixed", {})
+    open_page(page, f"{server}features?run=run&sae=topk_k8&feature=0")
+    click_and_wait(page, page.get_by_role("tab", name="Search explanations"))
+    box = page.get_by_label("Words of an explanation (e.g. closing bracket)")
+    box.fill("closing bracket")
+    box.press("Enter")
+    idle(page)
+    link = page.locator('[data-testid="stMain"] a', has_text=f"#{i}").first
+    link.wait_for()
+    href = link.get_attribute("href")
+    assert f"feature={i}" in href
+    from urllib.parse import urljoin
+
+    open_page(page, urljoin(page.url, href))  # Streamlit opens markdown links in a new tab: follow it here
+    page.get_by_text(f"Feature {i}").first.wait_for()
+    page.get_by_text("Closing brackets of function calls").first.wait_for()
+    check(page, "explanation_search")

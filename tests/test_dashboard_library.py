@@ -1,6 +1,7 @@
 """What the dashboard calls in the library: the workspace, FeatureDB lists/searches, dictionary matching, the
 launch command. On a real (tiny-model) run directory trained, evaluated and analysed by the pipeline."""
 
+import importlib.util
 import json
 import shlex
 import sqlite3
@@ -9,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from sae_lab import load_sae
 from sae_lab.dashboard import dashboard_command, is_local_host
 from sae_lab.evaluation import FeatureDB, FeatureQueryError
 from sae_lab.evaluation.compare import DictionaryMismatchError, match_dictionaries
+from sae_lab.saedir import SAEDir
 from sae_lab.saes import SAEConfig, build_sae
-from sae_lab.saes.saelens_format import load_sae
 from sae_lab.workspace import Workspace, WorkspaceError
 from synthetic_db import write_synthetic_db
 
@@ -30,8 +32,12 @@ def test_workspace_lists_sae_and_refuses_outside_paths(tiny_run, tmp_path):
     assert len(curves) == len(logged) and {c["sae"] for c in curves} == {"topk_k8", "feature_choice_k8"}
     assert ws.entry(str(tiny_run), "topk_k8").sae_dir == tiny_run / "saes" / "topk_k8"  # a path to a given dir
     assert ws.model_name(ws.entry("run", "topk_k8")) == str(tiny_run.parent / "tiny_model")
-    for bad, msg in ((str(tiny_run / ".." / ".."), "outside"), ("/etc", "outside"), ("../run", "outside"),
-                     ("nope", "no run named 'nope'")):
+    for bad, msg in (
+        (str(tiny_run / ".." / ".."), "outside"),
+        ("/etc", "outside"),
+        ("../run", "outside"),
+        ("nope", "no run named 'nope'"),
+    ):
         with pytest.raises(WorkspaceError, match=msg):
             ws.entry(bad, "topk_k8")
     with pytest.raises(WorkspaceError, match="no SAE named 'x/../topk_k8'"):
@@ -83,8 +89,11 @@ def test_logit_search_with_and_without_leading_space(tmp_path):
 
 def _sae(d_in, d_sae, seed):
     torch.manual_seed(seed)
-    return build_sae(SAEConfig(architecture="topk", d_in=d_in, d_sae=d_sae, k=4, hook_name="blocks.0.hook_resid_post",
-                               name=f"s{seed}"))
+    return build_sae(
+        SAEConfig(
+            architecture="topk", d_in=d_in, d_sae=d_sae, k=4, hook_name="blocks.0.hook_resid_post", name=f"s{seed}"
+        )
+    )
 
 
 def test_matching_recovers_a_permuted_dictionary():
@@ -127,6 +136,18 @@ def test_dashboard_command_binds_locally_and_checks_targets(tiny_run, tmp_path):
         dashboard_command([str(tmp_path / "nope")])
     with pytest.raises(ValueError, match="not a TCP port"):
         dashboard_command([str(tiny_run)], port=70000)
+
+
+def test_dashboard_command_names_what_an_install_lacks(monkeypatch, tmp_path):
+    """Without the `app` extra, or with the app's files gone, a message that says what to install."""
+    sae_dir = str(SAEDir(tmp_path / "s0").save(_sae(8, 16, 0)))
+    assert dashboard_command([sae_dir])[0][4].endswith("main.py")  # the installed app is found
+    with pytest.raises(ValueError, match=r"dashboard app is missing .*nowhere\.py.*sae-lab\[app\]"):
+        dashboard_command([sae_dir], app=tmp_path / "nowhere.py")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "streamlit" else find_spec(n, *a))
+    with pytest.raises(ValueError, match=r"needs streamlit, .*`pip install 'sae-lab\[app\]'`"):
+        dashboard_command([sae_dir])
 
 
 def test_main_job_ends_with_the_dashboard_command(tiny_run):

@@ -74,8 +74,10 @@ def test_hub_dataset_offline_fails_clearly():
     import sys
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # read at import time
-    code = ("from sae_lab.data.sources import iter_documents; from sae_lab.data.config import DataConfig; "
-            "list(iter_documents(DataConfig(source='hf:someone/some-corpus')))")
+    code = (
+        "from sae_lab.data.sources import iter_documents; from sae_lab.data.config import DataConfig; "
+        "list(iter_documents(DataConfig(source='hf:someone/some-corpus')))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "DataSourceError: could not stream Hub dataset 'someone/some-corpus'" in proc.stderr

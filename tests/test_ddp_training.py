@@ -37,12 +37,20 @@ from sae_lab.rundir import RunDir
 
 pytestmark = pytest.mark.torchrun
 WORKER = Path(__file__).parent / "ddp_worker.py"
-SAES = [{"architecture": "topk", "name": "topk", "d_sae": 128, "k": 4, "dead_tokens": 256},
-        {"architecture": "mutual_choice", "name": "mc", "d_sae": 128, "k": 4, "dead_tokens": 256},
-        {"architecture": "feature_choice", "name": "fc", "d_sae": 128, "k": 4, "dead_tokens": 256,
-         "capacity_rule": "zipf", "zipf_alpha": 1.0},
-        {"architecture": "matching_pursuit", "name": "mp", "d_sae": 128, "k": 4, "dead_tokens": 256,
-         "aux_coef": 0.03125}]
+SAES = [
+    {"architecture": "topk", "name": "topk", "d_sae": 128, "k": 4, "dead_tokens": 256},
+    {"architecture": "mutual_choice", "name": "mc", "d_sae": 128, "k": 4, "dead_tokens": 256},
+    {
+        "architecture": "feature_choice",
+        "name": "fc",
+        "d_sae": 128,
+        "k": 4,
+        "dead_tokens": 256,
+        "capacity_rule": "zipf",
+        "zipf_alpha": 1.0,
+    },
+    {"architecture": "matching_pursuit", "name": "mp", "d_sae": 128, "k": 4, "dead_tokens": 256, "aux_coef": 0.03125},
+]
 ATOL = 2e-4
 
 
@@ -50,12 +58,23 @@ def write_run_config(root, model):
     """A 4,096-token tiny-model cache in ``root`` (kept if present) and the run config of these tests over it."""
     if not (root / "cache").exists():
         build_cache(cache_config(root / "cache", max_tokens=4096, shard=8), model=model, progress=False)
-    cfg = {"run_dir": str(root / "unused"), "cache": {"path": str(root / "cache"), "buffer_tokens": 1024},
-           "activations": {"hooks": ["blocks.1.hook_resid_post"]},
-           "train": {"batch_size": 64, "total_tokens": 24 * 64, "lr": 3e-3, "checkpoint_every_tokens": 6 * 64,
-                     "log_every_steps": 3, "progress": False, "b_dec_init_tokens": 128, "calibrate_tokens": 128,
-                     "device": "cpu"},
-           "saes": SAES}
+    cfg = {
+        "run_dir": str(root / "unused"),
+        "cache": {"path": str(root / "cache"), "buffer_tokens": 1024},
+        "activations": {"hooks": ["blocks.1.hook_resid_post"]},
+        "train": {
+            "batch_size": 64,
+            "total_tokens": 24 * 64,
+            "lr": 3e-3,
+            "checkpoint_every_tokens": 6 * 64,
+            "log_every_steps": 3,
+            "progress": False,
+            "b_dec_init_tokens": 128,
+            "calibrate_tokens": 128,
+            "device": "cpu",
+        },
+        "saes": SAES,
+    }
     path = root / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -129,10 +148,20 @@ def test_two_ranks_match_one_process_on_the_embedded_model(embedded_cache, tmp_p
     Choice SAEs as one process, within the tolerance above (+ rtol 1e-4: saved biases are in raw units, ~100)."""
     # the old fixed dead window: AuxK's rank-exactness is checked on the tiny model above (dead_tokens 256); here its
     # top-288 choice among dead latents flips on rounding between 1 and 2 ranks (W_dec apart by ~8e-3 after 10 steps)
-    saes = "[{architecture: topk, d_sae: 1152, k: 16, name: topk, dead_tokens: 1000000}, " \
-           "{architecture: mutual_choice, d_sae: 1152, k: 16, name: mc, dead_tokens: 1000000}]"
-    args = ["train", f"cache.path={embedded_cache}", f"saes={saes}", "train.total_tokens=5120",
-            "train.batch_size=512", "train.lr=0.001", "train.progress=false", "train.calibrate_tokens=1024"]
+    saes = (
+        "[{architecture: topk, d_sae: 1152, k: 16, name: topk, dead_tokens: 1000000}, "
+        "{architecture: mutual_choice, d_sae: 1152, k: 16, name: mc, dead_tokens: 1000000}]"
+    )
+    args = [
+        "train",
+        f"cache.path={embedded_cache}",
+        f"saes={saes}",
+        "train.total_tokens=5120",
+        "train.batch_size=512",
+        "train.lr=0.001",
+        "train.progress=false",
+        "train.calibrate_tokens=1024",
+    ]
     proc = torchrun("-m", "sae_lab", *args, f"run_dir={tmp_path / 'two'}")
     assert proc.returncode == 0, proc.stderr[-4000:]
     from sae_lab.cli import main as cli_main

@@ -11,15 +11,23 @@ from sae_lab.activations.cache_reader import verify_cache
 
 pytestmark = pytest.mark.torchrun
 
-ARGS = ["data.max_tokens=2048", "data.context_length=32", "shard_contexts=8",
-        "activations.hooks=[blocks.1.hook_resid_post]", "activations.norm_sample_contexts=8",
-        "storage_dtype=float32"]
+ARGS = [
+    "data.max_tokens=2048",
+    "data.context_length=32",
+    "shard_contexts=8",
+    "activations.hooks=[blocks.1.hook_resid_post]",
+    "activations.norm_sample_contexts=8",
+    "storage_dtype=float32",
+]
 
 
 def run_cache(output, model_dir, nproc: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                "--standalone", "-m", "sae_lab"] if nproc > 1 else [sys.executable, "-m", "sae_lab"]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone", "-m", "sae_lab"]
+        if nproc > 1
+        else [sys.executable, "-m", "sae_lab"]
+    )
     cmd = launcher + ["cache", f"output={output}", f"model.name={model_dir}", "model.device=cpu", *ARGS]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

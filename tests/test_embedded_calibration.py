@@ -38,17 +38,39 @@ def unseen_activations(model, cache_dir, hook, n_contexts=64):
 
 def test_choice_saes_held_out_l0_matches_k(embedded_cache, embedded_model, tmp_path):
     source = ActivationCache(embedded_cache).source()
-    saes = [SAEConfig(architecture="mutual_choice", d_in=576, d_sae=1152, k=K, name="mc", hook_name=source.hook_name),
-            SAEConfig(architecture="feature_choice", d_in=576, d_sae=1152, k=K, name="fc", capacity_rule="zipf",
-                      zipf_alpha=1.0, hook_name=source.hook_name)]
+    saes = [
+        SAEConfig(architecture="mutual_choice", d_in=576, d_sae=1152, k=K, name="mc", hook_name=source.hook_name),
+        SAEConfig(
+            architecture="feature_choice",
+            d_in=576,
+            d_sae=1152,
+            k=K,
+            name="fc",
+            capacity_rule="zipf",
+            zipf_alpha=1.0,
+            hook_name=source.hook_name,
+        ),
+    ]
     # 100 steps inside one epoch of the ~20k-token cache; the calibration sample is 4,096 tokens of whole contexts
     # spread over the cache, held out from training
-    cfg = TrainConfig(batch_size=128, total_tokens=100 * 128, lr=1e-3, log_every_steps=20, progress=False,
-                      device="cpu", calibrate_tokens=4096)
+    cfg = TrainConfig(
+        batch_size=128,
+        total_tokens=100 * 128,
+        lr=1e-3,
+        log_every_steps=20,
+        progress=False,
+        device="cpu",
+        calibrate_tokens=4096,
+    )
     train_sweep(saes, source, cfg, tmp_path / "run", extra_config={"model": {"name": "embedded"}})
     x = unseen_activations(embedded_model, embedded_cache, source.hook_name)
-    ev = EvalConfig(data=DataConfig(split="validation", context_length=128), n_tokens=4096, batch_size=8,
-                    ce_loss=False, exclude_outliers=10.0)
+    ev = EvalConfig(
+        data=DataConfig(split="validation", context_length=128),
+        n_tokens=4096,
+        batch_size=8,
+        ce_loss=False,
+        exclude_outliers=10.0,
+    )
     summary = evaluate_run(tmp_path / "run", ev, model=embedded_model)  # other topics: reported, not asserted
     status = json.loads((tmp_path / "run" / "run.json").read_text())["results"]
     for name in ("mc", "fc"):

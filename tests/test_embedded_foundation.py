@@ -32,8 +32,13 @@ def test_embedded_model_is_the_real_smollm2(embedded_model):
 
 def test_hub_model_offline_fails_clearly():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # read by huggingface_hub at import: set it for a new process
-    proc = subprocess.run([sys.executable, "-m", "sae_lab", "cache", "output=unused", "model.name=gpt2"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sae_lab", "cache", "output=unused", "model.name=gpt2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert "could not load model 'gpt2' from the Hugging Face Hub (HF_HUB_OFFLINE=1 is set)" in proc.stderr
     assert "model.name=embedded" in proc.stderr

@@ -24,9 +24,18 @@ def raw_rows(cache_dir, shard=0):
 def test_train_sweep_on_cached_embedded_activations(embedded_cache, tmp_path, capsys):
     run = tmp_path / "run"
     saes = "[" + ",".join(f"{{architecture: {a}, d_sae: 1152, k: 16, name: {a}}}" for a in ARCHS) + "]"
-    args = ["train", f"run_dir={run}", f"cache.path={embedded_cache}", f"saes={saes}",
-            "train.total_tokens=40960", "train.batch_size=512", "train.lr=0.001", "train.log_every_steps=5",
-            "train.checkpoint_every_tokens=20480", "train.progress=false"]
+    args = [
+        "train",
+        f"run_dir={run}",
+        f"cache.path={embedded_cache}",
+        f"saes={saes}",
+        "train.total_tokens=40960",
+        "train.batch_size=512",
+        "train.lr=0.001",
+        "train.log_every_steps=5",
+        "train.checkpoint_every_tokens=20480",
+        "train.progress=false",
+    ]
     assert cli_main(args) == 0
     assert "topk" in capsys.readouterr().out
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -50,10 +59,19 @@ def test_default_lr_is_width_aware_on_embedded_activations(embedded_cache, tmp_p
     from sae_lab.training.config import auto_lr
 
     run = tmp_path / "run"
-    saes = ("[{architecture: topk, d_sae: 576, k: 16, name: narrow}, "
-            "{architecture: topk, d_sae: 2304, k: 16, name: wide}]")
-    args = ["train", f"run_dir={run}", f"cache.path={embedded_cache}", f"saes={saes}", "train.total_tokens=10240",
-            "train.batch_size=512", "train.log_every_steps=5", "train.progress=false"]  # train.lr left at auto
+    saes = (
+        "[{architecture: topk, d_sae: 576, k: 16, name: narrow}, {architecture: topk, d_sae: 2304, k: 16, name: wide}]"
+    )
+    args = [
+        "train",
+        f"run_dir={run}",
+        f"cache.path={embedded_cache}",
+        f"saes={saes}",
+        "train.total_tokens=10240",
+        "train.batch_size=512",
+        "train.log_every_steps=5",
+        "train.progress=false",
+    ]  # train.lr left at auto
     assert cli_main(args) == 0
     results = json.loads((run / "run.json").read_text())["results"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

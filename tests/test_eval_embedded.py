@@ -10,7 +10,7 @@ from sae_lab.data.packing import iter_contexts, special_token_mask
 from sae_lab.evaluation import AnalyzeConfig, EvalConfig, FeatureDB
 from sae_lab.evaluation.analyze import analyze_targets
 from sae_lab.evaluation.evaluate import evaluate_targets
-from sae_lab.evaluation.inputs import Target
+from sae_lab.saeref import SAERef
 from sae_lab.saes import SAEConfig, build_sae
 
 pytestmark = pytest.mark.embedded
@@ -21,8 +21,9 @@ def _sae(model, tokens):
     torch.manual_seed(0)
     s = build_sae(SAEConfig(architecture="topk", d_in=model.d_model, d_sae=1152, k=16, hook_name=HOOK, name="e")).eval()
     with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(torch.as_tensor(tokens[:2], dtype=torch.long), names_filter=[HOOK],
-                                               stop_at_layer=4)
+        _, cache = model.bridge.run_with_cache(
+            torch.as_tensor(tokens[:2], dtype=torch.long), names_filter=[HOOK], stop_at_layer=4
+        )
         s.init_b_dec(cache[HOOK][:, 1:].reshape(-1, model.d_model), "mean")
     return s
 
@@ -33,7 +34,7 @@ def test_metrics_and_top_examples_on_the_embedded_model(embedded_model, tmp_path
     tokens = np.stack(list(iter_contexts(data, m.tokenizer))[:16])
     s = _sae(m, tokens)
     cfg = EvalConfig(data=data, n_tokens=512, batch_size=4, exclude_outliers="none")
-    got = evaluate_targets([Target("e", s, tmp_path)], m, cfg)["e"]["metrics"]
+    got = evaluate_targets([SAERef("e", s, tmp_path)], m, cfg)["e"]["metrics"]
 
     ids = torch.as_tensor(tokens[:4], dtype=torch.long)
     keep = torch.from_numpy(~special_token_mask(tokens[:4], m.tokenizer))
@@ -52,7 +53,7 @@ def test_metrics_and_top_examples_on_the_embedded_model(embedded_model, tmp_path
     assert got["ce_clean"] < got["ce_sae"] and 2.0 < got["ce_clean"] < 6.0  # a real language model on English text
 
     acfg = AnalyzeConfig(data=data, n_tokens=2048, batch_size=8, exclude_outliers="none", checkpoint_every_tokens=10**9)
-    out = analyze_targets([Target("e", s, tmp_path / "e")], m, acfg, None, tmp_path / "ckpt.safetensors")
+    out = analyze_targets([SAERef("e", s, tmp_path / "e")], m, acfg, None, tmp_path / "ckpt.safetensors")
     with torch.no_grad():
         _, cache = m.bridge.run_with_cache(
             torch.as_tensor(tokens, dtype=torch.long), names_filter=[HOOK], stop_at_layer=4

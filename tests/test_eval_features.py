@@ -51,8 +51,8 @@ def test_statistics_match_a_brute_force_pass(tiny_model, analysed, name):
                 g = e["token_index"]
                 assert col[g] == pytest.approx(e["value"]) and e["position"] == g % T and e["context"] == g // T
                 lo = g - (g % T) + e["start"]
-                assert e["token_ids"] == flat_tokens[lo: lo + len(e["token_ids"])].tolist()
-                assert e["acts"] == pytest.approx(col[lo: lo + len(e["acts"])].tolist())
+                assert e["token_ids"] == flat_tokens[lo : lo + len(e["token_ids"])].tolist()
+                assert e["acts"] == pytest.approx(col[lo : lo + len(e["acts"])].tolist())
                 assert e["tokens"][e["highlight"]] == tiny_model.tokenizer.decode([int(flat_tokens[g])])
             # histogram: exact counts on [0, hist_max) with hist_bins bins
             edges = torch.tensor(page["hist_edges"], dtype=torch.float64)
@@ -62,14 +62,16 @@ def test_statistics_match_a_brute_force_pass(tiny_model, analysed, name):
             assert page["hist_counts"] == want_hist.long().tolist()
             # interval samples lie in their interval; interval counts are exact
             for iv in page["intervals"]:
-                inside = ((col >= iv["lo"]) & (col < iv["hi"]) & (col > 0))
+                inside = (col >= iv["lo"]) & (col < iv["hi"]) & (col > 0)
                 assert iv["count"] == int(inside.sum())
                 assert len(iv["examples"]) == min(cfg.samples_per_interval, iv["count"])
-                assert all(iv["lo"] <= e["value"] < iv["hi"] and col[e["token_index"]] == pytest.approx(e["value"])
-                           for e in iv["examples"])
+                assert all(
+                    iv["lo"] <= e["value"] < iv["hi"] and col[e["token_index"]] == pytest.approx(e["value"])
+                    for e in iv["examples"]
+                )
             # co-occurrence counts
             A = (z > 0).float()
-            counts = (A[:, f:f + 1] * A).sum(0)
+            counts = (A[:, f : f + 1] * A).sum(0)
             counts[f] = 0
             for c in page["cooccurring"]:
                 assert c["count"] == int(counts[c["feature"]]) and c["fraction"] == pytest.approx(
@@ -231,21 +233,50 @@ def _reference_tables(s, stats, W_dec, cfg, effects, neighbours, vocab):
         for e in range(len(val)):
             ok = ids[e] >= 0
             pos = int(idx[e]) % T
-            yield (int(feature[e]), kind, int(interval[e]), int(rank[e]), float(val[e]), int(idx[e]), int(idx[e]) // T,
-                   pos, max(pos - cfg.context_left, 0), ids[e][ok].astype("<i4").tobytes(),
-                   acts[e][ok].astype("<f4").tobytes())
+            yield (
+                int(feature[e]),
+                kind,
+                int(interval[e]),
+                int(rank[e]),
+                float(val[e]),
+                int(idx[e]),
+                int(idx[e]) // T,
+                pos,
+                max(pos - cfg.context_left, 0),
+                ids[e][ok].astype("<i4").tobytes(),
+                acts[e][ok].astype("<f4").tobytes(),
+            )
 
     tf, tr = np.nonzero((s["top_val"] > 0).numpy())
-    top = examples("top", s["top_val"].numpy()[tf, tr], s["top_idx"].numpy()[tf, tr], s["top_ids"].numpy()[tf, tr],
-                   s["top_acts"].numpy()[tf, tr], tf, np.full(len(tf), -1), tr)
+    top = examples(
+        "top",
+        s["top_val"].numpy()[tf, tr],
+        s["top_idx"].numpy()[tf, tr],
+        s["top_ids"].numpy()[tf, tr],
+        s["top_acts"].numpy()[tf, tr],
+        tf,
+        np.full(len(tf), -1),
+        tr,
+    )
     val, order = torch.where(torch.isfinite(s["s_key"]), s["s_val"].double(), -1.0).sort(dim=1, descending=True)
     g, rank = np.nonzero((val >= 0).numpy())
     slot = order.numpy()[g, rank]
-    sampled = examples("interval", *(s[k].numpy()[g, slot] for k in ("s_val", "s_idx", "s_ids", "s_acts")),
-                       g // cfg.n_intervals, g % cfg.n_intervals, rank)
-    return {"features": R.feature_rows(s, W_dec), "examples": [*top, *sampled], "intervals": R.interval_rows(s, cfg),
-            "logits": R.logit_rows(effects), "neighbours": R.neighbour_rows(*neighbours), "cooccurrence": cooc,
-            "tokens": enumerate(vocab)}
+    sampled = examples(
+        "interval",
+        *(s[k].numpy()[g, slot] for k in ("s_val", "s_idx", "s_ids", "s_acts")),
+        g // cfg.n_intervals,
+        g % cfg.n_intervals,
+        rank,
+    )
+    return {
+        "features": R.feature_rows(s, W_dec),
+        "examples": [*top, *sampled],
+        "intervals": R.interval_rows(s, cfg),
+        "logits": R.logit_rows(effects),
+        "neighbours": R.neighbour_rows(*neighbours),
+        "cooccurrence": cooc,
+        "tokens": enumerate(vocab),
+    }
 
 
 def test_the_database_equals_the_reference_writer(tiny_model, tmp_path):
@@ -256,7 +287,7 @@ def test_the_database_equals_the_reference_writer(tiny_model, tmp_path):
     from sae_lab.evaluation.directions import decoder_neighbours, logit_effects, residual_directions
     from sae_lab.evaluation.feature_db import write_feature_db
     from sae_lab.evaluation.feature_stats import FeatureStats
-    from sae_lab.evaluation.inputs import Target
+    from sae_lab.saeref import SAERef
 
     cfg = analyze_cfg(n_cooccurring=6)
     s_ = sae("topk", RESID, name="ref", d_sae=256, k=8)
@@ -266,17 +297,21 @@ def test_the_database_equals_the_reference_writer(tiny_model, tmp_path):
         z = torch.rand(96, 256, generator=g) * (torch.rand(96, 256, generator=g) < torch.rand(96, 1, generator=g) * 0.1)
         stats.update(z, torch.rand(96, generator=g) > 0.1, torch.randint(0, 512, (3, 32), generator=g), b * 96)
     vocab = R.vocabulary(tiny_model.tokenizer, int(tiny_model.bridge.W_U.shape[1]))
-    new = write_db(Target("new", s_, tmp_path / "new"), stats, tiny_model, cfg, {"n": 1}, vocab)
+    new = write_db(SAERef("new", s_, tmp_path / "new"), stats, tiny_model, cfg, {"n": 1}, vocab)
     s = stats.state()
     effects = logit_effects(residual_directions(s_, tiny_model), tiny_model, cfg.n_logits)
     tables = _reference_tables(s, stats, s_.W_dec, cfg, effects, decoder_neighbours(s_.W_dec, cfg.n_neighbours), vocab)
     with sqlite3.connect(new) as con:
         meta = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta")}
     (tmp_path / "ref").mkdir()
-    ref = write_feature_db(tmp_path / "ref" / "features.sqlite",
-                           {k: v for k, v in meta.items() if k not in ("complete", "schema_version")}, tables)
+    ref = write_feature_db(
+        tmp_path / "ref" / "features.sqlite",
+        {k: v for k, v in meta.items() if k not in ("complete", "schema_version")},
+        tables,
+    )
     a, b = _dump(new), _dump(ref)
     assert a == b and len(a["cooccurrence"]) > 200 and len(a["examples"]) > 500
     with sqlite3.connect(new) as con:
-        assert sorted(con.execute("SELECT * FROM top_tokens")) == sorted(sqlite3.connect(ref).execute(
-            "SELECT * FROM top_tokens"))
+        assert sorted(con.execute("SELECT * FROM top_tokens")) == sorted(
+            sqlite3.connect(ref).execute("SELECT * FROM top_tokens")
+        )

@@ -11,14 +11,15 @@ from eval_helpers import HOOK_Z, RESID, T, brute_acts, contexts, eval_cfg, ident
 from sae_lab.circuits import run_with_sae
 from sae_lab.evaluation import SAEMismatchError, evaluate_run, evaluate_sae_dir
 from sae_lab.evaluation.evaluate import evaluate_targets
-from sae_lab.evaluation.inputs import Target
 from sae_lab.evaluation.metrics import loss_recovered
+from sae_lab.saeref import SAERef
 
 
 def _spliced_ce(model, tokens, hook, value, keep, clean_logp):
     """CE and KL with ``value`` [n, T, d] written at ``hook`` on kept positions: an independent hook."""
     ces, kls = [], []
     for i, row in enumerate(tokens):
+
         def fn(act, hook=None, i=i):
             flat = act.reshape(1, T, -1)
             new = torch.where(keep[i][None, :, None], value[i][None].to(act.dtype), flat)
@@ -40,7 +41,7 @@ def test_every_metric_matches_a_direct_computation(tiny_model, arch, hook):
     if arch == "mutual_choice":  # inference rule: a global threshold (not the batch-level training rule)
         s.threshold.fill_(0.05)
     cfg = eval_cfg(192, dense_threshold=0.05)
-    m = evaluate_targets([Target("s", s, None)], tiny_model, cfg)["s"]["metrics"]
+    m = evaluate_targets([SAERef("s", s, None)], tiny_model, cfg)["s"]["metrics"]
 
     tokens = contexts(tiny_model, cfg)
     logits, acts, keep = brute_acts(tiny_model, tokens, hook)
@@ -90,7 +91,7 @@ def test_a_perfect_reconstruction_gives_exactly_the_clean_loss(tiny_model):
     noisy = identity_sae(64, RESID)
     with torch.no_grad():
         noisy.W_dec.mul_(1.05)  # same code, 5% too long: must cost something
-    out = evaluate_targets([Target("ident", ident, None), Target("noisy", noisy, None)], tiny_model, eval_cfg(192))
+    out = evaluate_targets([SAERef("ident", ident, None), SAERef("noisy", noisy, None)], tiny_model, eval_cfg(192))
     m, bad = out["ident"]["metrics"], out["noisy"]["metrics"]
     assert m["ce_sae"] == m["ce_clean"] and m["kl_sae"] == 0.0
     assert m["mse"] == 0.0 and m["fvu"] == 0.0 and m["cos"] == pytest.approx(1.0)
@@ -134,9 +135,9 @@ def test_evaluate_run_writes_eval_json_with_the_data_spec(tiny_model, tmp_path):
 
 def test_a_mismatched_sae_is_refused_naming_hook_and_width(tiny_model, tmp_path):
     with pytest.raises(SAEMismatchError, match=r"blocks\.9\.hook_resid_post.*tiny-llama"):
-        evaluate_targets([Target("x", sae("topk", "blocks.9.hook_resid_post"), tmp_path)], tiny_model, eval_cfg())
+        evaluate_targets([SAERef("x", sae("topk", "blocks.9.hook_resid_post"), tmp_path)], tiny_model, eval_cfg())
     with pytest.raises(SAEMismatchError, match=r"d_in=32.*blocks\.1\.hook_resid_post.*width 64"):
-        evaluate_targets([Target("x", sae("topk", RESID, d_in=32), tmp_path)], tiny_model, eval_cfg())
+        evaluate_targets([SAERef("x", sae("topk", RESID, d_in=32), tmp_path)], tiny_model, eval_cfg())
 
 
 def test_a_saelens_format_directory_is_evaluated(tiny_model, tmp_path):
@@ -162,7 +163,7 @@ def test_a_saelens_format_directory_is_evaluated(tiny_model, tmp_path):
         )
     )
     rec = evaluate_sae_dir(d, tiny_model, eval_cfg(96))
-    want = evaluate_targets([Target("ref", ref, None)], tiny_model, eval_cfg(96))["ref"]["metrics"]
+    want = evaluate_targets([SAERef("ref", ref, None)], tiny_model, eval_cfg(96))["ref"]["metrics"]
     assert json.loads((d / "eval.json").read_text())["metrics"] == rec["metrics"]
     assert rec["metrics"]["fvu"] == pytest.approx(want["fvu"]) and rec["metrics"]["ce_sae"] == pytest.approx(
         want["ce_sae"]

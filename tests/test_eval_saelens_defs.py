@@ -16,8 +16,8 @@ from sae_lab.data.config import DataConfig
 from sae_lab.data.packing import special_token_mask
 from sae_lab.evaluation import EvalConfig
 from sae_lab.evaluation.evaluate import evaluate_targets
-from sae_lab.evaluation.inputs import Target
 from sae_lab.evaluation.saelens_defs import saelens_special_ids
+from sae_lab.saeref import SAERef
 
 
 def _ignored(tokens: np.ndarray, tok) -> torch.Tensor:
@@ -29,6 +29,7 @@ def _ignored(tokens: np.ndarray, tok) -> torch.Tensor:
 @torch.no_grad()
 def _logits(model, tokens: np.ndarray, hook: str, value: torch.Tensor | None, where: torch.Tensor) -> torch.Tensor:
     """Full forwards with ``value`` [n, T, d] (None: clean) written at ``hook`` where ``where`` [n, T] holds."""
+
     def fn(act, hook=None):
         flat = act.reshape(*where.shape, -1)
         return torch.where(where[..., None], value.to(act.dtype), flat).reshape(act.shape)
@@ -60,15 +61,20 @@ def _want(model, tokens: np.ndarray, hook: str, s) -> dict:
         return (p.exp() * (p - torch.log_softmax(lg, -1))).sum(-1)[use].mean().item()
 
     x, xh = acts[use].double(), x_hat[use].double()
-    w = {"saelens_ce_loss_without_sae": ce(clean), "saelens_ce_loss_with_sae": ce(spliced),
-         "saelens_ce_loss_with_ablation": ce(zeroed), "saelens_kl_div_with_sae": kl(spliced),
-         "saelens_kl_div_with_ablation": kl(zeroed),
-         "saelens_explained_variance": 1 - (((x - xh) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()).item(),
-         "saelens_mse": ((x - xh) ** 2).sum(1).mean().item(),
-         "saelens_cossim": Fn.cosine_similarity(x, xh).mean().item(),
-         "saelens_l0": (s.encode(acts[use]) != 0).sum(1).double().mean().item()}
+    w = {
+        "saelens_ce_loss_without_sae": ce(clean),
+        "saelens_ce_loss_with_sae": ce(spliced),
+        "saelens_ce_loss_with_ablation": ce(zeroed),
+        "saelens_kl_div_with_sae": kl(spliced),
+        "saelens_kl_div_with_ablation": kl(zeroed),
+        "saelens_explained_variance": 1 - (((x - xh) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()).item(),
+        "saelens_mse": ((x - xh) ** 2).sum(1).mean().item(),
+        "saelens_cossim": Fn.cosine_similarity(x, xh).mean().item(),
+        "saelens_l0": (s.encode(acts[use]) != 0).sum(1).double().mean().item(),
+    }
     w["saelens_ce_loss_score"] = (w["saelens_ce_loss_with_ablation"] - w["saelens_ce_loss_with_sae"]) / (
-        w["saelens_ce_loss_with_ablation"] - w["saelens_ce_loss_without_sae"])
+        w["saelens_ce_loss_with_ablation"] - w["saelens_ce_loss_without_sae"]
+    )
     w["saelens_kl_div_score"] = 1 - w["saelens_kl_div_with_sae"] / w["saelens_kl_div_with_ablation"]
     return w, use, acts
 
@@ -96,7 +102,7 @@ def test_saelens_metrics_splice_outliers_and_zero_every_position(tiny_model, hoo
     s = sae("topk", hook, 64, 128, seed=1)
     multiple = 1.3
     cfg = eval_cfg(192).model_copy(update={"exclude_outliers": multiple})
-    m = evaluate_targets([Target("s", s, None)], tiny_model, cfg, multiple)["s"]["metrics"]
+    m = evaluate_targets([SAERef("s", s, None)], tiny_model, cfg, multiple)["s"]["metrics"]
 
     tokens = contexts(tiny_model, cfg)
     want, use, acts = _want(tiny_model, tokens, hook, s)
@@ -112,7 +118,7 @@ def test_saelens_metrics_splice_outliers_and_zero_every_position(tiny_model, hoo
 
 
 def test_a_perfect_reconstruction_scores_one_under_both_definitions(tiny_model):
-    m = evaluate_targets([Target("i", identity_sae(64, RESID), None)], tiny_model, eval_cfg(192))["i"]["metrics"]
+    m = evaluate_targets([SAERef("i", identity_sae(64, RESID), None)], tiny_model, eval_cfg(192))["i"]["metrics"]
     assert m["saelens_ce_loss_with_sae"] == m["saelens_ce_loss_without_sae"] and m["saelens_kl_div_with_sae"] == 0
     assert m["saelens_ce_loss_score"] == 1.0 and m["saelens_kl_div_score"] == 1.0
     assert m["saelens_explained_variance"] == 1.0 and m["loss_recovered_zero"] == 1.0
@@ -121,7 +127,7 @@ def test_a_perfect_reconstruction_scores_one_under_both_definitions(tiny_model):
 def test_the_eval_table_shows_both_definitions(tiny_model):
     from sae_lab.pipeline import format_eval_table
 
-    m = evaluate_targets([Target("s", sae("topk", RESID, 64, 128, seed=2), None)], tiny_model, eval_cfg(96))["s"]
+    m = evaluate_targets([SAERef("s", sae("topk", RESID, 64, 128, seed=2), None)], tiny_model, eval_cfg(96))["s"]
     lines = format_eval_table({"saes": {"s": m["metrics"]}}).splitlines()
     header, row = lines[0].split(), lines[1].split()
     assert "rec(0)" in header and "SL" in header and "SAELens's" in "\n".join(lines[2:])
@@ -142,7 +148,7 @@ def test_saelens_metrics_on_the_embedded_model(embedded_model):
     with torch.no_grad():
         s.W_dec.mul_(10.0)  # reconstructions of the residual's scale, so the splice is not a zero-ablation
     cfg = EvalConfig(data=data, n_tokens=256, batch_size=2, exclude_outliers=1.1)
-    got = evaluate_targets([Target("e", s, None)], m, cfg, 1.1)["e"]["metrics"]
+    got = evaluate_targets([SAERef("e", s, None)], m, cfg, 1.1)["e"]["metrics"]
     tokens = contexts(m, cfg)
     want, use, acts = _want(m, tokens, hook, s)
     for key, value in want.items():

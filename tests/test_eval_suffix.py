@@ -15,8 +15,8 @@ from sae_lab.circuits.forward_hooks import ablation_hooks
 from sae_lab.data.config import DataConfig
 from sae_lab.evaluation import EvalConfig
 from sae_lab.evaluation import evaluate as E
-from sae_lab.evaluation.inputs import Target
 from sae_lab.evaluation.suffix_forward import SharedForward
+from sae_lab.saeref import SAERef
 
 
 def _eval(model, targets, cfg, monkeypatch, share: bool):
@@ -34,9 +34,15 @@ def _eval(model, targets, cfg, monkeypatch, share: bool):
 
 
 def _tiny_targets():
-    hooks = [RESID, HOOK_Z, "blocks.3.hook_resid_post", "blocks.0.hook_mlp_out", "blocks.2.hook_resid_mid",
-             "hook_embed"]  # last layer (no next block), mid-block, outside the blocks
-    return [Target(f"s{i}", sae("topk", h, 64, 128, seed=i), None) for i, h in enumerate(hooks)]
+    hooks = [
+        RESID,
+        HOOK_Z,
+        "blocks.3.hook_resid_post",
+        "blocks.0.hook_mlp_out",
+        "blocks.2.hook_resid_mid",
+        "hook_embed",
+    ]  # last layer (no next block), mid-block, outside the blocks
+    return [SAERef(f"s{i}", sae("topk", h, 64, 128, seed=i), None) for i, h in enumerate(hooks)]
 
 
 def test_eval_from_the_hooks_block_gives_identical_metrics(tiny_model, monkeypatch):
@@ -77,10 +83,13 @@ def test_a_padded_batch_runs_from_the_block_with_its_attention_mask(tiny_model):
 @pytest.mark.embedded
 def test_eval_from_the_hooks_block_on_the_embedded_model(embedded_model, monkeypatch):
     m = embedded_model
-    targets = [Target("resid", sae("topk", "blocks.15.hook_resid_post", 576, 1152, seed=1, k=16), None),
-               Target("z", sae("topk", "blocks.20.attn.hook_z", 576, 1152, seed=2, k=16), None)]
-    cfg = EvalConfig(data=DataConfig(split="validation", context_length=128), n_tokens=256, batch_size=2,
-                     exclude_outliers=10.0)
+    targets = [
+        SAERef("resid", sae("topk", "blocks.15.hook_resid_post", 576, 1152, seed=1, k=16), None),
+        SAERef("z", sae("topk", "blocks.20.attn.hook_z", 576, 1152, seed=2, k=16), None),
+    ]
+    cfg = EvalConfig(
+        data=DataConfig(split="validation", context_length=128), n_tokens=256, batch_size=2, exclude_outliers=10.0
+    )
     shared, counts = _eval(m, targets, cfg, monkeypatch, share=True)
     full, _ = _eval(m, targets, cfg, monkeypatch, share=False)
     # 2 splices + 2 ablations of each hook, + SAELens's zero-ablation of each hook (every position), + SAELens's

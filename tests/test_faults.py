@@ -66,8 +66,9 @@ def sae_lab(*args, fsize: int | None = None, popen: bool = False):
     limit = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))) if fsize else None
     cmd = [sys.executable, "-m", "sae_lab", *map(str, args)]
     if popen:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
     return subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=limit, timeout=600)
 
 
@@ -111,13 +112,23 @@ def ref(tmp_path_factory):
     d = tmp_path_factory.mktemp("faults")
     cache_yaml, run_yaml = write_configs(d, d / "cache", d / "run")
     times = {}
-    for name, args in (("cache", ["cache", cache_yaml]), ("train", ["train", run_yaml]),
-                       ("analyze", ["analyze", d / "run"])):
+    for name, args in (
+        ("cache", ["cache", cache_yaml]),
+        ("train", ["train", run_yaml]),
+        ("analyze", ["analyze", d / "run"]),
+    ):
         t0 = time.time()
         ok(sae_lab(*args))
         times[name] = time.time() - t0
-    return {"dir": d, "cache": d / "cache", "run": d / "run", "times": times, "cache_fp": cache_fp(d / "cache"),
-            "sae_fp": sae_fp(d / "run"), "db_fp": db_fp(d / "run")}
+    return {
+        "dir": d,
+        "cache": d / "cache",
+        "run": d / "run",
+        "times": times,
+        "cache_fp": cache_fp(d / "cache"),
+        "sae_fp": sae_fp(d / "run"),
+        "db_fp": db_fp(d / "run"),
+    }
 
 
 def kill_at(args, seconds: float) -> bool:
@@ -184,13 +195,16 @@ def test_flipped_byte_in_the_cache_is_named_and_repaired(ref, tmp_path, kind):
     rng = random.Random(f"{SEED}-{kind}")
     cache = tmp_path / "cache"
     shutil.copytree(ref["cache"], cache)
-    target = {"shard array": cache / "shards" / "000003" / f"{HOOK}.npy",
-              "shard.json": cache / "shards" / "000002" / "shard.json",
-              "manifest": cache / "manifest.json"}[kind]
+    target = {
+        "shard array": cache / "shards" / "000003" / f"{HOOK}.npy",
+        "shard.json": cache / "shards" / "000002" / "shard.json",
+        "manifest": cache / "manifest.json",
+    }[kind]
     flip(target, rng)
     check = sae_lab("verify", cache)
-    named = check.returncode != 0 and (target.name in check.stdout + check.stderr or
-                                       target.parent.name in check.stdout + check.stderr)
+    named = check.returncode != 0 and (
+        target.name in check.stdout + check.stderr or target.parent.name in check.stdout + check.stderr
+    )
     assert named, check.stdout + check.stderr
     assert "Traceback" not in check.stderr
     cache_yaml, _ = write_configs(tmp_path, cache, tmp_path / "run")
@@ -247,8 +261,7 @@ def test_flipped_byte_in_the_feature_database_is_named_and_a_rerun_repairs_it(re
 def test_a_file_size_limit_gives_a_clear_message_and_a_rerun_recovers(ref, tmp_path, command, limit):
     args = _command_args(command, ref, tmp_path)
     limited = sae_lab(*args, fsize=limit)
-    clear = (limited.returncode != 0 and "Traceback" not in limited.stderr
-             and "file-size limit" in limited.stderr)
+    clear = limited.returncode != 0 and "Traceback" not in limited.stderr and "file-size limit" in limited.stderr
     assert clear, limited.stderr[-2000:]
     if command == "train":
         assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"

@@ -20,6 +20,7 @@ from sae_lab.evaluation.config import EvalConfig
 from sae_lab.fileio import atomic_path, atomic_write_text, is_temp_name, sha256_file
 from sae_lab.hooknames import parse_hook
 from sae_lab.models import ModelConfig
+from sae_lab.saedir import SAEDir
 from sae_lab.saes import SAEConfig, build_sae
 from sae_lab.training import TrainConfig
 
@@ -80,7 +81,7 @@ def test_parse_hook_on_every_hook_of_a_real_bridge(tiny_model):
 def test_saved_cfg_json_records_the_parsed_layer(tmp_path):
     for hook, layer in (("blocks.7.attn.hook_z", 7), ("hook_embed", -1), ("tensor", -1)):
         sae = build_sae(SAEConfig(architecture="topk", d_in=8, d_sae=16, k=2, hook_name=hook))
-        sae.save(tmp_path / hook)
+        SAEDir(tmp_path / hook).save(sae)
         assert json.loads((tmp_path / hook / "cfg.json").read_text())["hook_layer"] == layer
 
 
@@ -88,8 +89,9 @@ def test_saved_cfg_json_records_the_parsed_layer(tmp_path):
 def test_training_and_evaluation_keep_the_same_positions(tiny_model, tmp_path):
     """The cache's stored keep mask equals what evaluation computes from the same tokens and threshold."""
     hook = "blocks.1.hook_resid_post"
-    cfg = cache_config(tmp_path / "c", [hook], max_tokens=512, storage_dtype="float32",
-                       activations={"exclude_outliers": 1.3})
+    cfg = cache_config(
+        tmp_path / "c", [hook], max_tokens=512, storage_dtype="float32", activations={"exclude_outliers": 1.3}
+    )
     build_cache(cfg, model=tiny_model, progress=False)
     cache = ActivationCache(tmp_path / "c")
     threshold = cache.hook_info(hook)["stats"]["outlier_threshold"]

@@ -19,9 +19,20 @@ def cache(tiny_cache):
 
 
 def run_cfg(run_dir, cache, *extra):
-    return load_config(RunConfig, None, [f"run_dir={run_dir}", f"cache.path={cache}", f"activations.hooks=[{HOOK}]",
-                                         "saes=[{architecture: topk, d_sae: 128, k: 8}]", "train.batch_size=64",
-                                         "train.total_tokens=640", "train.progress=false", *extra])
+    return load_config(
+        RunConfig,
+        None,
+        [
+            f"run_dir={run_dir}",
+            f"cache.path={cache}",
+            f"activations.hooks=[{HOOK}]",
+            "saes=[{architecture: topk, d_sae: 128, k: 8}]",
+            "train.batch_size=64",
+            "train.total_tokens=640",
+            "train.progress=false",
+            *extra,
+        ],
+    )
 
 
 def test_train_from_cache_fills_d_in_and_hook(cache, tmp_path):
@@ -34,8 +45,12 @@ def test_train_from_cache_fills_d_in_and_hook(cache, tmp_path):
 
 
 def test_missing_cache_is_refused_before_training(tmp_path, capsys):
-    args = ["train", f"run_dir={tmp_path / 'run'}", f"cache.path={tmp_path / 'nope'}",
-            "saes=[{architecture: topk, d_sae: 128, k: 8}]"]
+    args = [
+        "train",
+        f"run_dir={tmp_path / 'run'}",
+        f"cache.path={tmp_path / 'nope'}",
+        "saes=[{architecture: topk, d_sae: 128, k: 8}]",
+    ]
     assert cli_main(args) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -52,7 +67,7 @@ def test_corrupt_cache_is_refused_naming_the_shard(cache, tmp_path):
 
 
 def test_hook_and_d_in_mismatches_are_refused(cache, tmp_path):
-    with pytest.raises(CacheError, match="no activations for hook 'blocks.2.hook_resid_post'.*holds: " + HOOK):
+    with pytest.raises(ConfigError, match="hook: 'blocks.2.hook_resid_post' is not among .* the cache .*" + HOOK):
         train_run(run_cfg(tmp_path / "a", cache, "hook=blocks.2.hook_resid_post"))
     with pytest.raises(ConfigError, match="d_in"):
         train_run(run_cfg(tmp_path / "b", cache, "saes=[{architecture: topk, d_in: 576, d_sae: 1024, k: 8}]"))

@@ -25,7 +25,7 @@ from sae_lab.evaluation.feature_db import FeatureDB, FeatureDBError
 from sae_lab.ownership import MARKER
 from sae_lab.pipeline import RunConfig, train_run
 from sae_lab.rundir import RunDirError
-from sae_lab.saes.saelens_format import SAEFileError
+from sae_lab.saedir import SAEDir, SAEFileError
 from sae_lab.training import train_sweep
 from synthetic_db import write_synthetic_db
 
@@ -57,8 +57,9 @@ def test_overwrite_refuses_foreign_files_and_names_them(tmp_path):
     (run / "notes.md").write_text("my notes")
     (run / "my_config.yaml").write_text("run_dir: .")
     with pytest.raises(RunDirError, match="'my_config.yaml', 'notes.md'"):
-        train_sweep([sae_cfg(name="a")], planted_source(), train_cfg(total_tokens=4 * 64), run, resume="never",
-                    overwrite=True)
+        train_sweep(
+            [sae_cfg(name="a")], planted_source(), train_cfg(total_tokens=4 * 64), run, resume="never", overwrite=True
+        )
     assert (run / "notes.md").read_text() == "my notes" and (run / "config.yaml").exists()
 
 
@@ -67,12 +68,20 @@ def test_overwrite_refuses_cwd_and_the_config_files_directory(tmp_path, monkeypa
     _trained(run)
     monkeypatch.chdir(run)
     with pytest.raises(RunDirError, match="current directory"):
-        train_sweep([sae_cfg(name="a")], planted_source(), train_cfg(total_tokens=4 * 64), ".", resume="never",
-                    overwrite=True)
+        train_sweep(
+            [sae_cfg(name="a")], planted_source(), train_cfg(total_tokens=4 * 64), ".", resume="never", overwrite=True
+        )
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RunDirError, match="holds the config file"):
-        train_sweep([sae_cfg(name="a")], planted_source(), train_cfg(total_tokens=4 * 64), run, resume="never",
-                    overwrite=True, config_path=run / "checkpoints" / "cfg.yaml")
+        train_sweep(
+            [sae_cfg(name="a")],
+            planted_source(),
+            train_cfg(total_tokens=4 * 64),
+            run,
+            resume="never",
+            overwrite=True,
+            config_path=run / "checkpoints" / "cfg.yaml",
+        )
     assert (run / "config.yaml").exists() and any((run / "checkpoints").iterdir())
 
 
@@ -81,16 +90,28 @@ def test_overwrite_refuses_an_unmarked_directory(tmp_path):
     _trained(run)
     (run / MARKER).unlink()
     with pytest.raises(RunDirError, match="no sae-lab run marker"):
-        train_sweep([sae_cfg(name="a")], planted_source(), train_cfg(total_tokens=4 * 64), run, resume="never",
-                    overwrite=True)
+        train_sweep(
+            [sae_cfg(name="a")], planted_source(), train_cfg(total_tokens=4 * 64), run, resume="never", overwrite=True
+        )
 
 
 def test_overwrite_removes_only_its_own_files(tmp_path):
     run = tmp_path / "run"
     _trained(run)
-    result = train_sweep([sae_cfg(name="b")], planted_source(), train_cfg(total_tokens=4 * 64), run,
-                         resume="never", overwrite=True)
+    result = train_sweep(
+        [sae_cfg(name="b")], planted_source(), train_cfg(total_tokens=4 * 64), run, resume="never", overwrite=True
+    )
     assert result.status == "done" and not (run / "saes" / "a").exists() and (run / "saes" / "b").exists()
+
+
+def test_a_kill_while_marking_the_run_directory_does_not_block_the_rerun(tmp_path):
+    """A kill -9 between writing the marker's temporary and renaming it left ``..sae-lab-owned.tmpPID``."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / f".{MARKER}.tmp4242").write_text('{"owner": "sae-lab"')
+    result = train_sweep([sae_cfg(name="a")], planted_source(), train_cfg(total_tokens=4 * 64), run)
+    assert result.status == "done" and (run / MARKER).exists()
+    assert not list(run.glob(f".{MARKER}.tmp*"))
 
 
 def test_sae_dir_with_foreign_files_is_not_replaced(tmp_path):
@@ -125,9 +146,9 @@ def test_non_finite_weights_are_refused_naming_file_and_tensor(tmp_path, layout,
     if layout == "ours":  # saved by sae-lab with its checksums: the values themselves are refused
         with torch.no_grad():
             s.W_dec[3, 5] = bad
-        s.save(d)
+        SAEDir(d).save(s)
     else:
-        s.save(d)
+        SAEDir(d).save(s)
         (d / "sae_lab.json").unlink()
         (d / "sae_lab_state.safetensors").unlink()
         weights = load_file(str(d / "sae_weights.safetensors"))
@@ -141,11 +162,11 @@ def test_truncated_weights_and_broken_json_are_named(tmp_path):
     from eval_helpers import sae
 
     d = tmp_path / "sae"
-    sae("topk", HOOK).save(d)
+    SAEDir(d).save(sae("topk", HOOK))
     (d / "sae_lab.json").write_text('{"config": ')
     with pytest.raises(SAEFileError, match="sae_lab.json"):
         load_sae(d)
-    sae("topk", HOOK).save(d)
+    SAEDir(d).save(sae("topk", HOOK))
     w = d / "sae_weights.safetensors"
     w.write_bytes(w.read_bytes()[:-50])
     with pytest.raises(SAEFileError, match="sae_weights.safetensors' is not a readable safetensors"):
@@ -158,20 +179,39 @@ def test_model_dtype_is_part_of_the_cache_identity(tmp_path, tiny_model):
     with pytest.raises(fmt.CacheError, match="differs in: model_dtype"):
         build_cache(cache_config(root, [HOOK], model={"dtype": "bfloat16"}), model=tiny_model, progress=False)
     identity = json.loads((root / "manifest.json").read_text())["identity"]
-    for key in ("model_name", "model_dtype", "model_weights_sha256", "hooks", "data", "storage_dtype",
-                "normalize", "norm_sample_contexts", "exclude_outliers"):
+    for key in (
+        "model_name",
+        "model_dtype",
+        "model_weights_sha256",
+        "hooks",
+        "data",
+        "storage_dtype",
+        "normalize",
+        "norm_sample_contexts",
+        "exclude_outliers",
+    ):
         assert key in identity
     assert identity["data"]["context_length"] == 32 and "separator" in identity["data"]
 
 
 def _run(run_dir, cache, *extra):
-    return load_config(RunConfig, None, [f"run_dir={run_dir}", f"cache.path={cache}", f"activations.hooks=[{HOOK}]",
-                                         "saes=[{architecture: topk, d_sae: 128, k: 8}]", "train.batch_size=64",
-                                         "train.total_tokens=640", "train.progress=false", *extra])
+    return load_config(
+        RunConfig,
+        None,
+        [
+            f"run_dir={run_dir}",
+            f"cache.path={cache}",
+            f"activations.hooks=[{HOOK}]",
+            "saes=[{architecture: topk, d_sae: 128, k: 8}]",
+            "train.batch_size=64",
+            "train.total_tokens=640",
+            "train.progress=false",
+            *extra,
+        ],
+    )
 
 
-@pytest.mark.parametrize("field", ["data.context_length=64", "data.max_tokens=1024",
-                                   "activations.exclude_outliers=10"])
+@pytest.mark.parametrize("field", ["data.context_length=64", "data.max_tokens=1024", "activations.exclude_outliers=10"])
 def test_train_refuses_a_run_config_that_contradicts_the_cache(cache, tmp_path, field):
     with pytest.raises(ConfigError, match=field.split("=")[0].replace("activations.", "")):
         train_run(_run(tmp_path / "run", cache, field))
@@ -248,8 +288,10 @@ def test_undecodable_text_is_refused_naming_the_file_and_line(tmp_path):
         list(iter_documents(DataConfig(source=str(tmp_path / "c.jsonl"))))
 
 
-@pytest.mark.parametrize("line, problem", [("42", "is a JSON int"), ('{"text": null}', "must be text"),
-                                           ('{"input_ids": [1, -2]}', "non-negative token ids")])
+@pytest.mark.parametrize(
+    "line, problem",
+    [("42", "is a JSON int"), ('{"text": null}', "must be text"), ('{"input_ids": [1, -2]}', "non-negative token ids")],
+)
 def test_bad_jsonl_rows_are_named(tmp_path, line, problem):
     (tmp_path / "d.jsonl").write_text('{"text": "fine"}\n' + line + "\n")
     with pytest.raises(DataSourceError, match=f"d.jsonl:2.*{problem}"):
@@ -285,8 +327,7 @@ def test_a_cache_that_failed_on_a_data_error_reruns(tmp_path, tiny_model):
     data = tmp_path / "data.jsonl"
     data.write_text('{"text": "the"}\n' * 3 + "7\n")
     with pytest.raises(DataSourceError, match="data.jsonl:4"):
-        build_cache(cache_config(tmp_path / "c", [HOOK], data={"source": str(data)}), model=tiny_model,
-                    progress=False)
+        build_cache(cache_config(tmp_path / "c", [HOOK], data={"source": str(data)}), model=tiny_model, progress=False)
     data.write_text(" ".join(["the value of the"] * 400) + "\n")
     data.rename(tmp_path / "data.txt")
     cfg = cache_config(tmp_path / "c", [HOOK], max_tokens=256)

@@ -9,7 +9,9 @@ import torch
 
 import sae_lab
 from _train_helpers import BATCH, planted_source, sae_cfg, train_cfg
-from sae_lab.rundir import RunDir, RunDirError, resolve_sae_dir
+from sae_lab.rundir import RunDir, RunDirError
+from sae_lab.saedir import SAEDir
+from sae_lab.saeref import resolve_one
 from sae_lab.training import train_sweep
 
 
@@ -33,18 +35,19 @@ def test_a_trained_run_reads_back_through_rundir(trained):
     assert len(run.metrics()) == 6 and {r["sae"] for r in run.metrics()} == {"a", "b"}
     assert run.metrics("b")[-1] == result.results["b"].metrics
     assert sorted(p.name for p in run.checkpoints_dir.glob("ckpt_*.pt"))[-1] == status["last_checkpoint"]
-    assert run.eval_summary() is None and run.sae_eval("a") is None
-    assert run.feature_db_path("a") == root / "saes" / "a" / "features.sqlite"
+    assert run.eval_summary() is None and SAEDir(run.sae_dir("a")).read_eval() is None
+    assert SAEDir(run.sae_dir("a")).feature_db_path == root / "saes" / "a" / "features.sqlite"
 
 
 def test_eval_files_round_trip(tmp_path):
     run = RunDir(tmp_path)
     run.sae_dir("x").mkdir(parents=True)
     run.write_eval_summary({"saes": {"x": {"fvu": 0.5}}})
-    run.write_sae_eval("x", {"metrics": {"fvu": 0.5}})
-    assert run.eval_summary()["saes"]["x"]["fvu"] == 0.5 and run.sae_eval("x") == {"metrics": {"fvu": 0.5}}
+    SAEDir(run.sae_dir("x")).write_eval({"metrics": {"fvu": 0.5}})
+    assert run.eval_summary()["saes"]["x"]["fvu"] == 0.5
+    assert SAEDir(run.sae_dir("x")).read_eval() == {"metrics": {"fvu": 0.5}}
     assert json.loads(run.eval_path.read_text()) == run.eval_summary()
-    assert not list(tmp_path.glob(".*tmp*"))  # no temp files left behind
+    assert not list(tmp_path.rglob(".*tmp*"))  # no temp files left behind
 
 
 def test_a_torn_last_metrics_line_is_skipped(tmp_path):
@@ -78,8 +81,8 @@ def test_load_sae_resolves_a_run_dir_one_floor_up(trained, tmp_path):
     with pytest.raises(RunDirError, match=r"holds SAEs \['a', 'b'\]; pass .*saes/<name>"):
         sae_lab.load_sae(root)
     single = RunDir(tmp_path / "one")
-    result.saes["a"].save(single.sae_dir("a"))
+    SAEDir(single.sae_dir("a")).save(result.saes["a"])
     single.write_config({"saes": []})
-    assert resolve_sae_dir(single.path) == single.sae_dir("a")
+    assert resolve_one(single.path).sae_dir == single.sae_dir("a")
     x = torch.randn(5, 16)
     assert torch.equal(sae_lab.load_sae(single.path).encode(x), sae_lab.load_sae(single.sae_dir("a")).encode(x))

@@ -71,8 +71,18 @@ def test_uncapped_latent_at_capacity_b_fires_on_every_positive_token():
     """max_density = 1 is the paper's rule (capacity bounded only by B): such a latent fires on every token of the
     batch where its pre-activation is positive (dense by construction), its threshold its smallest batch value."""
     torch.manual_seed(0)
-    sae = build_sae(dict(architecture="feature_choice", d_in=16, d_sae=32, k=8, capacity_rule="zipf",
-                         zipf_alpha=4.0, threshold_momentum=1.0, max_density=1.0))
+    sae = build_sae(
+        dict(
+            architecture="feature_choice",
+            d_in=16,
+            d_sae=32,
+            k=8,
+            capacity_rule="zipf",
+            zipf_alpha=4.0,
+            threshold_momentum=1.0,
+            max_density=1.0,
+        )
+    )
     with torch.no_grad():
         sae.b_enc.fill_(-0.2)
         sae.b_enc[5] = 50.0  # latent 5: positive on every token, and the top demand rank
@@ -88,8 +98,17 @@ def test_uncapped_latent_at_capacity_b_fires_on_every_positive_token():
 
 def test_capacities_capped_at_max_density_and_still_sum_to_the_budget():
     torch.manual_seed(0)
-    sae = build_sae(dict(architecture="feature_choice", d_in=16, d_sae=256, k=4, capacity_rule="zipf",
-                         zipf_alpha=2.0, threshold_momentum=1.0))  # default max_density = 0.1
+    sae = build_sae(
+        dict(
+            architecture="feature_choice",
+            d_in=16,
+            d_sae=256,
+            k=4,
+            capacity_rule="zipf",
+            zipf_alpha=2.0,
+            threshold_momentum=1.0,
+        )
+    )  # default max_density = 0.1
     with torch.no_grad():
         sae.b_enc[5] = 50.0  # the top demand: uncapped it would take the whole batch
     x = torch.randn(256, 16)
@@ -117,14 +136,24 @@ def train_feature_choice(max_density: float) -> tuple[torch.Tensor, torch.Tensor
     """Train a Zipf Feature Choice SAE on the toy and calibrate its thresholds; the density per latent on the
     calibration sample and on held-out data."""
     torch.manual_seed(0)
-    sae = build_sae(dict(architecture="feature_choice", d_in=32, d_sae=512, k=4, capacity_rule="zipf",
-                         zipf_alpha=1.5, threshold_momentum=0.05, max_density=max_density))
+    sae = build_sae(
+        dict(
+            architecture="feature_choice",
+            d_in=32,
+            d_sae=512,
+            k=4,
+            capacity_rule="zipf",
+            zipf_alpha=1.5,
+            threshold_momentum=0.05,
+            max_density=max_density,
+        )
+    )
     X = sparse_toy(65536, seed=1)
     sae.init_b_dec(X[:2048], "mean")
-    adam_steps(sae, (X[(step * 512) % 61440:][:512] for step in range(400)))
+    adam_steps(sae, (X[(step * 512) % 61440 :][:512] for step in range(400)))
     calib = sae.threshold_calibrator(512, 8)
     for i in range(8):
-        calib.add(X[61440 + 512 * i:][:512])
+        calib.add(X[61440 + 512 * i :][:512])
     calib.finish()
     with torch.no_grad():
         density = [(sae.encode(x) > 0).float().mean(0) for x in (X[61440:], sparse_toy(8192, seed=2))]

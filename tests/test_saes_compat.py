@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import sae_lab
+from sae_lab.saedir import SAEDir
 
 FIXTURES = Path(__file__).parent / "fixtures" / "saes"
 NAMES = sorted(p.name for p in FIXTURES.iterdir() if p.is_dir())
@@ -42,13 +43,13 @@ def test_old_directories_load_to_the_same_outputs(name, expected):
     torch.testing.assert_close(x_hat, expected[f"{name}/x_hat"], rtol=0, atol=1e-5)
 
 
-ADDED_SINCE_FIXTURES = {"max_density"}  # Feature Choice's capacity cap (issue 18)
+ADDED_SINCE_FIXTURES = {"max_density", "selection", "grad_beta"}  # FC capacity cap (issue 18), TopK g-SAE (20)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_saving_again_writes_compatible_files(name, tmp_path):
     sae = sae_lab.load_sae(FIXTURES / name)
-    sae.save(tmp_path / name, metadata={"model_name": "fixture"})
+    SAEDir(tmp_path / name).save(sae, metadata={"model_name": "fixture"})
     old_cfg = json.loads((FIXTURES / name / "cfg.json").read_text())
     assert json.loads((tmp_path / name / "cfg.json").read_text()) == old_cfg
     old, new = (json.loads((d / name / "sae_lab.json").read_text()) for d in (FIXTURES, tmp_path))

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sae_lab.configbase import ConfigError, build_config
+from sae_lab.saedir import SAEDir
 from sae_lab.saes import BaseSAE, SAEConfig, build_sae, get_sae_class, register, registered_names
 
 D_IN, D_SAE, K, B = 16, 64, 4, 48
@@ -15,9 +16,16 @@ OPTIONS: dict[str, dict] = {}
 FOLD_OPTIONS = {"matching_pursuit": lambda s: dict(mp_stop="absolute", mp_threshold=0.5 * s)}
 # The tests below marked by EVERY_ARCHITECTURE run on every registered architecture, or on CONTRACT_ARCHS
 # when the importing test module defines it (see test_saes_toy.py: a new architecture runs them unchanged).
-EVERY_ARCHITECTURE = ["test_shapes", "test_decoder_norms_and_parallel_grads", "test_save_load_round_trip",
-                      "test_gradients_reach_every_parameter", "test_fold_scale", "test_inference_is_batch_independent",
-                      "test_dead_tracking_in_tokens", "test_has_thresholds_says_whether_there_is_a_calibrator"]
+EVERY_ARCHITECTURE = [
+    "test_shapes",
+    "test_decoder_norms_and_parallel_grads",
+    "test_save_load_round_trip",
+    "test_gradients_reach_every_parameter",
+    "test_fold_scale",
+    "test_inference_is_batch_independent",
+    "test_dead_tracking_in_tokens",
+    "test_has_thresholds_says_whether_there_is_a_calibrator",
+]
 __all__ = ["pytest_generate_tests", *EVERY_ARCHITECTURE]
 
 
@@ -80,8 +88,8 @@ def test_decoder_norms_and_parallel_grads(arch):
 def test_save_load_round_trip(arch, tmp_path):
     sae, x = make(arch), data()
     warm(sae, x)
-    sae.save(tmp_path / "s")
-    back = BaseSAE.load(tmp_path / "s")
+    SAEDir(tmp_path / "s").save(sae)
+    back = SAEDir(tmp_path / "s").load()
     assert type(back) is type(sae)
     for k, v in sae.state_dict().items():
         assert torch.equal(v, back.state_dict()[k]), k
@@ -107,8 +115,8 @@ def test_fold_scale(arch, tmp_path):
         with torch.no_grad():
             sae.b_enc.normal_(0, 0.3)
     warm(sae, s * data(seed=2))  # thresholds come from other tokens: no exact ties with x
-    sae.save(tmp_path / "f", fold_scale=s)
-    folded = BaseSAE.load(tmp_path / "f")
+    SAEDir(tmp_path / "f").save(sae, fold_scale=s)
+    folded = SAEDir(tmp_path / "f").load()
     assert torch.allclose(folded(x), sae(s * x) / s, atol=1e-4, rtol=1e-4)
     assert torch.allclose(folded.encode(x), sae.encode(s * x) / s, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(folded(x), sae(x), atol=1e-3)  # folding changed something
@@ -169,8 +177,10 @@ def test_registry_errors():
         (dict(architecture="topk", d_in=8, d_sae=16, k=17), ["k=17", "d_sae=16"]),
         (dict(architecture="tpok", d_in=8, d_sae=16, k=2), ["tpok", "mutual_choice"]),
         (dict(architecture="topk", d_in=8, k=2), ["d_sae", "expansion_factor"]),
-        (dict(architecture="feature_choice", d_in=8, d_sae=16, k=2, capacity_rule="zipfy"),
-         ["capacity_rule", "uniform", "zipf"]),
+        (
+            dict(architecture="feature_choice", d_in=8, d_sae=16, k=2, capacity_rule="zipfy"),
+            ["capacity_rule", "uniform", "zipf"],
+        ),
         (dict(architecture="topk", d_in=8, d_sae=16, k=2, capacity_rule="zipf"), ["capacity_rule", "feature_choice"]),
         (dict(architecture="standard", d_in=8, d_sae=16, k=2), ["'k' is an option of", "topk", "not of 'standard'"]),
         (dict(architecture="matching_pursuit", d_in=8, d_sae=16, k=2, aux_zipf=True), ["aux_zipf", "topk"]),
@@ -208,16 +218,28 @@ def test_loads_foreign_saelens_directories(arch, apply_b_dec, tmp_path):
     from safetensors.torch import save_file
 
     g = torch.Generator().manual_seed(5)
-    W = {"W_enc": torch.randn(D_IN, D_SAE, generator=g), "b_enc": torch.randn(D_SAE, generator=g),
-         "W_dec": torch.randn(D_SAE, D_IN, generator=g), "b_dec": torch.randn(D_IN, generator=g)}
+    W = {
+        "W_enc": torch.randn(D_IN, D_SAE, generator=g),
+        "b_enc": torch.randn(D_SAE, generator=g),
+        "W_dec": torch.randn(D_SAE, D_IN, generator=g),
+        "b_dec": torch.randn(D_IN, generator=g),
+    }
     if arch == "jumprelu":
         W["threshold"] = torch.rand(D_SAE, generator=g)
     save_file(W, str(tmp_path / "sae_weights.safetensors"))
-    cfg = {"architecture": arch, "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu",
-           "apply_b_dec_to_input": apply_b_dec, "normalize_activations": "none",
-           "metadata": {"hook_name": "blocks.3.hook_resid_post"}, **({"k": K} if arch == "topk" else {})}
+    cfg = {
+        "architecture": arch,
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": apply_b_dec,
+        "normalize_activations": "none",
+        "metadata": {"hook_name": "blocks.3.hook_resid_post"},
+        **({"k": K} if arch == "topk" else {}),
+    }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    sae = BaseSAE.load(tmp_path)
+    sae = SAEDir(tmp_path).load()
     x = data()
     pre = (x - W["b_dec"] if apply_b_dec else x) @ W["W_enc"] + W["b_enc"]
     if arch == "standard":
@@ -239,7 +261,7 @@ def test_saved_choice_sae_is_saelens_jumprelu(tmp_path):
 
     sae = make("mutual_choice")
     warm(sae, data())
-    sae.save(tmp_path / "m")
+    SAEDir(tmp_path / "m").save(sae)
     cfg = json.loads((tmp_path / "m" / "cfg.json").read_text())
     w = load_file(str(tmp_path / "m" / "sae_weights.safetensors"))
     assert cfg["architecture"] == "jumprelu" and set(w) == {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}
@@ -270,8 +292,9 @@ def saelens_mp_reference(x, W_dec, b_dec, threshold, max_iterations, stop_on_dup
     return acts
 
 
-@pytest.mark.parametrize("threshold, iters, dup",
-                         [(0.0, 6, False), (1.5, 40, False), (0.0, 40, True), (1.0, None, True)])
+@pytest.mark.parametrize(
+    "threshold, iters, dup", [(0.0, 6, False), (1.5, 40, False), (0.0, 40, True), (1.0, None, True)]
+)
 def test_loads_foreign_saelens_matching_pursuit(threshold, iters, dup, tmp_path):
     import json
 
@@ -292,7 +315,7 @@ def test_loads_foreign_saelens_matching_pursuit(threshold, iters, dup, tmp_path)
         "metadata": {"hook_name": "blocks.1.hook_resid_post"},
     }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    sae = BaseSAE.load(tmp_path)
+    sae = SAEDir(tmp_path).load()
     x = data(seed=9) * 2
     expect = saelens_mp_reference(x, W_dec, b_dec, threshold, iters or D_IN, dup)
     got = sae.encode(x)
@@ -314,7 +337,7 @@ def test_saved_matching_pursuit_maps_to_saelens_only_when_exact(options, mapped,
     import json
 
     sae = make("matching_pursuit", **options)
-    sae.save(tmp_path / "mp", fold_scale=2.0)
+    SAEDir(tmp_path / "mp").save(sae, fold_scale=2.0)
     cfg = json.loads((tmp_path / "mp" / "cfg.json").read_text())
     assert cfg["architecture"] == ("matching_pursuit" if mapped else "sae_lab_matching_pursuit")
     if mapped:  # SAELens's own rule, on the file alone, reproduces our folded SAE's codes
@@ -330,4 +353,4 @@ def test_saved_matching_pursuit_maps_to_saelens_only_when_exact(options, mapped,
             cfg["max_iterations"],
             cfg["stop_on_duplicate_support"],
         )
-        assert torch.allclose(BaseSAE.load(tmp_path / "mp").encode(x), expect, atol=1e-4)
+        assert torch.allclose(SAEDir(tmp_path / "mp").load().encode(x), expect, atol=1e-4)

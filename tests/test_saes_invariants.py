@@ -144,8 +144,11 @@ def test_mp_pursuit_does_not_depend_on_the_token_chunks(monkeypatch):
 
     W = torch.nn.functional.normalize(torch.randn(64, 16, generator=torch.Generator().manual_seed(2)), dim=1)
     r0 = data()
-    cases = [dict(n_steps=6), dict(n_steps=1),  # 48 x 6 >= 64 atoms: whole Gram; 48 x 1 < 64: rows on use
-             dict(n_steps=8, stop_norm=0.5 * r0.norm(dim=1), stop_on_repeat=True)]
+    cases = [
+        dict(n_steps=6),
+        dict(n_steps=1),  # 48 x 6 >= 64 atoms: whole Gram; 48 x 1 < 64: rows on use
+        dict(n_steps=8, stop_norm=0.5 * r0.norm(dim=1), stop_on_repeat=True),
+    ]
     for kw in cases:
         whole = pursuit(r0, W, **kw)
         monkeypatch.setattr(mp, "MIN_CHUNK", 5)
@@ -195,8 +198,10 @@ def test_row_dot_kernels_agree_with_a_direct_computation():
     with empty rows, repeated (row, col) entries and uniform TopK rows."""
     torch.manual_seed(0)
     g, table = torch.randn(6, 5), torch.randn(9, 5)
-    codes = [SparseCode.from_rows_cols(torch.tensor([0, 0, 0, 2, 5, 5]), torch.tensor([4, 4, 1, 8, 0, 3]), 6, 9),
-             SparseCode.from_topk(torch.randint(0, 9, (6, 3)), 9)]
+    codes = [
+        SparseCode.from_rows_cols(torch.tensor([0, 0, 0, 2, 5, 5]), torch.tensor([4, 4, 1, 8, 0, 3]), 6, 9),
+        SparseCode.from_topk(torch.randint(0, 9, (6, 3)), 9),
+    ]
     for code in codes:
         expect = (g[code.rows] * table[code.cols]).sum(1)
         assert torch.allclose(code._row_dot_sddmm(g, table), expect, atol=1e-6)
@@ -308,6 +313,7 @@ def test_choice_thresholds_track_training_density():
 def test_geometric_median_minimises_distance_sum():
     pts = torch.cat([torch.randn(200, 3), torch.full((20, 3), 50.0)])  # outliers pull the mean, not the median
     gm = geometric_median(pts)
+
     def cost(y):
         return (pts - y).norm(dim=1).sum()
 
@@ -412,8 +418,12 @@ def test_mp_adaptive_codes_agree_with_saelens_in_fp32():
 def test_mp_encode_gradient_matches_finite_differences():
     """encode(x) has a gradient with respect to x (the selection held fixed; the coefficients are linear in x):
     autograd against central differences in float64, for fixed, non-negative, signed and adaptive pursuits."""
-    for kw in ({}, {"mp_nonneg": False}, {"mp_stop": "absolute", "mp_threshold": 1.0, "mp_k_max": 12},
-               {"mp_nonneg": False, "mp_stop": "relative", "mp_threshold": 0.3, "mp_k_max": 12}):
+    for kw in (
+        {},
+        {"mp_nonneg": False},
+        {"mp_stop": "absolute", "mp_threshold": 1.0, "mp_k_max": 12},
+        {"mp_nonneg": False, "mp_stop": "relative", "mp_threshold": 0.3, "mp_k_max": 12},
+    ):
         sae = make("matching_pursuit", k=6, **kw).double()
         x = data(n=8).double().requires_grad_(True)
         w = torch.randn(8, 64, generator=torch.Generator().manual_seed(5), dtype=torch.double)
@@ -504,7 +514,7 @@ def test_mp_auxk_revives_planted_dead_atoms():
             sae.W_dec[:64] = -torch.nn.functional.normalize(X.mean(0), dim=0) + 0.05 * torch.randn(64, 32)
             sae.normalize_decoder()
             assert not (sae.encode(X[:4096]) != 0).any(0)[:64].any()  # planted dead
-        adam_steps(sae, (X[(step * 256) % 8192:][:256] for step in range(150)))
+        adam_steps(sae, (X[(step * 256) % 8192 :][:256] for step in range(150)))
         with torch.no_grad():
             fired = (sae.encode(X[:4096]) != 0).any(0)
         dead_fraction[aux_coef] = float((~fired[:64]).float().mean())

@@ -10,6 +10,7 @@ import torch
 from pydantic import Field
 
 from sae_lab.configbase import ConfigError, build_config
+from sae_lab.saedir import SAEDir
 from sae_lab.saes import BaseSAE, SAEConfig, TrainOutput, build_sae, register, registered_names
 from test_saes_contract import *  # noqa: F401,F403  (the every-architecture contract tests)
 
@@ -57,6 +58,6 @@ def test_the_toy_saves_as_an_sae_lab_only_directory(tmp_path):
     import json
 
     sae = build_sae(dict(architecture="toy_relu", d_in=8, d_sae=16))
-    sae.save(tmp_path / "t")
+    SAEDir(tmp_path / "t").save(sae)
     assert json.loads((tmp_path / "t" / "cfg.json").read_text())["architecture"] == "sae_lab_toy_relu"
-    assert type(BaseSAE.load(tmp_path / "t")) is ToySAE
+    assert type(SAEDir(tmp_path / "t").load()) is ToySAE

@@ -62,3 +62,26 @@ def test_stream_ranks_split_the_contexts(tiny_model):
         assert hits[0] >= 10 and hits[1] == 0, hits  # context r is rank r's alone (200 of its ~250 rows drawn)
     resumed = next(src.iter_rank_batches(100, 1, 2, seed=0, skip_batches=3))
     assert torch.equal(resumed, ranks[1][3])
+
+
+def test_training_after_head_goes_on_from_the_stream_head_read(tiny_model):
+    """b_dec's sample (``head``) and training read one stream: the same batches as a fresh stream, and the model runs
+    over the shuffle buffer once, not twice."""
+
+    def counted(src, calls):
+        forward = src.gen.forward
+        src.gen.forward = lambda tokens: calls.append(len(tokens)) or forward(tokens)
+        return src
+
+    fresh = []
+    reference = [b for _, b in zip(range(8), counted(make(tiny_model, 256), fresh).iter_batches(50, seed=4))]
+    calls = []
+    src = counted(make(tiny_model, 256), calls)
+    sample = src.head(120, 50, seed=4)
+    assert torch.equal(sample, torch.cat(reference[:3])[:120])
+    after_head = len(calls)
+    trained = [b for _, b in zip(range(8), src.iter_batches(50, seed=4))]
+    assert all(torch.equal(x, y) for x, y in zip(trained, reference))
+    assert after_head > 0 and calls == fresh  # the contexts of one stream, not a second buffer fill
+    again = next(src.iter_batches(50, seed=4))  # the kept stream is used once; a new one starts over
+    assert torch.equal(again, reference[0])

@@ -44,8 +44,9 @@ def test_calibrated_thresholds_keep_exactly_the_training_budget_on_the_sample():
             q = sae.capacities(64) * len(batches)
             assert torch.equal(fired.sum(0), torch.minimum(q, (pre > 0).sum(0)))
             full = [i for i in range(64) if int((pre[:, i] > 0).sum()) >= int(q[i])]
-            assert len(full) > 32 and all(float(pre[:, i].topk(int(q[i])).values.min()) > float(sae.threshold[i])
-                                          for i in full)
+            assert len(full) > 32 and all(
+                float(pre[:, i].topk(int(q[i])).values.min()) > float(sae.threshold[i]) for i in full
+            )
         assert record["l0_calibrated"] == pytest.approx(float(fired.sum()) / len(x)) and record["tokens"] == len(x)
         assert record["l0_ema_threshold"] == pytest.approx(float((pre > ema).sum()) / len(x))
 
@@ -75,13 +76,21 @@ def test_a_cache_holds_out_rows_spread_over_every_shard_and_disjoint_from_traini
     head, held = src.split_holdout(300)
     assert (head.n_tokens, held.n_tokens) == (src.n_tokens - 300, 300)
     assert len(src.n_keep) > 4 and (abs(held.n_keep - 300 * src.n_keep / src.n_tokens) <= 1).all()
-    assert all(np.array_equal(t, full[len(full) - len(t):]) for full, t in zip(src._keep_positions,
-                                                                               held._keep_positions))
+    assert all(
+        np.array_equal(t, full[len(full) - len(t) :]) for full, t in zip(src._keep_positions, held._keep_positions)
+    )
     for full, h, t in zip(src._keep_positions, head._keep_positions, held._keep_positions):
         assert set(h.tolist()).isdisjoint(t.tolist()) and sorted([*h.tolist(), *t.tolist()]) == full.tolist()
     yielded = torch.cat(list(itertools.islice(held.iter_batches(100, seed=3), 3)))  # one epoch of the 300 rows
-    expected = torch.cat([src.cache.acts(s, src.hook_name).reshape(-1, src.d_in)[torch.from_numpy(p)]
-                          for s, p in enumerate(held._keep_positions)]) * src.norm_scale
+    expected = (
+        torch.cat(
+            [
+                src.cache.acts(s, src.hook_name).reshape(-1, src.d_in)[torch.from_numpy(p)]
+                for s, p in enumerate(held._keep_positions)
+            ]
+        )
+        * src.norm_scale
+    )
     assert sorted(map(tuple, yielded.tolist())) == sorted(map(tuple, expected.tolist()))
     assert head.describe()["rows"] != held.describe()["rows"]
 
@@ -89,15 +98,17 @@ def test_a_cache_holds_out_rows_spread_over_every_shard_and_disjoint_from_traini
 def test_the_sweep_trains_on_all_but_the_calibration_sample_only_when_it_calibrates(tmp_path):
     """With a choice SAE the sweep (TopK too) trains on the source minus the held-out calibration tokens; without
     one, or with calibrate_tokens=0, on all of it. A small source gives at most a quarter, with a warning."""
+
     def trained_on(saes, **kw):
         where = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
         result = train_sweep(saes, planted_source(), train_cfg(total_tokens=1024, lr=1e-2, **kw), where)
-        calibrated = [r.get("threshold_calibration", {}).get("tokens") for r in json.loads(
-            (where / "run.json").read_text())["results"].values()]
+        calibrated = [
+            r.get("threshold_calibration", {}).get("tokens")
+            for r in json.loads((where / "run.json").read_text())["results"].values()
+        ]
         return yaml.safe_load((where / "config.yaml").read_text())["source"]["n_tokens"], calibrated, result
 
-    assert trained_on([sae_cfg("topk", name="t"), sae_cfg("mutual_choice", name="mc")])[:2] == (2048 - 256,
-                                                                                                  [None, 256])
+    assert trained_on([sae_cfg("topk", name="t"), sae_cfg("mutual_choice", name="mc")])[:2] == (2048 - 256, [None, 256])
     assert trained_on([sae_cfg("topk", name="t")])[:2] == (2048, [None])
     assert trained_on([sae_cfg("feature_choice", name="fc")], calibrate_tokens=0)[:2] == (2048, [None])
     with pytest.warns(UserWarning, match="calibrate_tokens=1100 is more than a quarter .* holding out 512"):

@@ -55,6 +55,7 @@ def poison_on_call(n: int, poison):
         calls["n"] += 1
         if calls["n"] == n:
             poison(sae)
+
     return hook
 
 

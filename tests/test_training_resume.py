@@ -27,6 +27,7 @@ def kill_at(tokens: int):
     def callback(info):
         if info.tokens == tokens:
             raise SimulatedKill
+
     return callback
 
 
@@ -88,9 +89,11 @@ TRAINER = textwrap.dedent("""
 @pytest.mark.parametrize("kill_tokens, in_checkpoint", [(12 * BATCH, False), (10 * BATCH, True)])
 def test_kill_9_of_a_training_process_then_resume_is_exact(tmp_path, kill_tokens, in_checkpoint):
     """A real SIGKILL (between checkpoints, or inside a checkpoint write); rerunning gives the uninterrupted run."""
+
     def run(where, kill):
-        script = TRAINER.format(tests=str(Path(__file__).parent), kill_tokens=kill, kill_in_checkpoint=in_checkpoint,
-                                run=str(where))
+        script = TRAINER.format(
+            tests=str(Path(__file__).parent), kill_tokens=kill, kill_in_checkpoint=in_checkpoint, run=str(where)
+        )
         return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
 
     assert run(tmp_path / "A", -1).returncode == 0

@@ -10,7 +10,8 @@ import yaml
 
 from _train_helpers import BATCH, architectures, planted_source, sae_cfg, train_cfg
 from sae_lab.rundir import RunDir
-from sae_lab.saes import BaseSAE, SAEConfig
+from sae_lab.saedir import SAEDir
+from sae_lab.saes import SAEConfig
 from sae_lab.training import train_sweep
 from sae_lab.training.state import build_saes
 
@@ -103,7 +104,7 @@ def test_run_dir_layout_and_saved_saes_apply_to_raw_activations(tmp_path):
     status = json.loads((run / "run.json").read_text())
     assert status["status"] == "done" and status["tokens_seen"] == 20 * BATCH
     assert status["results"]["topk_k4"]["n_dead"] == len(result.results["topk_k4"].dead_latents)
-    saved = BaseSAE.load(run / "saes" / "topk_k4")
+    saved = SAEDir(run / "saes" / "topk_k4").load()
     trained = result.saes["topk_k4"].eval()
     raw = source.data[:32]
     with torch.no_grad():
@@ -154,8 +155,9 @@ def test_lr_auto_resolves_per_sae_width_and_is_recorded(tmp_path):
     from sae_lab.training.config import auto_lr
 
     saes = [sae_cfg(name="narrow", d_sae=32), sae_cfg(name="wide", d_sae=128)]
-    result = train_sweep(saes, planted_source(), train_cfg(lr="auto", warmup_fraction=0.0, decay="none"),
-                         tmp_path / "r")
+    result = train_sweep(
+        saes, planted_source(), train_cfg(lr="auto", warmup_fraction=0.0, decay="none"), tmp_path / "r"
+    )
     status = json.loads((tmp_path / "r" / "run.json").read_text())["results"]
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     for name, d_sae in (("narrow", 32), ("wide", 128)):

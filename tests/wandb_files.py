@@ -26,8 +26,8 @@ def records(path: Path) -> Iterator:
         if BLOCK - pos % BLOCK < 7:  # the rest of a block too short for a header is padding
             pos += BLOCK - pos % BLOCK
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        buf, pos = buf + data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 4):  # FULL or LAST: a whole record
             record = pb.Record()
             record.ParseFromString(buf)

@@ -53,8 +53,17 @@ def train_and_report(args, make_sae, criterion, arch: str, note: str) -> None:
     sae = make_sae(train.shape[1])
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
     with timer() as t:
-        train_sae(sae, batches, criterion, optimizer, scheduler=None, nb_epochs=args.epochs,
-                  clip_grad=1.0, monitoring=0, device="cpu")
+        train_sae(
+            sae,
+            batches,
+            criterion,
+            optimizer,
+            scheduler=None,
+            nb_epochs=args.epochs,
+            clip_grad=1.0,
+            monitoring=0,
+            device="cpu",
+        )
     sae.eval()
 
     def recon_and_active(x: torch.Tensor):
@@ -62,6 +71,17 @@ def train_and_report(args, make_sae, criterion, arch: str, note: str) -> None:
         return sae.decode(z), active_from_dense(z)
 
     metrics = heldout_metrics(heldout, recon_and_active, args.d_sae, args.eval_chunk)
-    write_result(args, {"library": "overcomplete", "version": dist_version("overcomplete"), "arch": arch,
-                        "tokens_per_s": n_train / t["seconds"], "train_seconds": t["seconds"], "n_train": n_train,
-                        "lr": lr, "optimizer": note, **metrics})
+    write_result(
+        args,
+        {
+            "library": "overcomplete",
+            "version": dist_version("overcomplete"),
+            "arch": arch,
+            "tokens_per_s": n_train / t["seconds"],
+            "train_seconds": t["seconds"],
+            "n_train": n_train,
+            "lr": lr,
+            "optimizer": note,
+            **metrics,
+        },
+    )

@@ -39,7 +39,7 @@ class TokenBatches:
         self.next = 0
 
     def get_batch_tokens(self, batch_size: int) -> torch.Tensor:
-        batch = self.tokens[self.next:self.next + batch_size]
+        batch = self.tokens[self.next : self.next + batch_size]
         if len(batch) != batch_size:
             raise RuntimeError(f"run_evals asked for more batches than tokens.npy holds (at row {self.next})")
         self.next += batch_size
@@ -63,8 +63,14 @@ def load_model(store: Path):
     cfg = loading.get_pretrained_model_config(str(store), device="cpu", dtype=torch.float32)
     state = loading.get_pretrained_state_dict(str(store), cfg, hf, dtype=torch.float32)
     model = HookedTransformer(cfg, AutoTokenizer.from_pretrained(str(store)), move_to_device=False)
-    model.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False, center_unembed=False,
-                                      fold_value_biases=False, refactor_factored_attn_matrices=False)
+    model.load_and_process_state_dict(
+        state,
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
+        fold_value_biases=False,
+        refactor_factored_attn_matrices=False,
+    )
     return model.eval()
 
 
@@ -86,11 +92,22 @@ def main() -> None:
     tokens = np.load(args.tokens)
     n_batches = len(tokens) // args.batch_size
     store = TokenBatches(tokens[: n_batches * args.batch_size], args.batch_size)
-    cfg = EvalConfig(batch_size_prompts=args.batch_size, n_eval_reconstruction_batches=n_batches, compute_kl=True,
-                     compute_ce_loss=True, n_eval_sparsity_variance_batches=n_batches, compute_l2_norms=True,
-                     compute_sparsity_metrics=True, compute_variance_metrics=True)
-    out = {"sae_lens_version": version("sae-lens"), "transformer_lens_version": version("transformer-lens"),
-           "ignored_token_ids": sorted(int(i) for i in get_special_token_ids(model.tokenizer)), "saes": {}}
+    cfg = EvalConfig(
+        batch_size_prompts=args.batch_size,
+        n_eval_reconstruction_batches=n_batches,
+        compute_kl=True,
+        compute_ce_loss=True,
+        n_eval_sparsity_variance_batches=n_batches,
+        compute_l2_norms=True,
+        compute_sparsity_metrics=True,
+        compute_variance_metrics=True,
+    )
+    out = {
+        "sae_lens_version": version("sae-lens"),
+        "transformer_lens_version": version("transformer-lens"),
+        "ignored_token_ids": sorted(int(i) for i in get_special_token_ids(model.tokenizer)),
+        "saes": {},
+    }
     for spec in args.sae:
         name, path = spec.split("=", 1)
         sae = SAE.load_from_disk(path, device="cpu")

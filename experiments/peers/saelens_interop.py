@@ -49,11 +49,14 @@ def load_ours(work: Path, x: torch.Tensor) -> None:
 def their_saes(d_in: int, d_sae: int) -> dict:
     """One SAELens SAE per shared architecture, with random weights (unit-norm decoder rows for MP)."""
     common = dict(d_in=d_in, d_sae=d_sae, dtype="float32", device="cpu")
-    saes = {"topk": TopKSAE(TopKSAEConfig(k=8, **common)),
-            "jumprelu": JumpReLUSAE(JumpReLUSAEConfig(**common)),
-            "standard": StandardSAE(StandardSAEConfig(**common)),
-            "matching_pursuit": MatchingPursuitSAE(MatchingPursuitSAEConfig(residual_threshold=0.5, max_iterations=24,
-                                                                            **common))}
+    saes = {
+        "topk": TopKSAE(TopKSAEConfig(k=8, **common)),
+        "jumprelu": JumpReLUSAE(JumpReLUSAEConfig(**common)),
+        "standard": StandardSAE(StandardSAEConfig(**common)),
+        "matching_pursuit": MatchingPursuitSAE(
+            MatchingPursuitSAEConfig(residual_threshold=0.5, max_iterations=24, **common)
+        ),
+    }
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for sae in saes.values():

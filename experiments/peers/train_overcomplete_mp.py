@@ -24,8 +24,13 @@ def mse(x, x_hat, pre_codes, codes, dictionary):
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], "overcomplete README's 5e-4 (Adam)")
     oc_sae = import_overcomplete_sae()
-    train_and_report(args, lambda d_in: oc_sae.MpSAE(d_in, nb_concepts=args.d_sae, k=args.k, device="cpu"),
-                     mse, "mp", "Adam, clip_grad 1.0, criterion=mse [train_sae]")
+    train_and_report(
+        args,
+        lambda d_in: oc_sae.MpSAE(d_in, nb_concepts=args.d_sae, k=args.k, device="cpu"),
+        mse,
+        "mp",
+        "Adam, clip_grad 1.0, criterion=mse [train_sae]",
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,13 @@ def main() -> None:
     from overcomplete.sae.losses import top_k_auxiliary_loss
 
     criterion = {"mse": mse, "auxk": top_k_auxiliary_loss}[criterion_name]
-    train_and_report(args, lambda d_in: oc_sae.TopKSAE(d_in, nb_concepts=args.d_sae, top_k=args.k, device="cpu"),
-                     criterion, "topk", f"Adam, clip_grad 1.0, criterion={criterion_name} [train_sae]")
+    train_and_report(
+        args,
+        lambda d_in: oc_sae.TopKSAE(d_in, nb_concepts=args.d_sae, top_k=args.k, device="cpu"),
+        criterion,
+        "topk",
+        f"Adam, clip_grad 1.0, criterion={criterion_name} [train_sae]",
+    )
 
 
 if __name__ == "__main__":

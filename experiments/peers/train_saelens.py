@@ -76,18 +76,21 @@ def main() -> None:
         return sae.decode(z), active_from_dense(z)
 
     metrics = heldout_metrics(heldout, recon_and_active, args.d_sae, args.eval_chunk)
-    write_result(args, {
-        "library": "sae-lens",
-        "version": dist_version("sae-lens"),
-        "arch": "topk",
-        "tokens_per_s": n_train / t["seconds"],
-        "train_seconds": t["seconds"],
-        "n_train": n_train,
-        "lr": lr,
-        "optimizer": "Adam(0.9, 0.999), constant lr, clip_grad_norm 1.0 [SAETrainer]",
-        "transformer_lens": dist_version("transformer-lens"),
-        **metrics,
-    })
+    write_result(
+        args,
+        {
+            "library": "sae-lens",
+            "version": dist_version("sae-lens"),
+            "arch": "topk",
+            "tokens_per_s": n_train / t["seconds"],
+            "train_seconds": t["seconds"],
+            "n_train": n_train,
+            "lr": lr,
+            "optimizer": "Adam(0.9, 0.999), constant lr, clip_grad_norm 1.0 [SAETrainer]",
+            "transformer_lens": dist_version("transformer-lens"),
+            **metrics,
+        },
+    )
 
 
 if __name__ == "__main__":

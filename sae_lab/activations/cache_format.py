@@ -17,7 +17,6 @@ is complete. The manifest is always rebuilt from the shard directories.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import shutil
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sae_lab.fileio import WriteError, atomic_path, atomic_write_text, remove_temps, sha256_file
+from sae_lab.fileio import WriteError, atomic_path, atomic_write_text, json_sha256, remove_temps, sha256_file
 
 log = logging.getLogger(__name__)
 FORMAT = "sae-lab-activation-cache"
@@ -77,9 +76,11 @@ def write_shard(root: Path, index: int, arrays: dict[str, np.ndarray], info: dic
             (tmp / "shard.json").write_text(json.dumps(record, indent=1))
     except OSError as e:
         if isinstance(e, WriteError) or e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            raise CacheError(f"disk full while writing shard {shard_name(index)} in {root} (or a file-size "
-                             f"limit). Free space "
-                             f"and run the same command again: it resumes from the last complete shard.") from None
+            raise CacheError(
+                f"disk full while writing shard {shard_name(index)} in {root} (or a file-size "
+                f"limit). Free space "
+                f"and run the same command again: it resumes from the last complete shard."
+            ) from None
         raise CacheError(f"could not write shard {shard_name(index)} in {root}: {e}") from None
     return record
 
@@ -156,23 +157,31 @@ def read_manifest(root: Path) -> dict:
     if not Path(root).exists():
         raise CacheError(f"activation cache '{root}' does not exist; create it with `sae-lab cache CONFIG`")
     if not path.is_file():
-        raise CacheError(f"'{root}' has no {MANIFEST}: it is not an activation cache (or its creation was "
-                         f"interrupted before the first shard; rerun `sae-lab cache`)")
+        raise CacheError(
+            f"'{root}' has no {MANIFEST}: it is not an activation cache (or its creation was "
+            f"interrupted before the first shard; rerun `sae-lab cache`)"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CacheError(f"{path} is corrupt ({e}); rerun `sae-lab cache` with the same config to rebuild it")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CacheError(f"{path} is not an sae-lab activation cache manifest (damaged or foreign); rerun "
-                         "`sae-lab cache` with the same config to rebuild it")
+        raise CacheError(
+            f"{path} is not an sae-lab activation cache manifest (damaged or foreign); rerun "
+            "`sae-lab cache` with the same config to rebuild it"
+        )
     if "checksum" in manifest and manifest.pop("checksum") != _checksum(manifest):
-        raise CacheError(f"{path} is damaged (its checksum does not match its contents); rerun `sae-lab cache` "
-                         "with the same config to rebuild it")
-    missing = [k for k in ("status", "shards", "hooks", "storage_dtype", "context_length", "totals")
-               if k not in manifest]
+        raise CacheError(
+            f"{path} is damaged (its checksum does not match its contents); rerun `sae-lab cache` "
+            "with the same config to rebuild it"
+        )
+    missing = [
+        k for k in ("status", "shards", "hooks", "storage_dtype", "context_length", "totals") if k not in manifest
+    ]
     if missing:
-        raise CacheError(f"{path} is damaged (no {', '.join(missing)}); rerun `sae-lab cache` with the same "
-                         "config to rebuild it")
+        raise CacheError(
+            f"{path} is damaged (no {', '.join(missing)}); rerun `sae-lab cache` with the same config to rebuild it"
+        )
     return manifest
 
 
@@ -198,4 +207,4 @@ def build_manifest(root: Path, header: dict, final: bool) -> dict:
 
 def _checksum(manifest: dict) -> str:
     """SHA-256 of the manifest's canonical JSON (without the checksum): catches edits that still parse."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    return json_sha256(manifest)

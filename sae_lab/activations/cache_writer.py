@@ -7,9 +7,7 @@ resumed run only writes the shards that are not complete yet.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ from sae_lab.activations.masks import keep_mask
 from sae_lab.data.packing import count_contexts, iter_contexts
 from sae_lab.data.sources import describe_source
 from sae_lab.distributed import all_ok, barrier, broadcast_object, local_device, world
+from sae_lab.fileio import json_sha256
 from sae_lab.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -40,6 +39,7 @@ def build_cache(cfg: CacheConfig, model: LoadedModel | None = None, progress: bo
     root = Path(cfg.output)
     if model is None:
         model = load_model(cfg.model.name, local_device(cfg.model.device), cfg.model.dtype)
+    cfg = cfg.model_copy(update={"activations": cfg.activations.expanded(model.hook_names)})  # globs -> names
     gen = ActivationGenerator(model, cfg.activations.hooks, cfg.data.exclude_special)
     header, error = None, None
     if rank == 0:
@@ -80,12 +80,18 @@ def cache_identity(cfg: CacheConfig, weights_hash: str | None) -> dict:
     dtype, shard size, normalisation and the outlier rule. ``weights_hash=None`` leaves the model's hash out (for
     comparing a run config, which has no model loaded, against a manifest).
     """
-    identity = {"model_name": model_identity_name(cfg.model.name), "model_dtype": cfg.model.dtype,
-                "model_weights_sha256": weights_hash, "hooks": cfg.activations.hooks,
-                "data": describe_source(cfg.data, hashes=True), "storage_dtype": cfg.storage_dtype,
-                "shard_contexts": cfg.shard_contexts, "normalize": cfg.activations.normalize,
-                "norm_sample_contexts": cfg.activations.norm_sample_contexts,
-                "exclude_outliers": cfg.activations.exclude_outliers}
+    identity = {
+        "model_name": model_identity_name(cfg.model.name),
+        "model_dtype": cfg.model.dtype,
+        "model_weights_sha256": weights_hash,
+        "hooks": cfg.activations.hooks,
+        "data": describe_source(cfg.data, hashes=True),
+        "storage_dtype": cfg.storage_dtype,
+        "shard_contexts": cfg.shard_contexts,
+        "normalize": cfg.activations.normalize,
+        "norm_sample_contexts": cfg.activations.norm_sample_contexts,
+        "exclude_outliers": cfg.activations.exclude_outliers,
+    }
     if weights_hash is None:
         del identity["model_weights_sha256"]
     return identity
@@ -105,7 +111,7 @@ def _flatten(obj, prefix: str = "") -> dict:
 
 
 def identity_digest(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return json_sha256(identity)
 
 
 def prepare_header(root: Path, cfg: CacheConfig, model: LoadedModel, gen: ActivationGenerator) -> dict:
@@ -122,26 +128,40 @@ def prepare_header(root: Path, cfg: CacheConfig, model: LoadedModel, gen: Activa
         if old.get("identity_sha256") != digest:
             diff = identity_differences(identity, old.get("identity", {}))
             fields = ", ".join(d.split(":")[0] for d in diff) or "format version"
-            raise fmt.CacheError(f"'{root}' holds a cache made with a different config (differs in: {fields}):\n  "
-                                 + "\n  ".join(diff)
-                                 + f"\nUse another output directory, or delete '{root}' to rebuild it.")
+            raise fmt.CacheError(
+                f"'{root}' holds a cache made with a different config (differs in: {fields}):\n  "
+                + "\n  ".join(diff)
+                + f"\nUse another output directory, or delete '{root}' to rebuild it."
+            )
         ownership.mark(root, CACHE_KIND)
         return {k: v for k, v in old.items() if k not in ("status", "totals", "shards")}
     foreign = ownership.foreign_entries(root, CACHE_OWNED)
     if ownership.owner_kind(root) != CACHE_KIND and (foreign or (root / fmt.SHARDS).exists()):
-        raise fmt.CacheError(f"'{root}' is not empty and is not an activation cache sae-lab made (it holds "
-                             f"{ownership.describe_foreign(foreign or [fmt.SHARDS])}); choose an empty or new "
-                             "output directory")
+        raise fmt.CacheError(
+            f"'{root}' is not empty and is not an activation cache sae-lab made (it holds "
+            f"{ownership.describe_foreign(foreign or [fmt.SHARDS])}); choose an empty or new "
+            "output directory"
+        )
     if foreign:
-        raise fmt.CacheError(f"cache directory '{root}' holds files sae-lab did not write: "
-                             f"{ownership.describe_foreign(foreign)}; move them away and run the same command again")
+        raise fmt.CacheError(
+            f"cache directory '{root}' holds files sae-lab did not write: "
+            f"{ownership.describe_foreign(foreign)}; move them away and run the same command again"
+        )
     _check_writable(root)
     ownership.mark(root, CACHE_KIND)
-    header = {"format": fmt.FORMAT, "version": fmt.VERSION, "identity_sha256": digest, "identity": identity,
-              "model": model.describe(), "context_length": cfg.data.context_length,
-              "storage_dtype": cfg.storage_dtype, "shard_contexts": cfg.shard_contexts,
-              "data": identity["data"], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "hooks": {}}
+    header = {
+        "format": fmt.FORMAT,
+        "version": fmt.VERSION,
+        "identity_sha256": digest,
+        "identity": identity,
+        "model": model.describe(),
+        "context_length": cfg.data.context_length,
+        "storage_dtype": cfg.storage_dtype,
+        "shard_contexts": cfg.shard_contexts,
+        "data": identity["data"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hooks": {},
+    }
     for hook, (stats, d) in estimate_hook_stats(gen, cfg.data, cfg.activations).items():
         header["hooks"][hook] = {"slug": hook_slug(hook), "d": d, "stats": stats.to_json()}
     fmt.build_manifest(root, header, final=False)
@@ -172,8 +192,9 @@ def _check_writable(root: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise fmt.CacheError(f"cannot write to cache directory '{root}': {e.strerror}. "
-                             f"Choose a writable output (output=...)") from None
+        raise fmt.CacheError(
+            f"cannot write to cache directory '{root}': {e.strerror}. Choose a writable output (output=...)"
+        ) from None
 
 
 def _chunks(contexts: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
@@ -181,13 +202,27 @@ def _chunks(contexts: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarr
         yield chunk
 
 
-def _write_own_shards(root: Path, cfg: CacheConfig, gen: ActivationGenerator, stats: dict[str, HookStats],
-                      rank: int, world_size: int, show: bool, digest: str) -> None:
+def _write_own_shards(
+    root: Path,
+    cfg: CacheConfig,
+    gen: ActivationGenerator,
+    stats: dict[str, HookStats],
+    rank: int,
+    world_size: int,
+    show: bool,
+    digest: str,
+) -> None:
     fmt.remove_stale_tmp(root) if rank == 0 else None
     done = set(fmt.sound_shards(root, digest, rank, world_size))
     total = count_contexts(cfg.data, gen.model.tokenizer)
-    bar = tqdm(total=None if total is None else total * cfg.data.context_length // world_size, unit="tok",
-               unit_scale=True, desc=f"caching {','.join(gen.hooks)}", disable=not show, dynamic_ncols=True)
+    bar = tqdm(
+        total=None if total is None else total * cfg.data.context_length // world_size,
+        unit="tok",
+        unit_scale=True,
+        desc=f"caching {','.join(gen.hooks)}",
+        disable=not show,
+        dynamic_ncols=True,
+    )
     # One shard is written (np.save, SHA-256, fsync: all release the GIL) while the next one's forward runs.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
         pending = None
@@ -205,16 +240,23 @@ def _write_own_shards(root: Path, cfg: CacheConfig, gen: ActivationGenerator, st
     bar.close()
 
 
-def _compute_shard(cfg: CacheConfig, gen: ActivationGenerator, stats: dict[str, HookStats],
-                   index: int, tokens: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+def _compute_shard(
+    cfg: CacheConfig, gen: ActivationGenerator, stats: dict[str, HookStats], index: int, tokens: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict]:
     """The arrays and shard.json fields of one shard (forward passes, masks, storage dtype)."""
     special = gen.special_mask(tokens)
     arrays: dict[str, np.ndarray] = {"tokens": tokens}
-    info = {"index": index, "first_context": index * cfg.shard_contexts, "n_contexts": int(len(tokens)),
-            "n_special": int(special.sum()), "n_keep": {}, "n_outliers": {}}
+    info = {
+        "index": index,
+        "first_context": index * cfg.shard_contexts,
+        "n_contexts": int(len(tokens)),
+        "n_special": int(special.sum()),
+        "n_keep": {},
+        "n_outliers": {},
+    }
     parts: dict[str, list[torch.Tensor]] = {h: [] for h in gen.hooks}
     for start in range(0, len(tokens), cfg.activations.batch_size):
-        for h, a in gen.forward(tokens[start:start + cfg.activations.batch_size]).items():
+        for h, a in gen.forward(tokens[start : start + cfg.activations.batch_size]).items():
             parts[h].append(a)
     for h in gen.hooks:
         acts = torch.cat(parts[h])

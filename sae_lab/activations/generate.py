@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from sae_lab.activations.config import ActivationConfig
-from sae_lab.activations.hooks import stop_layer, validate_hooks
+from sae_lab.activations.hooks import expand_hooks, stop_layer, validate_hooks
 from sae_lab.activations.masks import outlier_threshold, special_positions
 from sae_lab.data.config import DataConfig
 from sae_lab.data.packing import iter_contexts
@@ -26,28 +27,33 @@ class HookStats:
     outlier_threshold: float | None  # positions with ||x|| above this are excluded (None: keep all)
 
     def to_json(self) -> dict:
-        return {"norm_scale": self.norm_scale, "median_norm": self.median_norm,
-                "outlier_threshold": self.outlier_threshold}
+        return {
+            "norm_scale": self.norm_scale,
+            "median_norm": self.median_norm,
+            "outlier_threshold": self.outlier_threshold,
+        }
 
 
 class ActivationGenerator:
     """Captures activations at ``hooks`` with a forward pass that stops after the deepest one."""
 
     def __init__(self, model: LoadedModel, hooks: list[str], exclude_special: bool = True):
+        hooks = expand_hooks(hooks, model.hook_names)  # globs (blocks.*.hook_resid_post) -> names
         validate_hooks(hooks, model.hook_names)
-        self.model, self.hooks, self.exclude_special = model, list(hooks), exclude_special
+        self.model, self.hooks, self.exclude_special = model, hooks, exclude_special
         self.stop_at_layer = stop_layer(self.hooks)
 
     @torch.inference_mode()
     def forward(self, tokens: np.ndarray) -> dict[str, torch.Tensor]:
         """Activations [b, T, d] (float32, on CPU) for each hook; per-head hooks are flattened."""
         ids = torch.as_tensor(tokens, dtype=torch.long, device=self.model.device)
-        _, cache = self.model.bridge.run_with_cache(ids, names_filter=self.hooks,
-                                                     stop_at_layer=self.stop_at_layer)
+        _, cache = self.model.bridge.run_with_cache(ids, names_filter=self.hooks, stop_at_layer=self.stop_at_layer)
         out = {}
         for hook in self.hooks:
             act = cache[hook]
-            out[hook] = act.reshape(*act.shape[:2], -1).float().cpu()
+            if act.ndim == 4:  # per-head hooks (hook_z: [b, T, heads, d_head]) -> the heads side by side
+                act = rearrange(act, "b t h d -> b t (h d)")
+            out[hook] = act.float().cpu()
         return out
 
     def special_mask(self, tokens: np.ndarray) -> np.ndarray:
@@ -70,17 +76,20 @@ def estimate_stats(acts: torch.Tensor, keep: np.ndarray, outlier_multiple: float
     return HookStats(norm_scale=scale, median_norm=median, outlier_threshold=threshold)
 
 
-def estimate_hook_stats(gen: ActivationGenerator, data: DataConfig,
-                        acts_cfg: ActivationConfig) -> dict[str, tuple[HookStats, int]]:
+def estimate_hook_stats(
+    gen: ActivationGenerator, data: DataConfig, acts_cfg: ActivationConfig
+) -> dict[str, tuple[HookStats, int]]:
     """(stats, d) per hook from the first contexts of the stream: identical on every rank and rerun."""
     sample = list(itertools.islice(iter_contexts(data, gen.model.tokenizer), acts_cfg.norm_sample_contexts))
     if not sample:
-        raise ValueError(f"data source '{data.source}' produced no complete context of "
-                         f"{data.context_length} tokens; use more data or a shorter context_length")
+        raise ValueError(
+            f"data source '{data.source}' produced no complete context of "
+            f"{data.context_length} tokens; use more data or a shorter context_length"
+        )
     tokens = np.stack(sample)
     parts: dict[str, list[torch.Tensor]] = {h: [] for h in gen.hooks}
     for start in range(0, len(tokens), acts_cfg.batch_size):
-        for h, a in gen.forward(tokens[start:start + acts_cfg.batch_size]).items():
+        for h, a in gen.forward(tokens[start : start + acts_cfg.batch_size]).items():
             parts[h].append(a)
     keep = ~gen.special_mask(tokens)
     out = {}

@@ -13,7 +13,26 @@ from sae_lab.circuits.interventions import Intervention
 from sae_lab.circuits.metrics import logit_diff
 from sae_lab.circuits.spliced import Generation, Spliced, SplicedOutput
 
-__all__ = ["Attribution", "CircuitError", "DirectFeatureAttribution", "FeatureGraph", "Generation", "Intervention",
-           "PromptFeatures", "Spliced", "SplicedOutput", "ablation_hooks", "compare_interventions",
-           "direct_feature_attribution", "edges", "logit_diff", "patch_effect", "prompt_features", "replace_hooks",
-           "run_with_sae", "splice_hooks", "validate", "validate_edges"]
+__all__ = [
+    "Attribution",
+    "CircuitError",
+    "DirectFeatureAttribution",
+    "FeatureGraph",
+    "Generation",
+    "Intervention",
+    "PromptFeatures",
+    "Spliced",
+    "SplicedOutput",
+    "ablation_hooks",
+    "compare_interventions",
+    "direct_feature_attribution",
+    "edges",
+    "logit_diff",
+    "patch_effect",
+    "prompt_features",
+    "replace_hooks",
+    "run_with_sae",
+    "splice_hooks",
+    "validate",
+    "validate_edges",
+]

@@ -46,8 +46,14 @@ class Attribution:
             if include_errors:
                 err = self.errors[key].reshape(-1)
                 for p, v in enumerate(err.tolist()):
-                    rows.append({"sae": key, "position": p if self.errors[key].dim() else None,
-                                 "feature": "error", "estimate": v})
+                    rows.append(
+                        {
+                            "sae": key,
+                            "position": p if self.errors[key].dim() else None,
+                            "feature": "error",
+                            "estimate": v,
+                        }
+                    )
         return sorted(rows, key=lambda r: -abs(r["estimate"]))[:n]
 
 
@@ -56,8 +62,10 @@ def _pair(s, clean, corrupt) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     ids_c, _ = s.ids(clean, name="clean")
     ids_x, _ = s.ids(corrupt, name="corrupt")
     if ids_c.shape != ids_x.shape:
-        raise CircuitError(f"clean and corrupt prompts must have the same number of tokens, got {ids_c.shape[1]} "
-                           f"and {ids_x.shape[1]}; pick counterfactuals that tokenise to equal lengths")
+        raise CircuitError(
+            f"clean and corrupt prompts must have the same number of tokens, got {ids_c.shape[1]} "
+            f"and {ids_x.shape[1]}; pick counterfactuals that tokenise to equal lengths"
+        )
     if not s.nodes:
         raise CircuitError("no SAE is spliced; attribution needs Spliced(model, [sae, ...])")
     from sae_lab.circuits.prompts import token_strings
@@ -72,8 +80,9 @@ def _node_values(s, ids: torch.Tensor, metric) -> tuple[float, dict, dict]:
     return value, {k: n.z.clone() for k, n in s.nodes.items()}, {k: n.err.clone() for k, n in s.nodes.items()}
 
 
-def attribute(s, clean, corrupt, metric, method: str = "atp", steps: int = 10, per_position: bool = True
-              ) -> Attribution:
+def attribute(
+    s, clean, corrupt, metric, method: str = "atp", steps: int = 10, per_position: bool = True
+) -> Attribution:
     """Estimated effect on ``metric`` of patching each feature / error node from clean to corrupt. ``clean`` and
     ``corrupt``: one prompt each (text, token ids, or a ``[1, T]`` tensor; a batch is refused). A node that no
     gradient reaches raises CircuitError (it is never read as a zero effect)."""
@@ -121,9 +130,11 @@ def _grads(value: torch.Tensor, nodes: list[tuple[str, str, torch.Tensor]]) -> l
 
 
 def _no_path(key: str, what: str) -> CircuitError:
-    return CircuitError(f"no gradient reaches the {what} of SAE '{key}' from the metric, so its effect cannot be "
-                        f"estimated (a hook that replaces or detaches an activation on the way, or an SAE whose "
-                        f"encoding is not differentiable, cuts the path); remove that hook or that SAE")
+    return CircuitError(
+        f"no gradient reaches the {what} of SAE '{key}' from the metric, so its effect cannot be "
+        f"estimated (a hook that replaces or detaches an activation on the way, or an SAE whose "
+        f"encoding is not differentiable, cuts the path); remove that hook or that SAE"
+    )
 
 
 def _ig_grads(s, key, ids, zc, zx, ec, ex, metric, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,15 +176,19 @@ def _check_node(s, nd, i: int, T: int) -> tuple[str, int, int | str]:
     """``nodes[i]`` as (sae key, position, feature or "error"), checked against the splice and the prompt."""
     name = f"nodes[{i}]"
     if not isinstance(nd, dict) or not {"sae", "position", "feature"} <= set(nd):
-        raise CircuitError(f"{name} must be a dict with 'sae', 'position' and 'feature' (as Attribution.top "
-                           f"returns), got {nd!r}")
+        raise CircuitError(
+            f"{name} must be a dict with 'sae', 'position' and 'feature' (as Attribution.top returns), got {nd!r}"
+        )
     if nd["sae"] not in s.nodes:
         raise CircuitError(f"{name}: SAE {nd['sae']!r} is not spliced; spliced: {list(s.nodes)}")
     if nd["position"] is None:
         raise CircuitError("patch_effect needs per-position nodes (attribute(..., per_position=True))")
     p = checks.position(nd["position"], T, f"{name}['position']")
-    f = nd["feature"] if nd["feature"] == "error" else \
-        checks.feature(s.nodes[nd["sae"]].sae, nd["feature"], f"{name}['feature']")
+    f = (
+        nd["feature"]
+        if nd["feature"] == "error"
+        else checks.feature(s.nodes[nd["sae"]].sae, nd["feature"], f"{name}['feature']")
+    )
     return nd["sae"], p, f
 
 

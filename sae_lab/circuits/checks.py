@@ -57,8 +57,9 @@ def position(value, T: int, name: str = "position") -> int:
     """One token position of a ``T``-token sequence, as ``0..T-1`` (negative values count from the end)."""
     p = A.as_int(value, name, CircuitError)
     if not -T <= p < T:
-        raise CircuitError(f"{name} {p} is out of range for a sequence of {T} tokens (give 0..{T - 1}, or -1 for "
-                           f"the last)")
+        raise CircuitError(
+            f"{name} {p} is out of range for a sequence of {T} tokens (give 0..{T - 1}, or -1 for the last)"
+        )
     return p + T if p < 0 else p
 
 
@@ -91,13 +92,15 @@ def _id_tensor(prompt, name: str) -> torch.Tensor:
         t = torch.tensor([A.as_int(p, f"{name}[{i}]", CircuitError) for i, p in enumerate(prompt)], dtype=torch.long)
     elif isinstance(prompt, (list, tuple, np.ndarray, torch.Tensor)):
         try:
-            t = torch.as_tensor(np.asarray([np.asarray(p) for p in prompt]) if isinstance(prompt, (list, tuple))
-                                else prompt)
+            t = torch.as_tensor(
+                np.asarray([np.asarray(p) for p in prompt]) if isinstance(prompt, (list, tuple)) else prompt
+            )
         except (ValueError, TypeError):
             raise CircuitError(f"{name}: its rows have different lengths; give one sequence of token ids") from None
     else:
-        raise CircuitError(f"{name} must be text, a list of token ids, or a 1-D or [1, T] tensor of them, got "
-                           f"{A.describe(prompt)}")
+        raise CircuitError(
+            f"{name} must be text, a list of token ids, or a 1-D or [1, T] tensor of them, got {A.describe(prompt)}"
+        )
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
         raise CircuitError(f"{name}: token ids must be integers, got a tensor of {t.dtype}")
     if t.dim() not in (1, 2):
@@ -117,19 +120,23 @@ def prompt_ids(model, prompt, name: str = "prompt", batch: bool = False) -> torc
         ids = _id_tensor(prompt, name)
     b, T = ids.shape
     if b > 1 and not batch:
-        raise CircuitError(f"{name} holds {b} sequences (shape [{b}, {T}]); this function takes one prompt: pass "
-                           f"one row (e.g. {name}[0]) and loop over the rows yourself")
+        raise CircuitError(
+            f"{name} holds {b} sequences (shape [{b}, {T}]); this function takes one prompt: pass "
+            f"one row (e.g. {name}[0]) and loop over the rows yourself"
+        )
     if T == 0 or b == 0:
         raise CircuitError(f"{name}: the prompt is empty; give some text or a non-empty list of token ids")
     vocab = int(model.bridge.cfg.d_vocab)
     bad = ids[(ids < 0) | (ids >= vocab)]
     if bad.numel():
-        raise CircuitError(f"{name}: token id {int(bad[0])} is out of range: the vocabulary has {vocab} ids "
-                           f"(0..{vocab - 1})")
+        raise CircuitError(
+            f"{name}: token id {int(bad[0])} is out of range: the vocabulary has {vocab} ids (0..{vocab - 1})"
+        )
     n_ctx = context_length(model)
     if T > n_ctx:
-        raise CircuitError(f"{name}: the prompt has {T} tokens, longer than the model's context of {n_ctx} "
-                           f"tokens; shorten it")
+        raise CircuitError(
+            f"{name}: the prompt has {T} tokens, longer than the model's context of {n_ctx} tokens; shorten it"
+        )
     return ids.to(model.device)
 
 
@@ -138,8 +145,10 @@ def token(model, text, name: str) -> int:
     A.as_text(text, name, CircuitError, "a single-token string such as ' Mary'")
     ids = model.tokenizer.encode(text, add_special_tokens=False)
     if len(ids) != 1:
-        raise CircuitError(f"{name}: {text!r} is {len(ids)} tokens {token_strings(model, ids)}, not one; name "
-                           f"single-token strings (often with a leading space, e.g. ' Mary')")
+        raise CircuitError(
+            f"{name}: {text!r} is {len(ids)} tokens {token_strings(model, ids)}, not one; name "
+            f"single-token strings (often with a leading space, e.g. ' Mary')"
+        )
     return int(ids[0])
 
 

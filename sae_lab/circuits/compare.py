@@ -13,8 +13,15 @@ from sae_lab.circuits.prompts import Prompt
 from sae_lab.circuits.spliced import Spliced
 
 
-def compare_interventions(model, sae_or_saes, prompt: Prompt, interventions: Sequence[Intervention],
-                          tokens: Sequence[str] = (), top_n: int = 10, max_new_tokens: int = 20) -> dict:
+def compare_interventions(
+    model,
+    sae_or_saes,
+    prompt: Prompt,
+    interventions: Sequence[Intervention],
+    tokens: Sequence[str] = (),
+    top_n: int = 10,
+    max_new_tokens: int = 20,
+) -> dict:
     """``{"before": {...}, "after": {...}, "interventions": [...]}``; each side holds ``top`` (top_n
     ``(token string, probability)`` of the next token), ``logits`` (of each named single-token string),
     ``logit_diff`` (first named minus second, when two are named) and ``generation`` (greedy new text).
@@ -26,8 +33,10 @@ def compare_interventions(model, sae_or_saes, prompt: Prompt, interventions: Seq
     interventions = [interventions] if isinstance(interventions, Intervention) else list(interventions)
     for i, iv in enumerate(interventions):
         if not isinstance(iv, Intervention):
-            raise CircuitError(f"interventions[{i}] must be an Intervention (Intervention.zero/mean/clamp/steer), "
-                               f"got {type(iv).__name__}")
+            raise CircuitError(
+                f"interventions[{i}] must be an Intervention (Intervention.zero/mean/clamp/steer), "
+                f"got {type(iv).__name__}"
+            )
     ids = checks.tokens(model, tokens)
     vocab = int(model.bridge.cfg.d_vocab)
     top_n = checks.count(top_n, "top_n", maximum=vocab, why=f"the vocabulary has {vocab} tokens")
@@ -49,9 +58,12 @@ def _side(s: Spliced, prompt: Prompt, ids: dict[str, int], top_n: int, max_new_t
     probs = torch.softmax(last, -1)
     p, i = probs.topk(top_n)
     tok = s.model.tokenizer
-    side = {"top": [(tok.decode([int(j)]), float(q)) for q, j in zip(p, i)],
-            "logits": {t: float(last[j]) for t, j in ids.items()}, "logit_diff": None,
-            "generation": s.generate(prompt, max_new_tokens=max_new_tokens).text if max_new_tokens else ""}
+    side = {
+        "top": [(tok.decode([int(j)]), float(q)) for q, j in zip(p, i)],
+        "logits": {t: float(last[j]) for t, j in ids.items()},
+        "logit_diff": None,
+        "generation": s.generate(prompt, max_new_tokens=max_new_tokens).text if max_new_tokens else "",
+    }
     if len(ids) == 2:
         a, b = list(ids.values())
         side["logit_diff"] = float(last[a] - last[b])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange, repeat
 
 from sae_lab.circuits import checks
 from sae_lab.circuits.errors import CircuitError
@@ -41,20 +42,29 @@ class DirectFeatureAttribution:
         return self.by_head_source.sum(0)
 
     def to_dict(self) -> dict:
-        return {"tokens": self.tokens, "feature": self.feature, "position": self.position,
-                "by_head_source": self.by_head_source.tolist(), "bias": self.bias,
-                "pre_activation": self.pre_activation, "activation": self.activation}
+        return {
+            "tokens": self.tokens,
+            "feature": self.feature,
+            "position": self.position,
+            "by_head_source": self.by_head_source.tolist(),
+            "bias": self.bias,
+            "pre_activation": self.pre_activation,
+            "activation": self.activation,
+        }
 
 
 @torch.inference_mode()
-def direct_feature_attribution(model, sae, prompt: Prompt, feature: int, position: int = -1
-                               ) -> DirectFeatureAttribution:
+def direct_feature_attribution(
+    model, sae, prompt: Prompt, feature: int, position: int = -1
+) -> DirectFeatureAttribution:
     """Split ``feature``'s pre-activation at ``position`` (default: the last token) by head and source, on one
     ``prompt`` (text, token ids, or a ``[1, T]`` tensor; a batch is refused). ``feature``: one index."""
     hook = parse_hook(checks.sae(sae).cfg.hook_name)
     if not hook.is_attn_z or not getattr(sae, "has_encoder", True):
-        raise CircuitError(f"direct feature attribution needs an encoder SAE on blocks.L.attn.hook_z, got "
-                           f"{sae.cfg.architecture} on '{sae.cfg.hook_name}'")
+        raise CircuitError(
+            f"direct feature attribution needs an encoder SAE on blocks.L.attn.hook_z, got "
+            f"{sae.cfg.architecture} on '{sae.cfg.hook_name}'"
+        )
     from sae_lab.circuits.spliced import check_saes
 
     check_saes(model, [sae])
@@ -67,11 +77,11 @@ def direct_feature_attribution(model, sae, prompt: Prompt, feature: int, positio
     _, cache = model.bridge.run_with_cache(ids, names_filter=names, stop_at_layer=L + 1)
     pattern, v, z = (cache[n][0].to(sae.W_dec.dtype) for n in names)  # [H, T, T], [T, KV, dh], [T, H, dh]
     H, dh = z.shape[1], z.shape[2]
-    v_heads = v.repeat_interleave(H // v.shape[1], dim=1)  # [T, H, dh]
-    w = sae.W_enc[:, f].reshape(H, dh)
+    v_heads = repeat(v, "s kv d -> s (kv g) d", g=H // v.shape[1])  # grouped-query: each KV head serves g heads
+    w = rearrange(sae.W_enc[:, f], "(h d) -> h d", h=H, d=dh)  # the feature's encoder column, split by head
     per_source = torch.einsum("shd,hd->hs", v_heads, w)  # [H, T]
     contrib = pattern[:, t, :] * per_source
     bias = float(sae.b_enc[f] - sae.b_dec @ sae.W_enc[:, f])
-    x = z[t].reshape(1, -1)
+    x = rearrange(z[t], "h d -> 1 (h d)")  # hook_z at t, heads concatenated as the SAE reads it
     pre, act = float(sae.pre_acts(x)[0, f]), float(sae.encode(x)[0, f])
     return DirectFeatureAttribution(token_strings(model, ids[0]), f, t, contrib.float().cpu(), bias, pre, act)

@@ -49,9 +49,21 @@ __all__ = ["FeatureGraph", "edges", "validate_edges"]
 Node = tuple[int | None, int]  # (position, or None = summed over positions; a feature index, or d_sae = the error)
 
 
-def edges(s, clean: Prompt, corrupt: Prompt, metric, upstream, downstream, down_features: Sequence | None = None,
-          n_down: int = 5, up_features: Sequence | None = None, n_up: int = 5, method: str = "atp", steps: int = 10,
-          per_position: bool = False) -> FeatureGraph:
+def edges(
+    s,
+    clean: Prompt,
+    corrupt: Prompt,
+    metric,
+    upstream,
+    downstream,
+    down_features: Sequence | None = None,
+    n_down: int = 5,
+    up_features: Sequence | None = None,
+    n_up: int = 5,
+    method: str = "atp",
+    steps: int = 10,
+    per_position: bool = False,
+) -> FeatureGraph:
     """Edges from ``upstream``'s nodes to ``downstream``'s (two SAEs spliced in ``s``, upstream earlier; the SAEs
     or their names) for the pair ``clean``/``corrupt`` and ``metric`` (``logits -> scalar``, e.g. ``logit_diff``).
 
@@ -76,16 +88,27 @@ def edges(s, clean: Prompt, corrupt: Prompt, metric, upstream, downstream, down_
     down_nodes = _pick(effect[kd], dfeat, n_down, per_position)
     rows = _vjps(s, ids_c, ku, kd, between, grads[kd], down_nodes, zx[ku] - zc[ku], ex[ku] - ec[ku])
     act = {k: _stack(zc[k], ec[k].norm(dim=-1, keepdim=True)) for k in (ku, kd)}
-    graph = FeatureGraph(tokens, info={"method": method, "steps": steps if method == "ig" else None,
-                                       "metric_clean": m_c, "metric_corrupt": m_x, "upstream": ku, "downstream": kd,
-                                       "held_fixed": between, "per_position": per_position})
+    graph = FeatureGraph(
+        tokens,
+        info={
+            "method": method,
+            "steps": steps if method == "ig" else None,
+            "metric_clean": m_c,
+            "metric_corrupt": m_x,
+            "upstream": ku,
+            "downstream": kd,
+            "held_fixed": between,
+            "per_position": per_position,
+        },
+    )
     ups: list[Node] = []
     for d, row in zip(down_nodes, rows):
         chosen = _pick(row, ufeat, n_up, per_position)
         ups += [u for u in chosen if u not in ups]
         graph.edges += [{"source": _id(s, ku, u), "target": _id(s, kd, d), "weight": _at(row, u)} for u in chosen]
-    graph.nodes = ([_node_dict(s, ku, u, act[ku], effect[ku]) for u in ups] +
-                   [_node_dict(s, kd, d, act[kd], effect[kd]) for d in down_nodes])
+    graph.nodes = [_node_dict(s, ku, u, act[ku], effect[ku]) for u in ups] + [
+        _node_dict(s, kd, d, act[kd], effect[kd]) for d in down_nodes
+    ]
     return graph
 
 
@@ -104,8 +127,9 @@ def validate_edges(s, clean: Prompt, corrupt: Prompt, metric, graph: FeatureGrap
         u, d = graph.node(e["source"]), graph.node(e["target"])
         for nd in (u, d):
             if nd["sae"] not in s.nodes:
-                raise CircuitError(f"the graph's SAE '{nd['sae']}' is not spliced in; validate with the splice that "
-                                   f"built the graph")
+                raise CircuitError(
+                    f"the graph's SAE '{nd['sae']}' is not spliced in; validate with the splice that built the graph"
+                )
         pair = (u["sae"], d["sae"])
         if pair not in between:
             between[pair] = _between(s, ids_c, *pair)
@@ -122,9 +146,11 @@ def _between(s, ids: torch.Tensor, ku: str, kd: str) -> list[str]:
     s.run(ids, fwd_hooks=hooks)
     iu, idn = order.index(ku), order.index(kd)
     if iu > idn:
-        raise CircuitError(f"the upstream SAE '{ku}' ({s.nodes[ku].hook}) runs after the downstream one '{kd}' "
-                           f"({s.nodes[kd].hook}); swap them")
-    return order[iu + 1:idn]
+        raise CircuitError(
+            f"the upstream SAE '{ku}' ({s.nodes[ku].hook}) runs after the downstream one '{kd}' "
+            f"({s.nodes[kd].hook}); swap them"
+        )
+    return order[iu + 1 : idn]
 
 
 def _metric_grads(s, ids, keys, metric, method: str, steps: int, zc, zx, ec, ex) -> dict:
@@ -142,8 +168,11 @@ def _metric_grads(s, ids, keys, metric, method: str, steps: int, zc, zx, ec, ex)
 def _vjps(s, ids, ku: str, kd: str, between: list[str], left, down_nodes: list[Node], dz, de) -> list[torch.Tensor]:
     """Per downstream node d, ``∇_d m · ∂d/∂u · Δu`` for every upstream node u, ``[T, d_sae_up + 1]``; the SAEs
     ``between`` are cut from the graph (neither features nor errors pass a gradient)."""
-    cut = [(name, lambda t, hook: t.detach()) for k in between
-           for name in (s.nodes[k].hp_acts.name, s.nodes[k].hp_error.name)]
+    cut = [
+        (name, lambda t, hook: t.detach())
+        for k in between
+        for name in (s.nodes[k].hp_acts.name, s.nodes[k].hp_error.name)
+    ]
     s.run(ids, fwd_hooks=cut, grad=True)
     up, down = s.nodes[ku], s.nodes[kd]
     (lz, le), width = left, down.z.shape[-1]
@@ -153,9 +182,12 @@ def _vjps(s, ids, ku: str, kd: str, between: list[str], left, down_nodes: list[N
         target = (lz[0, at, i] * down.z[0, at, i]).sum() if i < width else (le[0, at] * down.err[0, at]).sum()
         gz, ge = torch.autograd.grad(target, [up.z, up.err], retain_graph=True, allow_unused=True)
         if gz is None or ge is None:
-            why = (f"every path passes through the SAEs in between ({between}), which are held fixed: compute "
-                   f"the edges through them instead ('{ku}' -> '{between[0]}', ..., '{between[-1]}' -> '{kd}')"
-                   if between else "the downstream node does not depend on the upstream SAE")
+            why = (
+                f"every path passes through the SAEs in between ({between}), which are held fixed: compute "
+                f"the edges through them instead ('{ku}' -> '{between[0]}', ..., '{between[-1]}' -> '{kd}')"
+                if between
+                else "the downstream node does not depend on the upstream SAE"
+            )
             raise CircuitError(f"no direct edge from '{ku}' to '{kd}': {why}")
         rows.append(_stack(gz * dz, ge * de))
     return rows
@@ -168,8 +200,10 @@ def _exact(s, ids, metric, m_c: float, u: dict, d: dict, between: list[str], cle
     src = (ex if u["feature"] == "error" else zx)[u["sae"]][:, at, col]
     hooks = [(name, _setter(at, col, src))]
     for k in between:
-        hooks += [(s.nodes[k].hp_acts.name, lambda t, hook, v=zc[k]: v.clone()),
-                  (s.nodes[k].hp_error.name, lambda t, hook, v=ec[k]: v.clone())]
+        hooks += [
+            (s.nodes[k].hp_acts.name, lambda t, hook, v=zc[k]: v.clone()),
+            (s.nodes[k].hp_error.name, lambda t, hook, v=ec[k]: v.clone()),
+        ]
     with torch.no_grad():
         s.run(ids, fwd_hooks=hooks)
         node = s.nodes[d["sae"]]
@@ -186,9 +220,11 @@ def _check_differentiable(sae, z: torch.Tensor, err: torch.Tensor) -> None:
         code = sae.encode(x)
         grad = torch.autograd.grad(code.sum(), x, allow_unused=True)[0] if code.requires_grad else None
     if grad is None:
-        raise CircuitError(f"the downstream SAE '{sae_key(sae)}' ({sae.cfg.architecture}) gives its code no gradient "
-                           f"with respect to its input, so its nodes' dependence on upstream nodes is unknown; use "
-                           f"a downstream SAE whose encode is differentiable")
+        raise CircuitError(
+            f"the downstream SAE '{sae_key(sae)}' ({sae.cfg.architecture}) gives its code no gradient "
+            f"with respect to its input, so its nodes' dependence on upstream nodes is unknown; use "
+            f"a downstream SAE whose encode is differentiable"
+        )
 
 
 # ---- nodes ---------------------------------------------------------------------------------------------
@@ -209,8 +245,11 @@ def _pick(values: torch.Tensor, given: list[int] | None, n: int, per_position: b
     cols = list(range(values.shape[1])) if given is None else given
     flat = values[:, cols].reshape(-1)
     top = flat.abs().topk(min(n, flat.numel()))
-    return [(p, cols[c]) for v, (p, c) in zip(top.values.tolist(), (divmod(i, len(cols)) for i in top.indices.tolist()))
-            if v > 0]
+    return [
+        (p, cols[c])
+        for v, (p, c) in zip(top.values.tolist(), (divmod(i, len(cols)) for i in top.indices.tolist()))
+        if v > 0
+    ]
 
 
 def _at(values: torch.Tensor, node: Node) -> float:
@@ -230,8 +269,14 @@ def _id(s, key: str, node: Node) -> str:
 
 def _node_dict(s, key: str, node: Node, act: torch.Tensor, effect: torch.Tensor) -> dict:
     feature, pos = _label(s, key, node)
-    return {"id": _id(s, key, node), "sae": key, "feature": feature, "position": pos,
-            "activation": _at(act, node), "effect": _at(effect, node)}
+    return {
+        "id": _id(s, key, node),
+        "sae": key,
+        "feature": feature,
+        "position": pos,
+        "activation": _at(act, node),
+        "effect": _at(effect, node),
+    }
 
 
 def _place(s, nd: dict) -> tuple[str, slice, int | slice]:
@@ -252,8 +297,10 @@ def _endpoints(s, upstream, downstream) -> tuple[str, str]:
         node = s.node(sae) if isinstance(sae, str) or hasattr(sae, "cfg") else None
         if node is None:
             label = sae if isinstance(sae, str) else getattr(sae, "name", type(sae).__name__)
-            raise CircuitError(f"the {what} SAE {label!r} is not spliced in; splice both: "
-                               f"Spliced(model, [upstream, downstream, ...]) (spliced: {list(s.nodes)})")
+            raise CircuitError(
+                f"the {what} SAE {label!r} is not spliced in; splice both: "
+                f"Spliced(model, [upstream, downstream, ...]) (spliced: {list(s.nodes)})"
+            )
         keys.append(sae_key(node.sae))
     if keys[0] == keys[1]:
         raise CircuitError(f"upstream and downstream are the same SAE '{keys[0]}'; edges join two different SAEs")

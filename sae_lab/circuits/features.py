@@ -21,8 +21,9 @@ class PromptFeatures:
     acts: dict[int, list[float]]
 
 
-def prompt_features(model, sae, prompt: Prompt, top_k: int = 10, features: Sequence[int] | None = None
-                    ) -> PromptFeatures:
+def prompt_features(
+    model, sae, prompt: Prompt, top_k: int = 10, features: Sequence[int] | None = None
+) -> PromptFeatures:
     """Run one ``prompt`` (text, token ids, or a ``[1, T]`` tensor; a batch is refused) with ``sae`` spliced in
     (error term on, so the model behaves as clean) and read its code: the ``top_k`` largest active features per
     token (fewer if fewer are active). ``features`` (one index or a list) chooses the ``acts`` reported;
@@ -40,4 +41,3 @@ def prompt_features(model, sae, prompt: Prompt, top_k: int = 10, features: Seque
     chosen = features if features is not None else sorted({f for row in top for f, _ in row})
     acts = {f: z[:, f].tolist() for f in chosen}
     return PromptFeatures(out.token_ids.tolist(), out.tokens, top, acts)
-

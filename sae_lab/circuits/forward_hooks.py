@@ -37,8 +37,13 @@ def _apply(act: torch.Tensor, new: torch.Tensor, where: torch.Tensor | None) -> 
     return new.reshape(act.shape)
 
 
-def splice_hooks(sae: BaseSAE, hook_name: str | None = None, mode: Mode = "reconstruct",
-                 mean: torch.Tensor | None = None, where: torch.Tensor | None = None) -> list[Hook]:
+def splice_hooks(
+    sae: BaseSAE,
+    hook_name: str | None = None,
+    mode: Mode = "reconstruct",
+    mean: torch.Tensor | None = None,
+    where: torch.Tensor | None = None,
+) -> list[Hook]:
     """Hooks that replace ``hook_name`` (default ``sae.cfg.hook_name``) by the SAE reconstruction ('reconstruct'),
     by zeros ('zero') or by ``mean`` [d_in] ('mean'). The SAE uses its inference rule (``sae.forward``)."""
     name = hook_name or sae.cfg.hook_name
@@ -52,8 +57,9 @@ def splice_hooks(sae: BaseSAE, hook_name: str | None = None, mode: Mode = "recon
     return [(name, fn)]
 
 
-def ablation_hooks(hook_name: str, mode: Literal["zero", "mean"], mean: torch.Tensor | None = None,
-                   where: torch.Tensor | None = None) -> list[Hook]:
+def ablation_hooks(
+    hook_name: str, mode: Literal["zero", "mean"], mean: torch.Tensor | None = None, where: torch.Tensor | None = None
+) -> list[Hook]:
     """Hooks that zero-ablate or mean-ablate ``hook_name`` (``mean`` [d_in] is the flattened mean activation)."""
     if mode == "mean" and mean is None:
         raise CircuitError("mode='mean' needs the mean activation (a [d_in] tensor)")
@@ -77,8 +83,14 @@ def replace_hooks(hook_name: str, value: torch.Tensor, where: torch.Tensor | Non
 
 
 @torch.inference_mode()
-def run_with_sae(model: LoadedModel, tokens, sae: BaseSAE, mode: Mode = "reconstruct", mean: torch.Tensor | None = None,
-                 where: torch.Tensor | None = None) -> torch.Tensor:
+def run_with_sae(
+    model: LoadedModel,
+    tokens,
+    sae: BaseSAE,
+    mode: Mode = "reconstruct",
+    mean: torch.Tensor | None = None,
+    where: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Logits ``[b, T, vocab]`` of ``model`` (a LoadedModel) with ``sae`` spliced in at its hook. ``tokens``: a
     prompt or a ``[b, T]`` batch of token ids (checked as ``Spliced.run``'s)."""
     from sae_lab.circuits import checks

@@ -7,6 +7,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def plotly_graph_objects():
+    """``plotly.graph_objects``, or a clear error: Plotly comes with the dashboard's ``app`` extra, not the core."""
+    try:
+        import plotly.graph_objects as go
+    except ImportError as e:
+        raise ImportError(
+            "drawing an edge graph (figure(), to_html()) needs Plotly, which comes with the `app` "
+            "extra: `pip install 'sae-lab[app]'` (or `pip install plotly`); to_json() needs nothing "
+            "more"
+        ) from e
+    return go
+
+
 @dataclass
 class FeatureGraph:
     """Nodes ``{"id", "sae", "feature" (int, or "error"), "position" (None when summed over positions),
@@ -27,8 +40,9 @@ class FeatureGraph:
         raise KeyError(f"no node {node_id!r} in the graph")
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps({"tokens": self.tokens, "nodes": self.nodes, "edges": self.edges, "info": self.info},
-                          indent=1)
+        text = json.dumps(
+            {"tokens": self.tokens, "nodes": self.nodes, "edges": self.edges, "info": self.info}, indent=1
+        )
         if path is not None:
             from sae_lab.fileio import atomic_write_text
 
@@ -37,8 +51,7 @@ class FeatureGraph:
 
     def figure(self):
         """A Plotly figure: one column per SAE, edges coloured by sign, width by |weight|."""
-        import plotly.graph_objects as go
-
+        go = plotly_graph_objects()
         cols = list(dict.fromkeys(n["sae"] for n in self.nodes))
         pos, rank = {}, {c: 0 for c in cols}
         for n in self.nodes:
@@ -48,19 +61,37 @@ class FeatureGraph:
         fig = go.Figure()
         for e in self.edges:
             (x0, y0), (x1, y1) = pos[e["source"]], pos[e["target"]]
-            fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="text",
-                                     text=f"{e['source']} → {e['target']}: {e['weight']:.3g}", showlegend=False,
-                                     line=dict(width=0.5 + 6 * abs(e["weight"]) / top,
-                                               color="#1f77b4" if e["weight"] > 0 else "#d62728")))
-        fig.add_trace(go.Scatter(x=[pos[n["id"]][0] for n in self.nodes], y=[pos[n["id"]][1] for n in self.nodes],
-                                 mode="markers+text", text=[n["id"] for n in self.nodes], textposition="top center",
-                                 hovertext=[f"{n['id']} act={n['activation']:.3g} effect={n['effect']:.3g}"
-                                            for n in self.nodes],
-                                 marker=dict(size=12, color=["#999" if n["feature"] == "error" else "#444"
-                                                             for n in self.nodes]), showlegend=False))
-        fig.update_layout(title="feature edges: effect on the metric through the downstream node (blue +, red -)",
-                          xaxis=dict(tickvals=list(range(len(cols))), ticktext=cols), yaxis=dict(visible=False),
-                          template="plotly_white")
+            fig.add_trace(
+                go.Scatter(
+                    x=[x0, x1],
+                    y=[y0, y1],
+                    mode="lines",
+                    hoverinfo="text",
+                    text=f"{e['source']} → {e['target']}: {e['weight']:.3g}",
+                    showlegend=False,
+                    line=dict(
+                        width=0.5 + 6 * abs(e["weight"]) / top, color="#1f77b4" if e["weight"] > 0 else "#d62728"
+                    ),
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=[pos[n["id"]][0] for n in self.nodes],
+                y=[pos[n["id"]][1] for n in self.nodes],
+                mode="markers+text",
+                text=[n["id"] for n in self.nodes],
+                textposition="top center",
+                hovertext=[f"{n['id']} act={n['activation']:.3g} effect={n['effect']:.3g}" for n in self.nodes],
+                marker=dict(size=12, color=["#999" if n["feature"] == "error" else "#444" for n in self.nodes]),
+                showlegend=False,
+            )
+        )
+        fig.update_layout(
+            title="feature edges: effect on the metric through the downstream node (blue +, red -)",
+            xaxis=dict(tickvals=list(range(len(cols))), ticktext=cols),
+            yaxis=dict(visible=False),
+            template="plotly_white",
+        )
         return fig
 
     def to_html(self, path: str | Path) -> Path:

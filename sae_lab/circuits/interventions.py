@@ -29,8 +29,9 @@ def position_mask(positions: list[int] | None, T: int, strict: bool, device) -> 
     if positions is None:
         return mask.fill_(True)
     if strict and max(positions) >= T:
-        raise CircuitError(f"position {max(positions)} is out of range for a sequence of {T} tokens "
-                           f"(positions 0..{T - 1})")
+        raise CircuitError(
+            f"position {max(positions)} is out of range for a sequence of {T} tokens (positions 0..{T - 1})"
+        )
     mask[[p for p in positions if p < T]] = True
     return mask
 
@@ -97,14 +98,21 @@ class Intervention:
     def steering_vector(self) -> torch.Tensor:
         """``strength * sum_f W_dec[f]`` [d_in]: what ``steer`` adds to the hook's activation."""
         if self.kind != "steer":
-            raise CircuitError(f"a '{self.kind}' intervention needs the SAE spliced in (Spliced(model, [sae])); "
-                               f"only 'steer' works on the plain model")
+            raise CircuitError(
+                f"a '{self.kind}' intervention needs the SAE spliced in (Spliced(model, [sae])); "
+                f"only 'steer' works on the plain model"
+            )
         return self.value * self.sae.W_dec[self.features].sum(0)
 
     def describe(self) -> dict:
         value = self.value.tolist() if isinstance(self.value, torch.Tensor) else self.value
-        return {"kind": self.kind, "hook": self.sae.cfg.hook_name, "features": self.features,
-                "positions": "all" if self.positions is None else self.positions, "value": value}
+        return {
+            "kind": self.kind,
+            "hook": self.sae.cfg.hook_name,
+            "features": self.features,
+            "positions": "all" if self.positions is None else self.positions,
+            "value": value,
+        }
 
 
 def _feature_means(mean, feats: list[int], sae) -> torch.Tensor | None:
@@ -120,8 +128,11 @@ def _feature_means(mean, feats: list[int], sae) -> torch.Tensor | None:
     t = t[feats] if t.numel() == sae.cfg.d_sae else t
     if t.numel() == len(feats):
         if not bool(torch.isfinite(t).all()):
-            raise CircuitError(f"mean holds a non-finite value for the chosen features ({t.tolist()}); give finite "
-                               f"means")
+            raise CircuitError(
+                f"mean holds a non-finite value for the chosen features ({t.tolist()}); give finite means"
+            )
         return t
-    raise CircuitError(f"mean has {t.numel()} values; give one per chosen feature ({len(feats)}) or a [d_sae] "
-                       f"vector ({sae.cfg.d_sae}), or a FeatureDB")
+    raise CircuitError(
+        f"mean has {t.numel()} values; give one per chosen feature ({len(feats)}) or a [d_sae] "
+        f"vector ({sae.cfg.d_sae}), or a FeatureDB"
+    )

@@ -14,11 +14,14 @@ class LogitDiff:
     """``logits[position, a] - logits[position, b]`` (of each sequence, averaged over a batch)."""
 
     def __init__(self, a: str, b: str, position: int = -1):
-        self.a, self.b = (checks.A.as_text(t, n, CircuitError, "a single-token string such as ' Mary'")
-                          for t, n in ((a, "a"), (b, "b")))
+        self.a, self.b = (
+            checks.A.as_text(t, n, CircuitError, "a single-token string such as ' Mary'")
+            for t, n in ((a, "a"), (b, "b"))
+        )
         if a == b:
-            raise CircuitError(f"a and b are the same token {a!r}: their logit difference is always 0; name two "
-                               f"different tokens")
+            raise CircuitError(
+                f"a and b are the same token {a!r}: their logit difference is always 0; name two different tokens"
+            )
         self.position = checks.A.as_int(position, "position", CircuitError)
 
     def bind(self, model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -52,8 +55,10 @@ def scalar(value, what: str = "the metric") -> torch.Tensor:
     """``value`` as a 0-d tensor, or CircuitError naming its shape."""
     if not isinstance(value, torch.Tensor) or value.numel() != 1:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise CircuitError(f"{what} must return a scalar tensor (one number), got shape {shape}; reduce it, "
-                           f"e.g. with .sum() or .mean()")
+        raise CircuitError(
+            f"{what} must return a scalar tensor (one number), got shape {shape}; reduce it, "
+            f"e.g. with .sum() or .mean()"
+        )
     if not bool(torch.isfinite(value.detach()).all()):
         raise CircuitError(f"{what} returned {float(value)}, not a finite number")
     return value.reshape(())
@@ -62,6 +67,8 @@ def scalar(value, what: str = "the metric") -> torch.Tensor:
 def differentiable(value: torch.Tensor, what: str = "the metric") -> torch.Tensor:
     """``value`` if autograd can differentiate it, else CircuitError (it does not depend on the logits)."""
     if not value.requires_grad:
-        raise CircuitError(f"{what} has no gradient path to the logits: compute it from the logits with torch "
-                           f"operations (no .item(), .detach(), or new tensors)")
+        raise CircuitError(
+            f"{what} has no gradient path to the logits: compute it from the logits with torch "
+            f"operations (no .item(), .detach(), or new tensors)"
+        )
     return value

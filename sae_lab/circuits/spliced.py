@@ -145,11 +145,13 @@ class Spliced:
         """Add ``fn(tensor, hook) -> tensor | None`` at hook point ``name`` until removed (or the splice closes)."""
         hps = self.hook_dict
         if not callable(fn):
-            raise CircuitError(f"the hook at '{name}' must be a function (tensor, hook) -> tensor | None, got "
-                               f"{type(fn).__name__}")
+            raise CircuitError(
+                f"the hook at '{name}' must be a function (tensor, hook) -> tensor | None, got {type(fn).__name__}"
+            )
         if name not in hps:
-            raise CircuitError(f"unknown hook point '{name}'; spliced ones: "
-                               f"{[n for n in hps if '.hook_sae_' in n]}, or any model hook")
+            raise CircuitError(
+                f"unknown hook point '{name}'; spliced ones: {[n for n in hps if '.hook_sae_' in n]}, or any model hook"
+            )
         handle = Handle(hps[name], hps[name].add_hook(fn, is_permanent=True))
         self._handles.append(handle)
         return handle
@@ -165,8 +167,10 @@ class Spliced:
         Several compose in the order added. ``steer`` on an SAE that is not spliced adds to its hook directly."""
         for i, iv in enumerate(interventions):
             if not isinstance(iv, Intervention):
-                raise CircuitError(f"intervene() takes Intervention objects (Intervention.zero/mean/clamp/steer), "
-                                   f"got {type(iv).__name__} as argument {i + 1}")
+                raise CircuitError(
+                    f"intervene() takes Intervention objects (Intervention.zero/mean/clamp/steer), "
+                    f"got {type(iv).__name__} as argument {i + 1}"
+                )
         handles = [self._intervene_one(iv) for iv in interventions]
         return handles[0] if len(handles) == 1 else handles
 
@@ -185,15 +189,21 @@ class Spliced:
         return self.add_hook(iv.sae.cfg.hook_name, add)
 
     # ---- running ---------------------------------------------------------------------------------
-    def ids(self, prompt: Prompt | torch.Tensor, batch: bool = False, name: str = "prompt"
-            ) -> tuple[torch.Tensor, bool]:
+    def ids(
+        self, prompt: Prompt | torch.Tensor, batch: bool = False, name: str = "prompt"
+    ) -> tuple[torch.Tensor, bool]:
         """Checked ``[b, T]`` ids (``checks.prompt_ids``; b > 1 only with ``batch=True``) and whether the prompt
         was a single sequence (text, a list of ids or a 1-D tensor) rather than 2-D ids."""
         return checks.prompt_ids(self.model, prompt, name, batch), not checks.is_batch_shaped(prompt)
 
-    def run(self, prompt: Prompt | torch.Tensor, fwd_hooks: Iterable[tuple[str, Callable]] = (),
-            cache: Iterable[str] | bool = False, grad: bool = False, where: torch.Tensor | None = None
-            ) -> SplicedOutput:
+    def run(
+        self,
+        prompt: Prompt | torch.Tensor,
+        fwd_hooks: Iterable[tuple[str, Callable]] = (),
+        cache: Iterable[str] | bool = False,
+        grad: bool = False,
+        where: torch.Tensor | None = None,
+    ) -> SplicedOutput:
         """One forward pass: logits, each SAE's code and error term, and ``cache`` (hook names, or True for
         every spliced hook point). ``fwd_hooks`` apply to this pass only. ``where`` (bool ``[b, T]``) limits
         the splice to those positions. ``grad=True`` keeps the autograd graph (no inference mode).
@@ -210,8 +220,14 @@ class Spliced:
         sq = (lambda t: t[0]) if single else (lambda t: t)
         feats = {k: sq(n.z) for k, n in self.nodes.items() if n.z is not None}
         errs = {k: sq(n.err) for k, n in self.nodes.items() if n.err is not None and n.error_term}
-        return SplicedOutput(sq(ids), token_strings(self.model, ids[0]) if single else [], sq(logits), feats, errs,
-                             {k: sq(v) for k, v in store.items()})
+        return SplicedOutput(
+            sq(ids),
+            token_strings(self.model, ids[0]) if single else [],
+            sq(logits),
+            feats,
+            errs,
+            {k: sq(v) for k, v in store.items()},
+        )
 
     def _cache_names(self, cache) -> list[str]:
         if cache is True:
@@ -239,8 +255,10 @@ class Spliced:
     @contextlib.contextmanager
     def _where(self, where: torch.Tensor | None, ids: torch.Tensor):
         if where is not None and not (isinstance(where, torch.Tensor) and where.dtype == torch.bool):
-            raise CircuitError(f"where must be a bool tensor of shape {tuple(ids.shape)} (True = splice there), got "
-                               f"{type(where).__name__} {getattr(where, 'dtype', '')}")
+            raise CircuitError(
+                f"where must be a bool tensor of shape {tuple(ids.shape)} (True = splice there), got "
+                f"{type(where).__name__} {getattr(where, 'dtype', '')}"
+            )
         if where is not None and tuple(where.shape) != tuple(ids.shape):
             raise CircuitError(f"where has shape {tuple(where.shape)}; it must match the tokens {tuple(ids.shape)}")
         for node in self.nodes.values():
@@ -252,8 +270,9 @@ class Spliced:
                 node.where = None
 
     @torch.inference_mode()
-    def generate(self, prompt: Prompt, max_new_tokens: int = 20, temperature: float = 0.0,
-                 seed: int | None = None) -> Generation:
+    def generate(
+        self, prompt: Prompt, max_new_tokens: int = 20, temperature: float = 0.0, seed: int | None = None
+    ) -> Generation:
         """Continue one ``prompt`` (text, token ids, or a ``[1, T]`` tensor; a batch is refused) token by token with
         the splice and interventions active (greedy at temperature 0). Every step reruns the whole sequence, so
         positions index the prompt + the new tokens (see ``interventions``); a position beyond the prompt applies
@@ -264,8 +283,10 @@ class Spliced:
         seed = None if seed is None else checks.count(seed, "seed", minimum=0)
         n_ctx, start = context_length(self.model), ids.shape[1]
         if start + max_new_tokens > n_ctx:
-            raise CircuitError(f"prompt ({start} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
-                               f"context of {n_ctx} tokens")
+            raise CircuitError(
+                f"prompt ({start} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+                f"context of {n_ctx} tokens"
+            )
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         eos = self.model.tokenizer.eos_token_id
         self._strict = False
@@ -285,8 +306,9 @@ class Spliced:
         new = ids[0, start:].tolist()
         return Generation(ids[0].tolist(), start, self.model.tokenizer.decode(new))
 
-    def attribute(self, clean: Prompt, corrupt: Prompt, metric, method: str = "atp", steps: int = 10,
-                  per_position: bool = True):
+    def attribute(
+        self, clean: Prompt, corrupt: Prompt, metric, method: str = "atp", steps: int = 10, per_position: bool = True
+    ):
         """Attribution patching (Marks et al.): see ``sae_lab.circuits.attribution.attribute``."""
         from sae_lab.circuits.attribution import attribute
 
@@ -323,6 +345,8 @@ def check_saes(model, saes: Sequence) -> None:
     widths = hook_widths(model, hooks)
     for sae in saes:
         if sae.cfg.d_in != widths[sae.cfg.hook_name]:
-            raise CircuitError(f"the SAE '{sae_key(sae)}' has d_in={sae.cfg.d_in}, but the model's "
-                               f"{sae.cfg.hook_name} has width {widths[sae.cfg.hook_name]}; use an SAE trained on "
-                               f"this model and hook")
+            raise CircuitError(
+                f"the SAE '{sae_key(sae)}' has d_in={sae.cfg.d_in}, but the model's "
+                f"{sae.cfg.hook_name} has width {widths[sae.cfg.hook_name]}; use an SAE trained on "
+                f"this model and hook"
+            )

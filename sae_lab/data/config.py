@@ -22,7 +22,8 @@ class DataConfig(StrictModel):
     source: str = "embedded"
     split: str = Field("train", description="embedded: train|validation; hub: the split name")
     kind: Literal["auto", "text", "pretokenized"] = Field(
-        "auto", description="pretokenized reads token ids from `tokens_field`; auto picks it when present")
+        "auto", description="pretokenized reads token ids from `tokens_field`; auto picks it when present"
+    )
     text_field: str = "text"
     tokens_field: str = "input_ids"
     hub_config: str | None = Field(None, description="the Hub dataset's config (subset) name")
@@ -30,8 +31,11 @@ class DataConfig(StrictModel):
     max_tokens: int | None = Field(None, ge=1, description="stop after this many tokens (whole contexts)")
     separator: Literal["eos", "bos", "none"] = Field("eos", description="token placed between documents")
     exclude_special: bool = Field(True, description="mask BOS/EOS/pad positions out of training activations")
-    encoding: str = Field("utf-8", description="text encoding of local .txt/.jsonl files; undecodable bytes are "
-                                               "refused, naming the file (and line)")
+    encoding: str = Field(
+        "utf-8",
+        description="text encoding of local .txt/.jsonl files; undecodable bytes are "
+        "refused, naming the file (and line)",
+    )
 
     @field_validator("source")
     @classmethod
@@ -43,9 +47,12 @@ class DataConfig(StrictModel):
     @model_validator(mode="after")
     def _say_when_rounding(self):
         if self.max_tokens is not None and self.max_tokens % self.context_length:
-            warnings.warn(f"data.max_tokens={self.max_tokens} is not a multiple of data.context_length="
-                          f"{self.context_length}: rounded up to {self.max_contexts * self.context_length} tokens "
-                          f"({self.max_contexts} whole contexts)", stacklevel=2)
+            warnings.warn(
+                f"data.max_tokens={self.max_tokens} is not a multiple of data.context_length="
+                f"{self.context_length}: rounded up to {self.max_contexts * self.context_length} tokens "
+                f"({self.max_contexts} whole contexts)",
+                stacklevel=2,
+            )
         return self
 
     @property

@@ -42,13 +42,16 @@ def _in_vocab(ids: list[int], tokenizer) -> list[int]:
     size = max(len(tokenizer), int(getattr(tokenizer, "vocab_size", 0) or 0))
     bad = [t for t in ids if not 0 <= t < size]
     if bad:
-        raise DataSourceError(f"pre-tokenised data holds token id {bad[0]} ({len(bad)} such), outside the "
-                              f"tokenizer's vocabulary of {size}; was it tokenised for another model?")
+        raise DataSourceError(
+            f"pre-tokenised data holds token id {bad[0]} ({len(bad)} such), outside the "
+            f"tokenizer's vocabulary of {size}; was it tokenised for another model?"
+        )
     return ids
 
 
-def pack_token_stream(docs: Iterable[list[int]], context_length: int, bos: int,
-                      sep: int | None) -> Iterator[np.ndarray]:
+def pack_token_stream(
+    docs: Iterable[list[int]], context_length: int, bos: int, sep: int | None
+) -> Iterator[np.ndarray]:
     """Pack token lists into int32 contexts [BOS, t1 … t_{n-1}]; a final partial context is dropped."""
     body = context_length - 1
     buf: list[int] = []

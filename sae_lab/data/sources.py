@@ -80,7 +80,8 @@ def resolve_local_files(source: str) -> list[Path]:
         if not root.exists():
             raise DataSourceError(
                 f"data source '{source}' does not exist. Use 'embedded', 'hf:<dataset>', or an existing "
-                f"file/directory/glob of {', '.join(SUFFIXES)} files")
+                f"file/directory/glob of {', '.join(SUFFIXES)} files"
+            )
         paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     files = [p for p in paths if p.suffix in SUFFIXES]
     if not files:
@@ -105,21 +106,26 @@ def _pick_field(available: list[str], cfg: DataConfig, where: str) -> tuple[str,
     if cfg.kind in ("text", "auto") and cfg.text_field in available:
         return cfg.text_field, False
     wanted = cfg.tokens_field if cfg.kind == "pretokenized" else cfg.text_field
-    raise DataSourceError(f"{where} has no field '{wanted}'; available fields: {sorted(available)}. "
-                          f"Set data.text_field (or data.tokens_field for pre-tokenised data).")
+    raise DataSourceError(
+        f"{where} has no field '{wanted}'; available fields: {sorted(available)}. "
+        f"Set data.text_field (or data.tokens_field for pre-tokenised data)."
+    )
 
 
 def _read_text(path: Path, encoding: str) -> str:
     """A text file decoded strictly (binary or wrongly-encoded files are refused, naming the file)."""
     data = path.read_bytes()
     if b"\x00" in data[:8192] and not encoding.lower().startswith("utf-16"):
-        raise DataSourceError(f"{path} looks like a binary file (it holds NUL bytes), not text; remove it from "
-                              "data.source")
+        raise DataSourceError(
+            f"{path} looks like a binary file (it holds NUL bytes), not text; remove it from data.source"
+        )
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as e:
-        raise DataSourceError(f"{path} is not valid {encoding} text (byte {e.start}: {e.reason}); set "
-                              "data.encoding to the file's encoding (e.g. latin-1) or convert it") from None
+        raise DataSourceError(
+            f"{path} is not valid {encoding} text (byte {e.start}: {e.reason}); set "
+            "data.encoding to the file's encoding (e.g. latin-1) or convert it"
+        ) from None
     except LookupError:
         raise DataSourceError(f"data.encoding '{encoding}' is not a known text encoding") from None
 
@@ -129,8 +135,9 @@ def _iter_jsonl(path: Path, cfg: DataConfig) -> Iterator[Document]:
         try:
             line = raw.decode(cfg.encoding)
         except UnicodeDecodeError as e:
-            raise DataSourceError(f"{path}:{lineno} is not valid {cfg.encoding} text ({e.reason}); set "
-                                  "data.encoding or fix the line") from None
+            raise DataSourceError(
+                f"{path}:{lineno} is not valid {cfg.encoding} text ({e.reason}); set data.encoding or fix the line"
+            ) from None
         if not line.strip():
             continue
         try:
@@ -138,8 +145,9 @@ def _iter_jsonl(path: Path, cfg: DataConfig) -> Iterator[Document]:
         except json.JSONDecodeError as e:
             raise DataSourceError(f"{path}:{lineno} is not valid JSON ({e.msg})") from None
         if not isinstance(row, dict):
-            raise DataSourceError(f"{path}:{lineno} is a JSON {type(row).__name__}, not an object with a "
-                                  f"'{cfg.text_field}' field")
+            raise DataSourceError(
+                f"{path}:{lineno} is a JSON {type(row).__name__}, not an object with a '{cfg.text_field}' field"
+            )
         field, tokens = _pick_field(list(row), cfg, f"{path}:{lineno}")
         yield _checked(row[field], tokens, f"{path}:{lineno}", field)
 
@@ -147,8 +155,9 @@ def _iter_jsonl(path: Path, cfg: DataConfig) -> Iterator[Document]:
 def _checked(value, tokens: bool, where: str, field: str) -> Document:
     """A document value of the right type: text, or a list of non-negative token ids."""
     if tokens:
-        if not isinstance(value, list) or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
-                                                  for t in value):
+        if not isinstance(value, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value
+        ):
             raise DataSourceError(f"{where}: field '{field}' must be a list of non-negative token ids")
         return value
     if not isinstance(value, str):
@@ -181,8 +190,10 @@ def iter_hub(cfg: DataConfig) -> Iterator[Document]:
 
     why = hub_unreachable()
     if why is not None and os.environ.get("HF_DATASETS_OFFLINE") != "1" and os.environ.get("HF_HUB_OFFLINE") != "1":
-        raise DataSourceError(f"could not stream Hub dataset '{name}': the Hub is unreachable ({why}). Use a local "
-                              "copy (data.source=/path/to/files) or the offline corpus (data.source=embedded).")
+        raise DataSourceError(
+            f"could not stream Hub dataset '{name}': the Hub is unreachable ({why}). Use a local "
+            "copy (data.source=/path/to/files) or the offline corpus (data.source=embedded)."
+        )
     try:
         import datasets
 
@@ -194,7 +205,8 @@ def iter_hub(cfg: DataConfig) -> Iterator[Document]:
             f"could not stream Hub dataset '{name}' (split '{cfg.split}'"
             f"{', config ' + cfg.hub_config if cfg.hub_config else ''}){' while offline' if offline else ''}: "
             f"{type(e).__name__}: {str(e)[:300]}\nCheck the name and your network, or use a local copy "
-            f"(data.source=/path/to/files) or the offline corpus (data.source=embedded).") from None
+            f"(data.source=/path/to/files) or the offline corpus (data.source=embedded)."
+        ) from None
     field, tokens = _pick_field(list(first), cfg, f"Hub dataset '{name}'")
     for i, row in enumerate(ds, 1):
         yield _checked(row[field], tokens, f"Hub dataset '{name}' row {i}", field)

@@ -10,7 +10,6 @@ once every database is written.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,35 +27,50 @@ from sae_lab.evaluation.config import AnalyzeConfig
 from sae_lab.evaluation.directions import decoder_neighbours, logit_effects, residual_directions
 from sae_lab.evaluation.feature_db import write_feature_db
 from sae_lab.evaluation.feature_stats import FeatureStats
-from sae_lab.fileio import atomic_path
+from sae_lab.fileio import atomic_path, canonical_json, remove_temps
 from sae_lab.models import LoadedModel
-from sae_lab.rundir import ANALYZE_CHECKPOINT, RunDir
+from sae_lab.rundir import RunDir
+from sae_lab.saedir import SAEDir
+from sae_lab.saeref import SAERef
 
 log = logging.getLogger(__name__)
 
 
-def analyze_run(run_dir: str | Path, cfg: AnalyzeConfig | None = None, model: LoadedModel | None = None,
-                stop_after_tokens: int | None = None) -> dict:
+def analyze_run(
+    run_dir: str | Path,
+    cfg: AnalyzeConfig | None = None,
+    model: LoadedModel | None = None,
+    stop_after_tokens: int | None = None,
+) -> dict:
     """Analyse every SAE of a run: writes saes/<name>/features.sqlite. Returns a status record."""
     run = RunDir(run_dir)
     run_cfg = run.read_config()
     cfg = cfg or AnalyzeConfig.model_validate(run_cfg.get("analyze") or {})
     model = I.model_for(run_cfg, model)
-    return analyze_targets(I.run_targets(run), model, cfg, I.outlier_multiple(cfg, run_cfg),
-                           run.analyze_checkpoint_path, stop_after_tokens)
+    return analyze_targets(
+        I.run_targets(run), model, cfg, I.outlier_multiple(cfg, run_cfg), run.analyze_checkpoint_path, stop_after_tokens
+    )
 
 
-def analyze_sae_dir(sae_dir: str | Path, model: LoadedModel, cfg: AnalyzeConfig | None = None,
-                    stop_after_tokens: int | None = None) -> dict:
+def analyze_sae_dir(
+    sae_dir: str | Path, model: LoadedModel, cfg: AnalyzeConfig | None = None, stop_after_tokens: int | None = None
+) -> dict:
     """Analyse one SAE directory (ours or SAELens format): writes sae_dir/features.sqlite."""
     cfg = cfg or AnalyzeConfig()
     multiple = None if cfg.exclude_outliers in ("run", "none") else float(cfg.exclude_outliers)
-    return analyze_targets([I.sae_dir_target(sae_dir)], model, cfg, multiple, Path(sae_dir) / ANALYZE_CHECKPOINT,
-                           stop_after_tokens)
+    return analyze_targets(
+        [I.sae_dir_target(sae_dir)], model, cfg, multiple, SAEDir(sae_dir).analyze_checkpoint_path, stop_after_tokens
+    )
 
 
-def analyze_targets(targets: list[I.Target], model: LoadedModel, cfg: AnalyzeConfig, multiple: float | None,
-                    ckpt: Path, stop_after_tokens: int | None = None) -> dict:
+def analyze_targets(
+    targets: list[SAERef],
+    model: LoadedModel,
+    cfg: AnalyzeConfig,
+    multiple: float | None,
+    ckpt: Path,
+    stop_after_tokens: int | None = None,
+) -> dict:
     """The streaming pass for ``targets`` (sharing forwards), checkpointing to ``ckpt``, then the databases."""
     I.check_targets(targets, model)
     device = I.place_saes(targets, cfg, model)
@@ -67,21 +81,26 @@ def analyze_targets(targets: list[I.Target], model: LoadedModel, cfg: AnalyzeCon
     fp = fingerprint(targets, model, cfg, multiple)
     done = resumed = _resume(ckpt, fp, stats) if cfg.resume else 0
     T, t0, since = cfg.data.context_length, time.time(), 0
-    for start, tokens in I.iter_batches(cfg, model.tokenizer, skip_contexts=done,
-                                         desc=f"analysing {len(targets)} SAE(s)"):
+    for start, tokens in I.iter_batches(
+        cfg, model.tokenizer, skip_contexts=done, desc=f"analysing {len(targets)} SAE(s)"
+    ):
         _update(gen, tokens, start, targets, stats, cfg, thresholds)
         done, since = start + len(tokens), since + tokens.size
         if stop_after_tokens is not None and done * T >= stop_after_tokens:
             _save_checkpoint(ckpt, fp, done, stats)
-            return {"status": "stopped", "contexts": done, "tokens": done * T, "checkpoint": str(ckpt),
-                    "resumed_from_contexts": resumed}
+            return {
+                "status": "stopped",
+                "contexts": done,
+                "tokens": done * T,
+                "checkpoint": str(ckpt),
+                "resumed_from_contexts": resumed,
+            }
         if since >= cfg.checkpoint_every_tokens:
             _save_checkpoint(ckpt, fp, done, stats)
             since = 0
     if done == 0:
         I.first_batch(cfg, model.tokenizer)  # raises a clear error: the data yields no complete context
-    data = I.data_record(cfg, multiple, thresholds, done, done * T,
-                         {n: int(s.t["n_tokens"]) for n, s in stats.items()})
+    data = I.data_record(cfg, multiple, thresholds, done, done * T, {n: int(s.t["n_tokens"]) for n, s in stats.items()})
     vocab = R.vocabulary(model.tokenizer, int(model.bridge.W_U.shape[1]))  # decoded once for every database
     paths = {t.name: str(write_db(t, stats[t.name], model, cfg, data, vocab)) for t in targets}
     ckpt.unlink(missing_ok=True)
@@ -110,11 +129,8 @@ def _update(gen: ActivationGenerator, tokens, start: int, targets, stats, cfg: A
 
 def fingerprint(targets, model: LoadedModel, cfg: AnalyzeConfig, multiple: float | None) -> str:
     """What a checkpoint must match to be resumed: SAE weights, model, data and statistic settings."""
-    h = hashlib.sha256()
     skip = {"checkpoint_every_tokens", "resume", "device"}
-    h.update(
-        json.dumps({k: v for k, v in cfg.model_dump(mode="json").items() if k not in skip}, sort_keys=True).encode()
-    )
+    h = hashlib.sha256(canonical_json({k: v for k, v in cfg.model_dump(mode="json").items() if k not in skip}))
     h.update(f"{model.weights_hash}|{multiple}".encode())
     for t in targets:
         h.update(t.name.encode())
@@ -126,8 +142,7 @@ def fingerprint(targets, model: LoadedModel, cfg: AnalyzeConfig, multiple: float
 
 def _save_checkpoint(path: Path, fp: str, contexts: int, stats: dict[str, FeatureStats]) -> None:
     tensors = {f"{name}/{k}": v for name, s in stats.items() for k, v in s.state().items()}
-    for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a killed run (our own temporary names only)
-        stale.unlink(missing_ok=True)
+    remove_temps(path.parent, path.name)  # left by a killed run (our own temporary names only)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"fingerprint": fp, "contexts": str(contexts)})
 
@@ -155,13 +170,17 @@ def _resume(path: Path, fp: str, stats: dict[str, FeatureStats]) -> int:
 
 
 def write_db(
-    t: I.Target, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeConfig, data: dict, vocab: list[str]
+    t: SAERef, stats: FeatureStats, model: LoadedModel, cfg: AnalyzeConfig, data: dict, vocab: list[str]
 ) -> Path:
     """Every table into t.db_path. Logit effects and decoder neighbours (matrix products that release the GIL) are
     computed on a worker thread while the statistics' rows are inserted, and their rows go in last."""
     s = stats.state()
-    log.info("%s: co-occurrence: %d distinct pairs (%.1f MiB)", t.name, len(s["cooc_keys"]),
-             (s["cooc_keys"].nbytes + s["cooc_counts"].nbytes) / 2**20)
+    log.info(
+        "%s: co-occurrence: %d distinct pairs (%.1f MiB)",
+        t.name,
+        len(s["cooc_keys"]),
+        (s["cooc_keys"].nbytes + s["cooc_counts"].nbytes) / 2**20,
+    )
     T = cfg.data.context_length
     dirs = residual_directions(t.sae, model)
     c = t.sae.cfg
@@ -180,7 +199,7 @@ def write_db(
         else "decoder direction (through W_O for hook_z) x final-norm gamma x W_U; 1/rms dropped",
         "vocab_size": len(vocab),
     }
-    t.out_dir.mkdir(parents=True, exist_ok=True)
+    t.sae_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="directions") as pool:
         effects = pool.submit(lambda: None if dirs is None else logit_effects(dirs, model, cfg.n_logits))
         neighbours = pool.submit(decoder_neighbours, t.sae.W_dec, cfg.n_neighbours)

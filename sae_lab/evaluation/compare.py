@@ -36,8 +36,10 @@ class DictionaryMatch:
 
     def rows(self, limit: int | None = None) -> list[dict]:
         n = len(self.a) if limit is None else min(limit, len(self.a))
-        return [{"feature_a": int(self.a[i]), "feature_b": int(self.b[i]), "cosine": float(self.cosine[i])}
-                for i in range(n)]
+        return [
+            {"feature_a": int(self.a[i]), "feature_b": int(self.b[i]), "cosine": float(self.cosine[i])}
+            for i in range(n)
+        ]
 
 
 def unit_decoder(sae) -> torch.Tensor:
@@ -55,15 +57,25 @@ def match_dictionaries(sae_a, sae_b, max_features: int = 20_000) -> DictionaryMa
 
     ca, cb = sae_a.cfg, sae_b.cfg
     if ca.d_in != cb.d_in:
-        raise DictionaryMismatchError(f"cannot compare '{ca.name}' (d_in={ca.d_in}, hook {ca.hook_name}) with "
-                                      f"'{cb.name}' (d_in={cb.d_in}, hook {cb.hook_name}): their decoders live in "
-                                      f"different spaces; pick two SAEs trained on the same hook")
+        raise DictionaryMismatchError(
+            f"cannot compare '{ca.name}' (d_in={ca.d_in}, hook {ca.hook_name}) with "
+            f"'{cb.name}' (d_in={cb.d_in}, hook {cb.hook_name}): their decoders live in "
+            f"different spaces; pick two SAEs trained on the same hook"
+        )
     if max(ca.d_sae, cb.d_sae) > max_features:
-        raise ValueError(f"dictionaries of {ca.d_sae} and {cb.d_sae} features exceed max_features={max_features} "
-                         f"for the exact matching; raise max_features if you have the memory and time")
+        raise ValueError(
+            f"dictionaries of {ca.d_sae} and {cb.d_sae} features exceed max_features={max_features} "
+            f"for the exact matching; raise max_features if you have the memory and time"
+        )
     cos = (unit_decoder(sae_a) @ unit_decoder(sae_b).T).numpy()
     rows, cols = linear_sum_assignment(cos, maximize=True)
     values = cos[rows, cols]
     order = np.argsort(-values, kind="stable")
-    return DictionaryMatch(rows[order].astype(np.int64), cols[order].astype(np.int64), values[order].astype(np.float32),
-                           ca.d_sae, cb.d_sae, ca.hook_name == cb.hook_name)
+    return DictionaryMatch(
+        rows[order].astype(np.int64),
+        cols[order].astype(np.int64),
+        values[order].astype(np.float32),
+        ca.d_sae,
+        cb.d_sae,
+        ca.hook_name == cb.hook_name,
+    )

@@ -18,15 +18,19 @@ def _validation_data() -> DataConfig:
 class HeldOutData(StrictModel):
     """Fields shared by eval and analyze: which held-out tokens, how many, in what batches."""
 
-    data: DataConfig = Field(default_factory=_validation_data,
-                             description="held-out text (default: the embedded corpus, split 'validation'); "
-                                         "data.exclude_special masks BOS/EOS/pad positions out of every statistic")
+    data: DataConfig = Field(
+        default_factory=_validation_data,
+        description="held-out text (default: the embedded corpus, split 'validation'); "
+        "data.exclude_special masks BOS/EOS/pad positions out of every statistic",
+    )
     n_tokens: int = Field(65_536, ge=1, description="tokens to use, rounded up to whole contexts")
     batch_size: int = Field(8, ge=1, description="contexts per model forward pass")
     exclude_outliers: Union[float, Literal["run", "none"]] = Field(
-        "run", description="also skip positions whose ||x|| exceeds this multiple of the median norm (the median "
-                           "is taken on the first batch); 'run' uses the run's activations.exclude_outliers, "
-                           "'none' keeps every position")
+        "run",
+        description="also skip positions whose ||x|| exceeds this multiple of the median norm (the median "
+        "is taken on the first batch); 'run' uses the run's activations.exclude_outliers, "
+        "'none' keeps every position",
+    )
     device: DeviceName = Field("auto", description="where SAEs run; 'auto' = the model's device")
 
     @field_validator("exclude_outliers")
@@ -45,8 +49,9 @@ class EvalConfig(HeldOutData):
     """``sae-lab eval``: faithfulness metrics of each SAE on held-out tokens."""
 
     ce_loss: bool = Field(True, description="compute CE loss / loss recovered / KL (full-model forwards)")
-    dense_threshold: float = Field(0.1, gt=0, le=1, description="a latent active on more than this fraction "
-                                                                  "of tokens counts as dense")
+    dense_threshold: float = Field(
+        0.1, gt=0, le=1, description="a latent active on more than this fraction of tokens counts as dense"
+    )
 
 
 class AnalyzeConfig(HeldOutData):
@@ -61,8 +66,9 @@ class AnalyzeConfig(HeldOutData):
     hist_bins: int = Field(32, ge=2, description="activation histogram bins per feature (power of 2)")
     n_neighbours: int = Field(10, ge=1, description="nearest features by decoder cosine")
     n_cooccurring: int = Field(10, ge=1, description="most frequently co-active features")
-    cooc_max_active: int = Field(64, ge=1, description="co-occurrence counts pairs among at most this many of a "
-                                                       "token's largest activations")
+    cooc_max_active: int = Field(
+        64, ge=1, description="co-occurrence counts pairs among at most this many of a token's largest activations"
+    )
     n_logits: int = Field(10, ge=1, description="top positive and negative logit effects per feature")
     checkpoint_every_tokens: int = Field(65_536, ge=1, description="write the resumable streaming state this often")
     resume: bool = Field(True, description="continue from a matching checkpoint of an interrupted analysis")

@@ -57,7 +57,7 @@ def logit_effects(dirs: torch.Tensor, model: LoadedModel, n: int, chunk: int = 5
     out = {k: [] for k in ("pos_ids", "pos_vals", "neg_ids", "neg_vals")}
     buf = W_U.new_empty(min(chunk, dirs.shape[0]), W_U.shape[1])  # reused: fresh pages cost ~20% per chunk
     for s in range(0, dirs.shape[0], chunk):
-        logits = torch.mm(dirs[s:s + chunk], W_U, out=buf[: min(chunk, dirs.shape[0] - s)])
+        logits = torch.mm(dirs[s : s + chunk], W_U, out=buf[: min(chunk, dirs.shape[0] - s)])
         pv, pi = blocked_topk(logits, n)
         nv, ni = blocked_topk(logits, n, largest=False)
         out["pos_ids"].append(pi), out["pos_vals"].append(pv), out["neg_ids"].append(ni), out["neg_vals"].append(nv)
@@ -87,7 +87,7 @@ def decoder_neighbours(W_dec: torch.Tensor, n: int, chunk: int = 1024) -> tuple[
     n = min(n, W.shape[0] - 1)
     ids, cos = [], []
     for s in range(0, W.shape[0], chunk):
-        sims = W[s:s + chunk] @ W.t()
+        sims = W[s : s + chunk] @ W.t()
         rows = torch.arange(sims.shape[0], device=W.device)
         sims[rows, rows + s] = -float("inf")
         v, i = sims.topk(n, dim=1)

@@ -18,7 +18,6 @@ nothing excluded); otherwise the variant runs once more, from the hook's block.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -34,9 +33,10 @@ from sae_lab.evaluation.config import EvalConfig
 from sae_lab.evaluation.metrics import LossStats, ReconStats, kl_per_position, loss_metrics, next_token_ce
 from sae_lab.evaluation.saelens_defs import saelens_loss_metrics, saelens_positions, saelens_recon_metrics
 from sae_lab.evaluation.suffix_forward import SharedForward
-from sae_lab.fileio import atomic_write_text
 from sae_lab.models import LoadedModel
 from sae_lab.rundir import RunDir
+from sae_lab.saedir import SAEDir
+from sae_lab.saeref import SAERef
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,15 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, model: Load
     trained = run.read_status().get("results") or {}
     for name, rec in records.items():
         _add_training_l0(rec["metrics"], trained.get(name) or {})
-        run.write_sae_eval(name, rec)
+        SAEDir(run.sae_dir(name)).write_eval(rec)
     first = next(iter(records.values()))
-    summary = {"run_dir": str(run_dir), "model": first["model"], "eval_data": first["eval_data"],
-               "eval_config": first["eval_config"], "saes": {n: r["metrics"] for n, r in records.items()}}
+    summary = {
+        "run_dir": str(run_dir),
+        "model": first["model"],
+        "eval_data": first["eval_data"],
+        "eval_config": first["eval_config"],
+        "saes": {n: r["metrics"] for n, r in records.items()},
+    }
     run.write_eval_summary(summary)
     return summary
 
@@ -73,12 +78,13 @@ def evaluate_sae_dir(sae_dir: str | Path, model: LoadedModel, cfg: EvalConfig | 
     target = I.sae_dir_target(sae_dir)
     multiple = None if cfg.exclude_outliers in ("run", "none") else float(cfg.exclude_outliers)
     rec = evaluate_targets([target], model, cfg, multiple)[target.name]
-    atomic_write_text(target.eval_path, json.dumps(rec, indent=2))
+    target.dir.write_eval(rec)
     return rec
 
 
-def evaluate_targets(targets: list[I.Target], model: LoadedModel, cfg: EvalConfig,
-                     multiple: float | None = None) -> dict[str, dict]:
+def evaluate_targets(
+    targets: list[SAERef], model: LoadedModel, cfg: EvalConfig, multiple: float | None = None
+) -> dict[str, dict]:
     """Metrics of each target on ``cfg``'s held-out tokens, sharing the model forwards; no files written."""
     I.check_targets(targets, model)
     I.place_saes(targets, cfg, model)
@@ -96,13 +102,19 @@ def evaluate_targets(targets: list[I.Target], model: LoadedModel, cfg: EvalConfi
         log.info("eval: variant forwards from the hook's block %(from_block)d, full %(full)d", state.forward.counts)
     if n_contexts == 0:
         I.first_batch(cfg, model.tokenizer)  # raises a clear error: the data yields no complete context
-    data = I.data_record(cfg, multiple, thresholds, n_contexts, n_contexts * cfg.data.context_length,
-                         {t.name: state.recon[t.name].n for t in targets})
+    data = I.data_record(
+        cfg,
+        multiple,
+        thresholds,
+        n_contexts,
+        n_contexts * cfg.data.context_length,
+        {t.name: state.recon[t.name].n for t in targets},
+    )
     return {t.name: _record(t, state, cfg, data, model, time.time() - t0) for t in targets}
 
 
 class _State:
-    def __init__(self, targets: list[I.Target], hooks: list[str], forward: SharedForward | None):
+    def __init__(self, targets: list[SAERef], hooks: list[str], forward: SharedForward | None):
         self.forward = forward  # the batch's forwards when CE loss is on
         self.recon = {t.name: ReconStats(t.sae.cfg.d_in, t.sae.cfg.d_sae) for t in targets}
         self.saelens_recon = {t.name: ReconStats(t.sae.cfg.d_in, t.sae.cfg.d_sae) for t in targets}
@@ -150,12 +162,20 @@ def _eval_batch(model: LoadedModel, tokens: np.ndarray, targets, cfg: EvalConfig
         state.saelens_recon[t.name].update(x[s], z[s], x_hat[s])
         if cfg.ce_loss:  # SAELens splices every non-special position, outliers included
             same = torch.equal(keep[t.hook], sl)
-            clean.variant(t.name, t.hook, replace_hooks(t.hook, x_hat, keep[t.hook]),
-                          None if same else replace_hooks(t.hook, x_hat, sl))
+            clean.variant(
+                t.name,
+                t.hook,
+                replace_hooks(t.hook, x_hat, keep[t.hook]),
+                None if same else replace_hooks(t.hook, x_hat, sl),
+            )
     if cfg.ce_loss:
         for h in hooks:  # SAELens zero-ablates every position
-            clean.variant(f"zero:{h}", h, ablation_hooks(h, "zero", None, keep[h]),
-                          None if bool(keep[h].all()) else ablation_hooks(h, "zero"))
+            clean.variant(
+                f"zero:{h}",
+                h,
+                ablation_hooks(h, "zero", None, keep[h]),
+                None if bool(keep[h].all()) else ablation_hooks(h, "zero"),
+            )
             clean.variant(f"mean:{h}", h, ablation_hooks(h, "mean", means[h], keep[h]), saelens=False)
 
 
@@ -186,7 +206,7 @@ class _Clean:
         return next_token_ce(logits, forward.ids), kl_per_position(self.logp, logits)
 
 
-def _record(t: I.Target, state: _State, cfg: EvalConfig, data: dict, model: LoadedModel, seconds: float) -> dict:
+def _record(t: SAERef, state: _State, cfg: EvalConfig, data: dict, model: LoadedModel, seconds: float) -> dict:
     metrics = state.recon[t.name].result(cfg.dense_threshold)
     if cfg.ce_loss:
         L = state.loss
@@ -196,6 +216,17 @@ def _record(t: I.Target, state: _State, cfg: EvalConfig, data: dict, model: Load
         S = state.saelens
         metrics.update(saelens_loss_metrics(S["clean"], S[t.name], S[f"zero:{t.hook}"]))
     c = t.sae.cfg
-    return {"sae": t.name, "hook_name": t.hook, "architecture": t.sae.architecture, "d_in": c.d_in, "d_sae": c.d_sae,
-            "k": getattr(c, "k", None), "inference_rule": "sae.encode", "metrics": metrics, "eval_data": data,
-            "model": model.describe(), "eval_config": cfg.model_dump(mode="json"), "seconds": round(seconds, 2)}
+    return {
+        "sae": t.name,
+        "hook_name": t.hook,
+        "architecture": t.sae.architecture,
+        "d_in": c.d_in,
+        "d_sae": c.d_sae,
+        "k": getattr(c, "k", None),
+        "inference_rule": "sae.encode",
+        "metrics": metrics,
+        "eval_data": data,
+        "model": model.describe(),
+        "eval_config": cfg.model_dump(mode="json"),
+        "seconds": round(seconds, 2),
+    }

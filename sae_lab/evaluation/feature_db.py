@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 
 from sae_lab import argcheck as A
-from sae_lab.fileio import atomic_path, atomic_write_text, sha256_file
+from sae_lab.fileio import atomic_path, checksum_path, read_checksum, remove_temps, sha256_file, write_checksum
 
 SCHEMA_VERSION = 2  # 2: table top_tokens (version-1 databases are read, searched by a scan)
 SCHEMA = """
@@ -46,14 +46,73 @@ CREATE TABLE top_tokens (token_id INTEGER NOT NULL, feature INTEGER NOT NULL, co
   max_value REAL NOT NULL, PRIMARY KEY (token_id, feature)) WITHOUT ROWID;
 """
 # The activating token of each top example, per feature (derived from `examples`; searched by token).
-TOP_TOKENS_SELECT = ("SELECT token_at(token_ids, position - start), feature, COUNT(*), MAX(value) FROM examples "
-                     "WHERE kind = 'top' GROUP BY 1, 2")
+TOP_TOKENS_SELECT = (
+    "SELECT token_at(token_ids, position - start), feature, COUNT(*), MAX(value) FROM examples "
+    "WHERE kind = 'top' GROUP BY 1, 2"
+)
 INDEXES = """
 CREATE INDEX features_by_density ON features (density);
 CREATE INDEX logits_by_token ON logits (token_id, sign, rank);
 CREATE INDEX tokens_by_str ON tokens (str);
 """
 TABLES = ("features", "examples", "intervals", "logits", "neighbours", "cooccurrence", "tokens")
+
+# Explanations (written by `sae-lab explain`, sae_lab/explain/): added to an existing database by
+# `migrate_explanations`, so databases without them (every version) stay readable. They are not part of the
+# completion record: they are written one committed row at a time after the analysis. One row per (feature,
+# explainer). Columns:
+#   id            rowid (the FTS index's content_rowid)
+#   feature       feature index
+#   explainer     the model that wrote it: 'local:embedded', 'openai:<model>', ...
+#   explanation   the text (full-text indexed in explanations_fts: porter-stemmed, searched with bm25)
+#   raw           the model's whole answer, before parsing
+#   prompt        prompt version (sae_lab/explain/README.md)
+#   n_examples    examples the explainer was shown
+#   created       unix time written
+#   scorer        the model that scored it (NULL until scored)
+#   detection, fuzzing                 balanced accuracy (0..1, 0.5 = chance; NULL: not scored / undefined)
+#   detection_n, fuzzing_n             contexts those rest on (answers that parsed)
+#   detection_random, fuzzing_random   the same for a random other feature's explanation (the floor)
+#   detection_random_n, fuzzing_random_n
+#   n_unparsed    scorer answers (contexts) that did not parse, over all four scores
+#   scored        unix time scored
+EXPLANATIONS_VERSION = 1
+EXPLANATIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS explanations (id INTEGER PRIMARY KEY, feature INTEGER NOT NULL, explainer TEXT NOT NULL,
+  explanation TEXT NOT NULL, raw TEXT NOT NULL, prompt TEXT NOT NULL, n_examples INTEGER NOT NULL,
+  created REAL NOT NULL, scorer TEXT, detection REAL, detection_n INTEGER, fuzzing REAL, fuzzing_n INTEGER,
+  detection_random REAL, detection_random_n INTEGER, fuzzing_random REAL, fuzzing_random_n INTEGER,
+  n_unparsed INTEGER, scored REAL, UNIQUE (feature, explainer));
+CREATE VIRTUAL TABLE IF NOT EXISTS explanations_fts USING fts5(explanation, content='explanations',
+  content_rowid='id', tokenize='porter unicode61');
+CREATE TRIGGER IF NOT EXISTS explanations_ai AFTER INSERT ON explanations BEGIN
+  INSERT INTO explanations_fts (rowid, explanation) VALUES (new.id, new.explanation); END;
+CREATE TRIGGER IF NOT EXISTS explanations_ad AFTER DELETE ON explanations BEGIN
+  INSERT INTO explanations_fts (explanations_fts, rowid, explanation) VALUES ('delete', old.id, old.explanation);
+  END;
+CREATE TRIGGER IF NOT EXISTS explanations_au AFTER UPDATE OF explanation ON explanations BEGIN
+  INSERT INTO explanations_fts (explanations_fts, rowid, explanation) VALUES ('delete', old.id, old.explanation);
+  INSERT INTO explanations_fts (rowid, explanation) VALUES (new.id, new.explanation); END;
+"""
+EXPLANATION_COLUMNS = (
+    "feature",
+    "explainer",
+    "explanation",
+    "prompt",
+    "n_examples",
+    "created",
+    "scorer",
+    "detection",
+    "detection_n",
+    "fuzzing",
+    "fuzzing_n",
+    "detection_random",
+    "detection_random_n",
+    "fuzzing_random",
+    "fuzzing_random_n",
+    "n_unparsed",
+    "scored",
+)
 
 
 class FeatureDBError(RuntimeError):
@@ -76,11 +135,10 @@ def write_feature_db(path: str | Path, meta: dict, tables: dict[str, Iterable[tu
     """Write a complete database atomically: rows of each table (in the order of ``tables``), then indexes, then
     the completion record. ``top_tokens`` is derived from ``examples`` by SQL unless ``tables`` holds its rows."""
     path = Path(path)
-    for stale in [*path.parent.glob(f".{path.name}.tmp*"), *path.parent.glob(f"{path.name}.tmp*")]:
-        stale.unlink(missing_ok=True)  # left by a killed run (our own temporary names only)
+    remove_temps(path.parent, path.name)  # left by a killed run (our own temporary names only)
     with atomic_path(path) as tmp:
         _write_tables(tmp, meta, tables)
-        atomic_write_text(path.with_name(path.name + ".sha256"), sha256_file(tmp) + "\n")
+        write_checksum(path, sha256_file(tmp))
     return path
 
 
@@ -111,7 +169,7 @@ def _write_tables(file: Path, meta: dict, tables: dict[str, Iterable[tuple]]) ->
 
 def _token_at(blob: bytes, i: int) -> int:
     """The i-th int32 (little-endian) of a token_ids blob."""
-    return int.from_bytes(blob[4 * i:4 * i + 4], "little", signed=True)
+    return int.from_bytes(blob[4 * i : 4 * i + 4], "little", signed=True)
 
 
 def _register_functions(con: sqlite3.Connection) -> None:
@@ -127,11 +185,27 @@ def _insert(con: sqlite3.Connection, table: str, rows: Iterable[tuple], per_stat
     rows, n = iter(rows), 0
     while block := list(itertools.islice(rows, per_statement * 256)):
         full = len(block) - len(block) % per_statement
-        con.executemany(many, (tuple(itertools.chain.from_iterable(block[i:i + per_statement]))
-                               for i in range(0, full, per_statement)))
+        con.executemany(
+            many,
+            (tuple(itertools.chain.from_iterable(block[i : i + per_statement])) for i in range(0, full, per_statement)),
+        )
         con.executemany(f"INSERT INTO {table} VALUES {one}", block[full:])
         n += len(block)
     return n
+
+
+def migrate_explanations(con: sqlite3.Connection, path: Path) -> None:
+    """Add the explanations tables to an open, writable database (idempotent); refuse a newer version."""
+    row = con.execute("SELECT value FROM meta WHERE key = 'explanations_version'").fetchone()
+    if row is not None and json.loads(row[0]) > EXPLANATIONS_VERSION:
+        raise FeatureDBError(
+            f"feature database '{path}' holds explanations of a newer format (version "
+            f"{json.loads(row[0])}); upgrade sae-lab to add to them"
+        )
+    con.executescript(
+        f"BEGIN; {EXPLANATIONS_SCHEMA} INSERT OR REPLACE INTO meta VALUES ('explanations_version', "
+        f"'{EXPLANATIONS_VERSION}'); COMMIT;"
+    )
 
 
 # ---- checks --------------------------------------------------------------------------------------------
@@ -143,15 +217,22 @@ def check_header(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(100)
     if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        raise FeatureDBError(f"feature database '{path}' is not an SQLite file (truncated or overwritten); "
-                             f"rerun `sae-lab analyze` to rebuild it")
+        raise FeatureDBError(
+            f"feature database '{path}' is not an SQLite file (truncated or overwritten); "
+            f"rerun `sae-lab analyze` to rebuild it"
+        )
     page_size = struct.unpack(">H", head[16:18])[0]
     page_size = 65536 if page_size == 1 else page_size
-    change, n_pages, valid_for = struct.unpack(">I", head[24:28])[0], struct.unpack(">I", head[28:32])[0], \
-        struct.unpack(">I", head[92:96])[0]
+    change, n_pages, valid_for = (
+        struct.unpack(">I", head[24:28])[0],
+        struct.unpack(">I", head[28:32])[0],
+        struct.unpack(">I", head[92:96])[0],
+    )
     if change == valid_for and size != page_size * n_pages:
-        raise FeatureDBError(f"feature database '{path}' is truncated or damaged: {size} bytes on disk, header says "
-                             f"{page_size * n_pages}; rerun `sae-lab analyze` to rebuild it")
+        raise FeatureDBError(
+            f"feature database '{path}' is truncated or damaged: {size} bytes on disk, header says "
+            f"{page_size * n_pages}; rerun `sae-lab analyze` to rebuild it"
+        )
 
 
 def check_database(path: Path, con: sqlite3.Connection, verify: str) -> dict:
@@ -169,8 +250,9 @@ def check_database(path: Path, con: sqlite3.Connection, verify: str) -> dict:
     for table, n in meta["complete"]["row_counts"].items():
         have = con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
         if have != n:
-            raise FeatureDBError(f"feature database '{path}': table {table} has {have} rows, the completion record "
-                                 f"says {n}; {how}")
+            raise FeatureDBError(
+                f"feature database '{path}': table {table} has {have} rows, the completion record says {n}; {how}"
+            )
     return meta
 
 
@@ -184,29 +266,85 @@ def check_sidecar(path: Path, full: bool = False) -> None:
     in the sidecar (second line); later opens compare only those (a stat call, so a 16k-latent database opens
     fast) and re-hash when any differs. ``full`` always re-hashes. No sidecar (an older database): no check.
     """
-    sidecar = path.with_name(path.name + ".sha256")
-    if not sidecar.is_file():
+    sidecar = checksum_path(path)
+    checksum = read_checksum(path)
+    if checksum is None:
         if full:
-            raise FeatureDBError(f"feature database '{path}' has no SHA-256 sidecar ({sidecar}) to verify against; "
-                                 "rerun `sae-lab analyze` to rebuild it")
+            raise FeatureDBError(
+                f"feature database '{path}' has no SHA-256 sidecar ({sidecar}) to verify against; "
+                "rerun `sae-lab analyze` to rebuild it"
+            )
         return
-    lines = sidecar.read_text().splitlines() or [""]
+    if being_modified(path):
+        if full:
+            raise FeatureDBError(
+                f"feature database '{path}' is being changed by `sae-lab explain` (or one was "
+                "interrupted): its SHA-256 is recorded when that ends; let it finish or rerun it"
+            )
+        return
+    digest, second = checksum
     st = path.stat()
     stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
     try:
-        recorded = json.loads(lines[1]) if len(lines) > 1 else None
+        recorded = json.loads(second) if second is not None else None
     except json.JSONDecodeError:
         recorded = None
     if not full and recorded == stamp:
         return
-    if sha256_file(path) != lines[0].strip():
-        raise FeatureDBError(f"feature database '{path}' does not match its recorded SHA-256 ({sidecar}): "
-                             "the file was damaged or changed; rerun `sae-lab analyze` to rebuild it")
+    if sha256_file(path) != digest:
+        raise FeatureDBError(
+            f"feature database '{path}' does not match its recorded SHA-256 ({sidecar}): "
+            "the file was damaged or changed; rerun `sae-lab analyze` to rebuild it"
+        )
     if time.time() - st.st_mtime > TRUST_AFTER_S:
         try:
-            atomic_write_text(sidecar, f"{lines[0].strip()}\n{json.dumps(stamp)}\n")
+            write_checksum(path, digest, json.dumps(stamp))
         except OSError:
             pass  # a read-only location: the hash is simply checked on every open
+
+
+MODIFYING = "modifying"  # the sidecar's second line while `sae-lab explain` adds rows: the hash is stale
+
+
+def being_modified(path: Path) -> bool:
+    """Whether ``path``'s sidecar says a writer (``sae-lab explain``) is adding rows (or was killed doing so)."""
+    try:
+        checksum = read_checksum(path)
+        return checksum is not None and checksum[1] is not None and json.loads(checksum[1]).get(MODIFYING) is not None
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def begin_modification(path: Path, who: str) -> None:
+    """Mark the database as being changed in place (readers then skip the stale hash; see check_sidecar)."""
+    checksum = read_checksum(path)
+    write_checksum(path, checksum[0] if checksum else "", json.dumps({MODIFYING: who, "since": time.time()}))
+
+
+def end_modification(path: Path) -> None:
+    """Record the changed file's SHA-256: the database is checked by hash again."""
+    write_checksum(path, sha256_file(path))
+
+
+def roll_back_unfinished(path: Path) -> None:
+    """Roll back a transaction a killed writer left (``<db>-journal``), as any SQLite writer would on open;
+    FeatureDBError if the location is read-only. (A read-only or immutable open would read its half-written
+    pages as if they were committed.)"""
+    journal = path.with_name(path.name + "-journal")
+    if not journal.exists():
+        return
+    try:
+        con = sqlite3.connect(path)
+        try:
+            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # a read-write open rolls back
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise FeatureDBError(
+            f"feature database '{path}' has an unfinished write ({journal.name}, left by an "
+            f"interrupted `sae-lab explain`) that cannot be rolled back here ({e}); rerun that "
+            "command where the file is writable"
+        ) from None
 
 
 # ---- reading -------------------------------------------------------------------------------------------
@@ -221,17 +359,22 @@ class FeatureDB:
             raise FeatureDBError(f"feature database '{self.path}' does not exist; run `sae-lab analyze` first")
         if verify not in ("quick", "full"):
             raise FeatureQueryError(f"verify must be 'quick' or 'full', got {verify!r}")
+        roll_back_unfinished(self.path)
         check_header(self.path)
         check_sidecar(self.path, full=verify == "full")
+        live = being_modified(self.path)  # rows are being added: read with locks, see each commit whole
         try:
-            self.con = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+            self.con = sqlite3.connect(
+                f"file:{self.path}?mode=ro{'' if live else '&immutable=1'}", uri=True, check_same_thread=False
+            )
         except sqlite3.DatabaseError as e:
             raise FeatureDBError(f"feature database '{self.path}' cannot be opened: {e}") from None
         self.meta = check_database(self.path, self.con, verify)
         self.n_features = int(self.meta["d_sae"])
         _register_functions(self.con)
-        self._has_top_tokens = self.con.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'top_tokens'").fetchone() is not None
+        tables = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self._has_top_tokens = "top_tokens" in tables
+        self.has_explanations = "explanations" in tables
 
     def close(self) -> None:
         self.con.close()
@@ -246,8 +389,14 @@ class FeatureDB:
         """The SAE, data and config the database was built from, plus dead/dense counts."""
         q = self.con.execute("SELECT COUNT(*), SUM(n_active = 0), SUM(density > 0.1), AVG(density) FROM features")
         n, dead, dense, mean_density = q.fetchone()
-        return {**{k: v for k, v in self.meta.items() if k != "complete"}, "n_features": n, "n_dead": dead or 0,
-                "n_dense": dense or 0, "mean_density": mean_density, "path": str(self.path)}
+        return {
+            **{k: v for k, v in self.meta.items() if k != "complete"},
+            "n_features": n,
+            "n_dead": dead or 0,
+            "n_dense": dense or 0,
+            "mean_density": mean_density,
+            "path": str(self.path),
+        }
 
     def _check_id(self, i: int, name: str = "feature") -> int:
         """A feature index (an int of any kind) in range, else FeatureQueryError."""
@@ -266,16 +415,24 @@ class FeatureDB:
         if not ids:
             parts = self._split(token)
             how = f": it is {len(parts)} tokens {parts}" if parts else ""
-            raise FeatureQueryError(f"token {token!r} is not a token of the model's vocabulary{how}; search one "
-                                    f"token at a time{f' (e.g. {parts[0]!r})' if parts else ''}")
+            raise FeatureQueryError(
+                f"token {token!r} is not a token of the model's vocabulary{how}; search one "
+                f"token at a time{f' (e.g. {parts[0]!r})' if parts else ''}"
+            )
         return ids
 
     def _split(self, text: str) -> list[str] | None:
         """``text`` as vocabulary strings, longest first from the left (an illustration of its tokens)."""
         parts, i = [], 0
         while 0 < len(text) <= SPLIT_UP_TO and i < len(text):
-            j = next((j for j in range(len(text), i, -1) if self.con.execute(
-                "SELECT 1 FROM tokens WHERE str = ? LIMIT 1", (text[i:j],)).fetchone()), None)
+            j = next(
+                (
+                    j
+                    for j in range(len(text), i, -1)
+                    if self.con.execute("SELECT 1 FROM tokens WHERE str = ? LIMIT 1", (text[i:j],)).fetchone()
+                ),
+                None,
+            )
             if j is None:
                 return None
             parts.append(text[i:j])
@@ -292,25 +449,48 @@ class FeatureDB:
     def feature(self, i: int) -> dict:
         """The features row of ``i`` with its histogram (counts and bin edges)."""
         i = self._check_id(i)
-        row = self.con.execute("SELECT n_active, density, mean_act, max_act, hist_max, hist, decoder_norm "
-                               "FROM features WHERE id = ?", (i,)).fetchone()
+        row = self.con.execute(
+            "SELECT n_active, density, mean_act, max_act, hist_max, hist, decoder_norm FROM features WHERE id = ?", (i,)
+        ).fetchone()
         n_active, density, mean_act, max_act, hist_max, hist, dnorm = row
         counts = np.frombuffer(hist, dtype="<i8").tolist()
         edges = np.linspace(0.0, hist_max, len(counts) + 1).tolist()
-        return {"id": i, "n_active": n_active, "density": density, "mean_act": mean_act, "max_act": max_act,
-                "hist_counts": counts, "hist_edges": edges, "decoder_norm": dnorm}
+        return {
+            "id": i,
+            "n_active": n_active,
+            "density": density,
+            "mean_act": mean_act,
+            "max_act": max_act,
+            "hist_counts": counts,
+            "hist_edges": edges,
+            "decoder_norm": dnorm,
+        }
 
     def _examples(self, where: str, args: tuple) -> list[dict]:
-        rows = self.con.execute(f"SELECT interval, rank, value, token_index, context, position, start, token_ids, acts "
-                                f"FROM examples WHERE {where} ORDER BY interval, rank", args).fetchall()
+        rows = self.con.execute(
+            f"SELECT interval, rank, value, token_index, context, position, start, token_ids, acts "
+            f"FROM examples WHERE {where} ORDER BY interval, rank",
+            args,
+        ).fetchall()
         ids = [np.frombuffer(r[7], dtype="<i4") for r in rows]
         strings = self.token_strings(np.concatenate(ids).tolist() if ids else [])
         out = []
         for r, tok in zip(rows, ids):
-            out.append({"interval": r[0], "rank": r[1], "value": r[2], "token_index": r[3], "context": r[4],
-                        "position": r[5], "start": r[6], "highlight": r[5] - r[6], "token_ids": tok.tolist(),
-                        "tokens": [strings.get(int(t), f"<{t}>") for t in tok],
-                        "acts": np.frombuffer(r[8], dtype="<f4").tolist()})
+            out.append(
+                {
+                    "interval": r[0],
+                    "rank": r[1],
+                    "value": r[2],
+                    "token_index": r[3],
+                    "context": r[4],
+                    "position": r[5],
+                    "start": r[6],
+                    "highlight": r[5] - r[6],
+                    "token_ids": tok.tolist(),
+                    "tokens": [strings.get(int(t), f"<{t}>") for t in tok],
+                    "acts": np.frombuffer(r[8], dtype="<f4").tolist(),
+                }
+            )
         return out
 
     def top_examples(self, i: int, n: int | None = None) -> list[dict]:
@@ -323,37 +503,100 @@ class FeatureDB:
         """Activation intervals of feature ``i`` (lo, hi, count) with their sampled examples."""
         i = self._check_id(i)
         ex = self._examples("feature = ? AND kind = 'interval'", (i,))
-        rows = self.con.execute("SELECT interval, lo, hi, count FROM intervals WHERE feature = ? ORDER BY interval",
-                                (i,)).fetchall()
-        return [{"interval": j, "lo": lo, "hi": hi, "count": c, "examples": [e for e in ex if e["interval"] == j]}
-                for j, lo, hi, c in rows]
+        rows = self.con.execute(
+            "SELECT interval, lo, hi, count FROM intervals WHERE feature = ? ORDER BY interval", (i,)
+        ).fetchall()
+        return [
+            {"interval": j, "lo": lo, "hi": hi, "count": c, "examples": [e for e in ex if e["interval"] == j]}
+            for j, lo, hi, c in rows
+        ]
 
     def logits(self, i: int) -> dict[str, list[dict]]:
         """Top positive and negative logit effects of feature ``i``."""
         i = self._check_id(i)
-        rows = self.con.execute("SELECT sign, rank, token_id, value FROM logits WHERE feature = ? ORDER BY sign DESC, "
-                                "rank", (i,)).fetchall()
+        rows = self.con.execute(
+            "SELECT sign, rank, token_id, value FROM logits WHERE feature = ? ORDER BY sign DESC, rank", (i,)
+        ).fetchall()
         strings = self.token_strings(r[2] for r in rows)
         out: dict[str, list[dict]] = {"positive": [], "negative": []}
         for sign, _, tid, value in rows:
-            out["positive" if sign > 0 else "negative"].append({"token_id": tid, "token": strings.get(tid, ""),
-                                                                 "value": value})
+            out["positive" if sign > 0 else "negative"].append(
+                {"token_id": tid, "token": strings.get(tid, ""), "value": value}
+            )
         return out
 
     def neighbours(self, i: int) -> list[dict]:
         i = self._check_id(i)
-        return [{"feature": o, "cosine": c} for o, c in self.con.execute(
-            "SELECT other, cosine FROM neighbours WHERE feature = ? ORDER BY rank", (i,))]
+        return [
+            {"feature": o, "cosine": c}
+            for o, c in self.con.execute("SELECT other, cosine FROM neighbours WHERE feature = ? ORDER BY rank", (i,))
+        ]
 
     def cooccurring(self, i: int) -> list[dict]:
         i = self._check_id(i)
-        return [{"feature": o, "count": c, "fraction": f} for o, c, f in self.con.execute(
-            "SELECT other, count, fraction FROM cooccurrence WHERE feature = ? ORDER BY rank", (i,))]
+        return [
+            {"feature": o, "count": c, "fraction": f}
+            for o, c, f in self.con.execute(
+                "SELECT other, count, fraction FROM cooccurrence WHERE feature = ? ORDER BY rank", (i,)
+            )
+        ]
 
     def feature_page(self, i: int) -> dict:
         """Everything the dashboard shows for feature ``i``."""
-        return {**self.feature(i), "top_examples": self.top_examples(i), "intervals": self.interval_examples(i),
-                "logits": self.logits(i), "neighbours": self.neighbours(i), "cooccurring": self.cooccurring(i)}
+        return {
+            **self.feature(i),
+            "top_examples": self.top_examples(i),
+            "intervals": self.interval_examples(i),
+            "logits": self.logits(i),
+            "neighbours": self.neighbours(i),
+            "cooccurring": self.cooccurring(i),
+            "explanations": self.explanations(i),
+        }
+
+    # ---- explanations (written by `sae-lab explain`; columns: EXPLANATIONS_SCHEMA above) ----------------
+
+    def explanations(self, i: int | None = None) -> list[dict]:
+        """The explanations of feature ``i`` (every explainer's, best detection score first), or with ``i=None``
+        all of them in feature order (e.g. for an export); [] when the database has none."""
+        if not self.has_explanations:
+            return []
+        cols = ", ".join(EXPLANATION_COLUMNS)
+        if i is None:
+            rows = self.con.execute(f"SELECT {cols} FROM explanations ORDER BY feature, explainer")
+        else:
+            rows = self.con.execute(
+                f"SELECT {cols} FROM explanations WHERE feature = ? ORDER BY "
+                "detection IS NULL, detection DESC, explainer",
+                (self._check_id(i),),
+            )
+        return [dict(zip(EXPLANATION_COLUMNS, r)) for r in rows]
+
+    def search(self, query: str, limit: int = 20) -> list[dict]:
+        """Features whose explanation matches the words of ``query`` (full text, stemmed: 'bracket' finds
+        'brackets'), best first (bm25: rarer words and more of them rank higher); each row is an explanation
+        (``explanations()`` columns) with its ``rank``. FeatureQueryError for a query with no words, FeatureDBError
+        when the database has no explanations (run `sae-lab explain`)."""
+        import re
+
+        query = A.as_text(query, "query", FeatureQueryError, "words such as 'closing bracket'")
+        limit = self._count(limit, "limit")
+        words = re.findall(r"\w+", query)
+        if not words:
+            raise FeatureQueryError(f"query {query!r} has no words to search for; give words such as 'bracket'")
+        if not self.has_explanations:
+            raise FeatureDBError(
+                f"feature database '{self.path}' has no explanations to search; write them with "
+                "`sae-lab explain RUN_OR_SAE_DIR`"
+            )
+        match = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
+        cols = ", ".join(f"e.{c}" for c in EXPLANATION_COLUMNS)
+        rows = self.con.execute(
+            f"SELECT {cols}, bm25(explanations_fts) FROM explanations_fts JOIN explanations e "
+            "ON e.id = explanations_fts.rowid WHERE explanations_fts MATCH ? "
+            "ORDER BY bm25(explanations_fts), e.feature LIMIT ?",
+            (match, limit),
+        ).fetchall()
+        return [{**dict(zip(EXPLANATION_COLUMNS, r)), "rank": -r[-1]} for r in rows]
 
     def features_with_logit(self, token: str, top: bool = True, rank_below: int | None = None) -> list[dict]:
         """Features whose top positive (``top=True``) or negative logit effects include the token string ``token``
@@ -366,14 +609,22 @@ class FeatureDB:
         self._vocab_forms(token, [token])
         rows = self.con.execute(
             "SELECT l.feature, l.rank, l.value, t.id FROM tokens t JOIN logits l ON l.token_id = t.id "
-            "WHERE t.str = ? AND l.sign = ? AND l.rank < ?", (token, 1 if top else -1, limit)).fetchall()
+            "WHERE t.str = ? AND l.sign = ? AND l.rank < ?",
+            (token, 1 if top else -1, limit),
+        ).fetchall()
         rows.sort(key=lambda r: -abs(r[2]))
         return [{"feature": f, "rank": r, "value": v, "token_id": t} for f, r, v, t in rows]
 
     # ---- lists and searches (the dashboard's ways to open a feature; each backed by an index) ----------
 
-    def list_features(self, order: str = "density", descending: bool = True, limit: int = 50, offset: int = 0,
-                      alive_only: bool = False) -> list[dict]:
+    def list_features(
+        self,
+        order: str = "density",
+        descending: bool = True,
+        limit: int = 50,
+        offset: int = 0,
+        alive_only: bool = False,
+    ) -> list[dict]:
         """A page of features (id, density, n_active, mean_act, max_act) sorted by ``order`` ('density' or 'id')."""
         column = {"density": "density", "id": "id"}.get(order) if isinstance(order, str) else None
         if column is None:
@@ -382,9 +633,11 @@ class FeatureDB:
         alive_only = A.as_flag(alive_only, "alive_only", FeatureQueryError)
         limit, offset = self._count(limit, "limit"), self._count(offset, "offset")
         where = "WHERE density > 0" if alive_only else ""
-        rows = self.con.execute(f"SELECT id, density, n_active, mean_act, max_act FROM features {where} ORDER BY "
-                                f"{column} {'DESC' if descending else 'ASC'}, id LIMIT ? OFFSET ?",
-                                (int(limit), int(offset))).fetchall()
+        rows = self.con.execute(
+            f"SELECT id, density, n_active, mean_act, max_act FROM features {where} ORDER BY "
+            f"{column} {'DESC' if descending else 'ASC'}, id LIMIT ? OFFSET ?",
+            (int(limit), int(offset)),
+        ).fetchall()
         return [{"id": i, "density": d, "n_active": n, "mean_act": m, "max_act": x} for i, d, n, m, x in rows]
 
     def n_alive(self) -> int:
@@ -398,8 +651,9 @@ class FeatureDB:
         if n == 0:
             return None
         k = int(np.random.default_rng(seed).integers(n))
-        return self.con.execute("SELECT id FROM features WHERE density > 0 ORDER BY density, id LIMIT 1 OFFSET ?",
-                                (k,)).fetchone()[0]
+        return self.con.execute(
+            "SELECT id FROM features WHERE density > 0 ORDER BY density, id LIMIT 1 OFFSET ?", (k,)
+        ).fetchone()[0]
 
     def _token_ids(self, token: str) -> dict[int, str]:
         """Vocabulary ids whose string is ``token`` (a non-empty string), with or without one leading space;
@@ -418,12 +672,15 @@ class FeatureDB:
         if self._has_top_tokens:
             q = f"SELECT token_id, feature, count, max_value FROM top_tokens WHERE token_id IN ({marks})"
         else:  # version-1 database: derive from the examples (a scan)
-            q = (f"SELECT tid, feature, COUNT(*), MAX(value) FROM (SELECT token_at(token_ids, position - start) AS "
-                 f"tid, feature, value FROM examples WHERE kind = 'top') WHERE tid IN ({marks}) GROUP BY 1, 2")
+            q = (
+                f"SELECT tid, feature, COUNT(*), MAX(value) FROM (SELECT token_at(token_ids, position - start) AS "
+                f"tid, feature, value FROM examples WHERE kind = 'top') WHERE tid IN ({marks}) GROUP BY 1, 2"
+            )
         rows = self.con.execute(q, list(ids)).fetchall()
         rows.sort(key=lambda r: (-r[2], -r[3], r[1]))
-        return [{"feature": f, "token": ids[t], "token_id": t, "count": c, "max_value": v}
-                for t, f, c, v in rows[:limit]]
+        return [
+            {"feature": f, "token": ids[t], "token_id": t, "count": c, "max_value": v} for t, f, c, v in rows[:limit]
+        ]
 
     def features_with_logit_token(self, token: str, top: bool = True, limit: int = 100) -> list[dict]:
         """``features_with_logit`` for the token with or without a leading space, strongest first (the first

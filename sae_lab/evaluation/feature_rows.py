@@ -22,8 +22,16 @@ def feature_rows(s: dict[str, torch.Tensor], W_dec: torch.Tensor) -> Iterator[tu
     hist = s["hist"].numpy().astype("<i8")
     max_act = s["max_act"].numpy()
     for f in range(len(fired)):
-        yield (f, int(fired[f]), fired[f] / n, float(mean[f]), float(max_act[f]), float(hist_max[f]),
-               hist[f].tobytes(), float(norms[f]))
+        yield (
+            f,
+            int(fired[f]),
+            fired[f] / n,
+            float(mean[f]),
+            float(max_act[f]),
+            float(hist_max[f]),
+            hist[f].tobytes(),
+            float(norms[f]),
+        )
 
 
 def _window_blobs(x: np.ndarray, valid: np.ndarray) -> list[bytes]:
@@ -38,8 +46,17 @@ def _window_blobs(x: np.ndarray, valid: np.ndarray) -> list[bytes]:
     return [buf[a:b] for a, b in zip(((base + lo) * size).tolist(), ((base + hi) * size).tolist())]
 
 
-def _example_rows(kind: str, feat: np.ndarray, interval: np.ndarray, rank: np.ndarray, at: tuple[np.ndarray, ...],
-                  arrays: tuple[np.ndarray, ...], T: int, left: int, chunk: int = 1 << 15) -> Iterator[tuple]:
+def _example_rows(
+    kind: str,
+    feat: np.ndarray,
+    interval: np.ndarray,
+    rank: np.ndarray,
+    at: tuple[np.ndarray, ...],
+    arrays: tuple[np.ndarray, ...],
+    T: int,
+    left: int,
+    chunk: int = 1 << 15,
+) -> Iterator[tuple]:
     """Rows of examples: entry ``r`` is arrays (value, token index, window ids, window acts) at index ``at[.][r]``;
     built ``chunk`` rows at a time, so memory stays bounded at any d_sae."""
     for c in range(0, len(feat), chunk):
@@ -47,10 +64,19 @@ def _example_rows(kind: str, feat: np.ndarray, interval: np.ndarray, rank: np.nd
         val, gidx, ids, acts = (a[tuple(i[sl] for i in at)] for a in arrays)
         valid = ids >= 0
         pos = gidx % T
-        yield from zip(feat[sl].tolist(), itertools.repeat(kind), interval[sl].tolist(), rank[sl].tolist(),
-                       val.tolist(), gidx.tolist(), (gidx // T).tolist(), pos.tolist(),
-                       np.maximum(pos - left, 0).tolist(), _window_blobs(np.ascontiguousarray(ids, "<i4"), valid),
-                       _window_blobs(np.ascontiguousarray(acts, "<f4"), valid))
+        yield from zip(
+            feat[sl].tolist(),
+            itertools.repeat(kind),
+            interval[sl].tolist(),
+            rank[sl].tolist(),
+            val.tolist(),
+            gidx.tolist(),
+            (gidx // T).tolist(),
+            pos.tolist(),
+            np.maximum(pos - left, 0).tolist(),
+            _window_blobs(np.ascontiguousarray(ids, "<i4"), valid),
+            _window_blobs(np.ascontiguousarray(acts, "<f4"), valid),
+        )
 
 
 def top_example_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig, T: int) -> Iterator[tuple]:
@@ -88,8 +114,12 @@ def top_token_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig) -> Iterator[t
         return iter(())
     starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
     count = np.diff(np.append(starts, len(key)))
-    return zip((key[starts] // F).tolist(), (key[starts] % F).tolist(), count.tolist(),
-               np.maximum.reduceat(val, starts).tolist())
+    return zip(
+        (key[starts] // F).tolist(),
+        (key[starts] % F).tolist(),
+        count.tolist(),
+        np.maximum.reduceat(val, starts).tolist(),
+    )
 
 
 def interval_rows(s: dict[str, torch.Tensor], cfg: AnalyzeConfig) -> Iterator[tuple]:
@@ -128,8 +158,13 @@ def cooccurrence_rows(s: dict[str, torch.Tensor], n: int) -> Iterator[tuple]:
     fraction = counts.double() / s["fired"].clamp_min(1).double().unsqueeze(1)
     live = (counts > 0).numpy()
     f, r = np.nonzero(live)
-    yield from zip(f.tolist(), r.tolist(), other.numpy()[live].tolist(), counts.numpy()[live].tolist(),
-                   fraction.numpy()[live].tolist())
+    yield from zip(
+        f.tolist(),
+        r.tolist(),
+        other.numpy()[live].tolist(),
+        counts.numpy()[live].tolist(),
+        fraction.numpy()[live].tolist(),
+    )
 
 
 def vocabulary(tokenizer, vocab_size: int) -> list[str]:
@@ -138,6 +173,9 @@ def vocabulary(tokenizer, vocab_size: int) -> list[str]:
     n = min(len(tokenizer), vocab_size)
     ids = [[i] for i in range(n)]
     backend = getattr(tokenizer, "backend_tokenizer", None)  # a fast tokenizer decodes 8x faster without the wrapper
-    strings = (backend.decode_batch(ids, skip_special_tokens=False) if backend is not None
-               else tokenizer.batch_decode(ids, clean_up_tokenization_spaces=False))
+    strings = (
+        backend.decode_batch(ids, skip_special_tokens=False)
+        if backend is not None
+        else tokenizer.batch_decode(ids, clean_up_tokenization_spaces=False)
+    )
     return strings + [f"<{i}>" for i in range(n, vocab_size)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -18,54 +17,31 @@ from sae_lab.data.sources import describe_source
 from sae_lab.devices import resolve_device
 from sae_lab.evaluation.config import HeldOutData
 from sae_lab.models import LoadedModel, ModelConfig
-from sae_lab.rundir import EVAL, FEATURE_DB, RunDir
-from sae_lab.saes.base import BaseSAE
+from sae_lab.rundir import RunDir
+from sae_lab.saeref import SAERef, resolve_saes
 
 
 class SAEMismatchError(ConfigError):
     """An SAE that does not fit the model (unknown hook, or d_in != the hook's activation width)."""
 
 
-@dataclass
-class Target:
-    """One SAE to evaluate/analyse and the directory its results go to."""
-
-    name: str
-    sae: BaseSAE
-    out_dir: Path
-
-    @property
-    def hook(self) -> str:
-        return self.sae.cfg.hook_name
-
-    @property
-    def eval_path(self) -> Path:
-        return self.out_dir / EVAL
-
-    @property
-    def db_path(self) -> Path:
-        return self.out_dir / FEATURE_DB
-
-
-def run_targets(run: RunDir) -> list[Target]:
-    """Every trained SAE of ``run`` (loaded on CPU, as saved: applies to raw activations)."""
-    from sae_lab.saes.saelens_format import load_sae
-
-    names = run.sae_names()
-    if not names:
+def run_targets(run: RunDir) -> list[SAERef]:
+    """Every trained SAE of ``run``, loaded (on CPU, as saved: applies to raw activations)."""
+    refs = resolve_saes(run.path)
+    if not refs:
         raise ConfigError(f"run directory '{run.path}' holds no trained SAE under saes/ (has training finished?)")
-    return [Target(n, load_sae(run.sae_dir(n)).eval(), run.sae_dir(n)) for n in names]
+    for r in refs:
+        r.load()  # now: a damaged SAE is named before the model loads
+    return refs
 
 
-def sae_dir_target(sae_dir: str | Path) -> Target:
-    """A single SAE directory (ours or SAELens format, e.g. downloaded Gemma Scope / GPT-2 SAEs)."""
-    from sae_lab.saes.saelens_format import load_sae
-
+def sae_dir_target(sae_dir: str | Path) -> SAERef:
+    """A single SAE directory (ours or SAELens format), loaded."""
     d = Path(sae_dir)
-    sae = load_sae(d).eval()
-    if not sae.cfg.hook_name:
+    ref = SAERef(d.name, sae_dir=d)
+    if not ref.sae.cfg.hook_name:
         raise ConfigError(f"SAE directory '{d}' has no hook_name in cfg.json; cannot tell where it applies")
-    return Target(d.name, sae, d)
+    return ref
 
 
 def model_for(run_cfg: dict, model: LoadedModel | None) -> LoadedModel:
@@ -92,7 +68,7 @@ def activation_widths(model: LoadedModel, hooks: list[str]) -> dict[str, int]:
     return {h: int(a.shape[-1]) for h, a in acts.items()}
 
 
-def check_targets(targets: list[Target], model: LoadedModel) -> None:
+def check_targets(targets: list[SAERef], model: LoadedModel) -> None:
     """Refuse SAEs whose hook is not in the model or whose d_in differs from the hook's width, naming both."""
     known = set(model.hook_names)
     for t in targets:
@@ -101,25 +77,28 @@ def check_targets(targets: list[Target], model: LoadedModel) -> None:
 
             close = get_close_matches(t.hook, model.hook_names, n=3, cutoff=0.5)
             raise SAEMismatchError(
-                f"SAE '{t.name}' ({t.out_dir}) reads hook '{t.hook}', which model '{model.name}' does not have"
-                f"{'; closest: ' + ', '.join(close) if close else ''}. Evaluate it with the model it was trained on.")
+                f"SAE '{t.name}' ({t.sae_dir}) reads hook '{t.hook}', which model '{model.name}' does not have"
+                f"{'; closest: ' + ', '.join(close) if close else ''}. Evaluate it with the model it was trained on."
+            )
     widths = activation_widths(model, sorted({t.hook for t in targets}))
     for t in targets:
         if t.sae.cfg.d_in != widths[t.hook]:
             raise SAEMismatchError(
-                f"SAE '{t.name}' ({t.out_dir}) has d_in={t.sae.cfg.d_in} but hook '{t.hook}' of model "
-                f"'{model.name}' has width {widths[t.hook]}. Evaluate it with the model it was trained on.")
+                f"SAE '{t.name}' ({t.sae_dir}) has d_in={t.sae.cfg.d_in} but hook '{t.hook}' of model "
+                f"'{model.name}' has width {widths[t.hook]}. Evaluate it with the model it was trained on."
+            )
 
 
-def place_saes(targets: list[Target], cfg: HeldOutData, model: LoadedModel) -> torch.device:
+def place_saes(targets: list[SAERef], cfg: HeldOutData, model: LoadedModel) -> torch.device:
     device = resolve_device(cfg.device, auto=model.device)
     for t in targets:
         t.sae.to(device)
     return device
 
 
-def iter_batches(cfg: HeldOutData, tokenizer, skip_contexts: int = 0,
-                 desc: str | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def iter_batches(
+    cfg: HeldOutData, tokenizer, skip_contexts: int = 0, desc: str | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     """(index of the first context, tokens [b, T]) over the first ``cfg.n_contexts`` held-out contexts.
 
     With ``desc``, a progress bar (tokens/s, ETA against the requested token count) is shown on stderr.
@@ -127,8 +106,15 @@ def iter_batches(cfg: HeldOutData, tokenizer, skip_contexts: int = 0,
     stream = itertools.islice(iter_contexts(cfg.data, tokenizer), skip_contexts, cfg.n_contexts)
     start = skip_contexts
     T = cfg.data.context_length
-    bar = tqdm(total=cfg.n_contexts * T, initial=skip_contexts * T, unit="tok", unit_scale=True, desc=desc,
-               disable=desc is None, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.n_contexts * T,
+        initial=skip_contexts * T,
+        unit="tok",
+        unit_scale=True,
+        desc=desc,
+        disable=desc is None,
+        dynamic_ncols=True,
+    )
     while True:
         chunk = list(itertools.islice(stream, cfg.batch_size))
         if not chunk:
@@ -143,16 +129,19 @@ def iter_batches(cfg: HeldOutData, tokenizer, skip_contexts: int = 0,
 def first_batch(cfg: HeldOutData, tokenizer) -> np.ndarray:
     for _, tokens in iter_batches(cfg, tokenizer):
         return tokens
-    raise ConfigError(f"data source '{cfg.data.source}' (split '{cfg.data.split}') produced no complete context "
-                      f"of {cfg.data.context_length} tokens; use more data or a shorter context_length")
+    raise ConfigError(
+        f"data source '{cfg.data.source}' (split '{cfg.data.split}') produced no complete context "
+        f"of {cfg.data.context_length} tokens; use more data or a shorter context_length"
+    )
 
 
 def special_mask(tokens: np.ndarray, tokenizer, cfg: HeldOutData) -> np.ndarray:
     return special_positions(tokens, tokenizer, cfg.data.exclude_special)
 
 
-def outlier_thresholds(acts: dict[str, torch.Tensor], special: np.ndarray,
-                       multiple: float | None) -> dict[str, float | None]:
+def outlier_thresholds(
+    acts: dict[str, torch.Tensor], special: np.ndarray, multiple: float | None
+) -> dict[str, float | None]:
     """Per hook: ``multiple`` x the median ||x|| of non-special positions of the first batch (None: keep all)."""
     out: dict[str, float | None] = {}
     for hook, a in acts.items():

@@ -51,11 +51,16 @@ class ReconStats:
         l0 = self.sum_l0 / n
         density = self.fired.double() / n
         return {
-            "mse": self.sum_err / (n * d), "fvu": self.sum_err / total_var if total_var > 0 else float("nan"),
-            "l0_mean": l0, "l0_std": max(self.sum_l0_2 / n - l0 * l0, 0.0) ** 0.5, "l1": self.sum_l1 / n,
+            "mse": self.sum_err / (n * d),
+            "fvu": self.sum_err / total_var if total_var > 0 else float("nan"),
+            "l0_mean": l0,
+            "l0_std": max(self.sum_l0_2 / n - l0 * l0, 0.0) ** 0.5,
+            "l1": self.sum_l1 / n,
             "dead_fraction": float((self.fired == 0).double().mean()),
             "dense_fraction": float((density > dense_threshold).double().mean()),
-            "cos": self.sum_cos / n, "norm_ratio": self.sum_ratio / n, "tokens": self.n,
+            "cos": self.sum_cos / n,
+            "norm_ratio": self.sum_ratio / n,
+            "tokens": self.n,
         }
 
 
@@ -68,7 +73,7 @@ def next_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def kl_per_position(clean_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """KL(clean ‖ other) [b, T'] from clean log-probs [b, T', V] (float32) and the other logits [b, T, V] (T' ≤ T:
     the first T' positions)."""
-    logq = torch.log_softmax(logits[:, :clean_logp.shape[1]].float(), dim=-1)
+    logq = torch.log_softmax(logits[:, : clean_logp.shape[1]].float(), dim=-1)
     return (clean_logp.exp() * (clean_logp - logq)).sum(-1).double()
 
 
@@ -105,10 +110,15 @@ def loss_recovered(ce_clean: float, ce_sae: float, ce_ablated: float) -> float:
 
 def loss_metrics(clean: LossStats, sae: LossStats, zero: LossStats, mean: LossStats) -> dict:
     return {
-        "ce_clean": clean.mean_ce, "ce_sae": sae.mean_ce, "ce_zero_ablation": zero.mean_ce,
-        "ce_mean_ablation": mean.mean_ce, "ce_delta": sae.mean_ce - clean.mean_ce,
+        "ce_clean": clean.mean_ce,
+        "ce_sae": sae.mean_ce,
+        "ce_zero_ablation": zero.mean_ce,
+        "ce_mean_ablation": mean.mean_ce,
+        "ce_delta": sae.mean_ce - clean.mean_ce,
         "loss_recovered_zero": loss_recovered(clean.mean_ce, sae.mean_ce, zero.mean_ce),
         "loss_recovered_mean": loss_recovered(clean.mean_ce, sae.mean_ce, mean.mean_ce),
-        "kl_sae": sae.mean_kl, "kl_zero_ablation": zero.mean_kl, "kl_mean_ablation": mean.mean_kl,
+        "kl_sae": sae.mean_kl,
+        "kl_zero_ablation": zero.mean_kl,
+        "kl_mean_ablation": mean.mean_kl,
         "predictions": clean.n,
     }

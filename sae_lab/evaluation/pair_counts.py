@@ -107,8 +107,9 @@ def _distinct(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p[starts], counts
 
 
-def top_pairs(keys: np.ndarray, counts: np.ndarray, n_latents: int, n: int,
-              block_elems: int = 1 << 25) -> tuple[torch.Tensor, torch.Tensor]:
+def top_pairs(
+    keys: np.ndarray, counts: np.ndarray, n_latents: int, n: int, block_elems: int = 1 << 25
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per latent, its ``n`` most co-active partners from a (sorted keys, counts) table: counts and ids [F, n],
     equal to ``symmetric_dense.topk(n, dim=1)`` (same call per row, so the same order among ties). Works on
     blocks of rows of at most ``block_elems`` dense entries."""
@@ -127,7 +128,7 @@ def top_pairs(keys: np.ndarray, counts: np.ndarray, n_latents: int, n: int,
         block.zero_()
         lo, hi = np.searchsorted(a, [s, e])  # a is sorted (keys are)
         _scatter(block, a[lo:hi], s, b[lo:hi], counts[lo:hi])
-        idx = by_b[b_start[s]:b_start[e]]
+        idx = by_b[b_start[s] : b_start[e]]
         _scatter(block, b[idx], s, a[idx], counts[idx])
         out_counts[s:e], out_ids[s:e] = block.topk(n, dim=1)
     return out_counts, out_ids

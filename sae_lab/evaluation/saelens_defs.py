@@ -47,8 +47,13 @@ def _ratio(num: float, den: float) -> float:
 def saelens_recon_metrics(recon: ReconStats) -> dict:
     """``saelens_explained_variance``, ``_l0``, ``_mse`` (Σ over dimensions, mean over tokens), ``_cossim``."""
     r = recon.result(dense_threshold=1.0)
-    return {"saelens_explained_variance": 1.0 - r["fvu"], "saelens_l0": r["l0_mean"],
-            "saelens_mse": recon.sum_err / max(recon.n, 1), "saelens_cossim": r["cos"], "saelens_tokens": recon.n}
+    return {
+        "saelens_explained_variance": 1.0 - r["fvu"],
+        "saelens_l0": r["l0_mean"],
+        "saelens_mse": recon.sum_err / max(recon.n, 1),
+        "saelens_cossim": r["cos"],
+        "saelens_tokens": recon.n,
+    }
 
 
 def saelens_loss_metrics(clean: LossStats, sae: LossStats, zero: LossStats) -> dict:
@@ -56,9 +61,11 @@ def saelens_loss_metrics(clean: LossStats, sae: LossStats, zero: LossStats) -> d
     ce_clean, ce_sae, ce_abl = clean.mean_ce, sae.mean_ce, zero.mean_ce
     return {
         "saelens_ce_loss_score": _ratio(ce_abl - ce_sae, ce_abl - ce_clean),
-        "saelens_ce_loss_without_sae": ce_clean, "saelens_ce_loss_with_sae": ce_sae,
+        "saelens_ce_loss_without_sae": ce_clean,
+        "saelens_ce_loss_with_sae": ce_sae,
         "saelens_ce_loss_with_ablation": ce_abl,
         "saelens_kl_div_score": _ratio(zero.mean_kl - sae.mean_kl, zero.mean_kl),
-        "saelens_kl_div_with_sae": sae.mean_kl, "saelens_kl_div_with_ablation": zero.mean_kl,
+        "saelens_kl_div_with_sae": sae.mean_kl,
+        "saelens_kl_div_with_ablation": zero.mean_kl,
         "saelens_predictions": clean.n,
     }

@@ -27,8 +27,7 @@ from sae_lab.hooknames import parse_hook
 log = logging.getLogger(__name__)
 
 # Per-call state a block must not reuse: the clean forward's KV cache (a variant would attend to it) and flags.
-_PER_CALL = frozenset({"hidden_states", "cache", "past_key_values", "past_key_value", "use_cache",
-                       "output_attentions"})
+_PER_CALL = frozenset({"hidden_states", "cache", "past_key_values", "past_key_value", "use_cache", "output_attentions"})
 
 
 def start_of(hook: str, n_layers: int) -> tuple[int, str] | None:
@@ -59,8 +58,10 @@ class SharedForward:
         of the blocks variants start at."""
         self.ids, self.kwargs, self.inputs = ids, kwargs, {}
         layers = {s[0] for s in self.starts.values() if s is not None} if self.share else set()
-        handles = [self.bridge.blocks[layer].register_forward_pre_hook(self._recorder(layer), with_kwargs=True)
-                   for layer in layers]
+        handles = [
+            self.bridge.blocks[layer].register_forward_pre_hook(self._recorder(layer), with_kwargs=True)
+            for layer in layers
+        ]
         try:
             logits, cache = self.bridge.run_with_cache(ids, names_filter=names_filter, **kwargs)
         finally:
@@ -101,7 +102,11 @@ class SharedForward:
         self.checked = True
         for layer in sorted(self.inputs):
             if not torch.allclose(self.from_block(layer, []).float(), clean_logits.float(), rtol=1e-5, atol=1e-5):
-                log.warning("eval: running from block %d does not reproduce the model's logits (%s); "
-                            "every variant runs the full forward", layer, type(self.bridge.original_model).__name__)
+                log.warning(
+                    "eval: running from block %d does not reproduce the model's logits (%s); "
+                    "every variant runs the full forward",
+                    layer,
+                    type(self.bridge.original_model).__name__,
+                )
                 self.share, self.inputs = False, {}
                 return

@@ -14,5 +14,13 @@ from sae_lab.saes.registry import get_sae_class, register, registered_names
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["BaseSAE", "TrainOutput", "SAEConfig", "build_sae", "get_sae_class", "register", "registered_names",
-           "sae_config"]
+__all__ = [
+    "BaseSAE",
+    "TrainOutput",
+    "SAEConfig",
+    "build_sae",
+    "get_sae_class",
+    "register",
+    "registered_names",
+    "sae_config",
+]

@@ -32,17 +32,30 @@ the same bounded allocation as Feature Choice's capacities). When q(1) <= 1 this
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from sae_lab.distributed import sum_sq_dev
+from sae_lab.saes.config import RevivalConfig
 from sae_lab.saes.sparse_ops import SparseCode, gather_preacts, sparse_decode
 from sae_lab.saes.zipf import density_ranks, resolve_alpha, zipf_reference_density
 
-if TYPE_CHECKING:  # base imports this module
-    from sae_lab.saes.base import BaseSAE
+
+class RevivableSAE(Protocol):
+    """What the revival losses read of an SAE. ``BaseSAE`` has all of it; this module sits below base, which
+    calls it from its training step."""
+
+    cfg: RevivalConfig
+    W_enc: torch.Tensor
+    b_enc: torch.Tensor
+    W_dec: torch.Tensor
+    b_dec: torch.Tensor
+    density_ema: torch.Tensor
+    stats_started: torch.Tensor
+
+    def dead_mask(self) -> torch.Tensor: ...
 
 
 def underutilised_mask(density: torch.Tensor, k: float, alpha: float | str, tolerance: float) -> torch.Tensor:
@@ -51,8 +64,9 @@ def underutilised_mask(density: torch.Tensor, k: float, alpha: float | str, tole
     return density < tolerance * q[density_ranks(density)].to(density.dtype)
 
 
-def aux_reconstruction_loss(sae: BaseSAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor,
-                            mask: torch.Tensor, k_aux: int) -> torch.Tensor:
+def aux_reconstruction_loss(
+    sae: RevivableSAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, mask: torch.Tensor, k_aux: int
+) -> torch.Tensor:
     """||ê - e||² / ||e - mean e||² with ê from the top-k_aux pre-activations among ``mask`` latents."""
     idx = mask.nonzero().squeeze(1)
     if idx.numel() == 0:
@@ -65,7 +79,9 @@ def aux_reconstruction_loss(sae: BaseSAE, x: torch.Tensor, x_hat: torch.Tensor, 
     return ((e_hat - e) ** 2).sum() / sum_sq_dev(e)  # the global batch's residual variance
 
 
-def revival_losses(sae: BaseSAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor) -> dict[str, torch.Tensor]:
+def revival_losses(
+    sae: RevivableSAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """AuxK on dead latents and (if ``cfg.aux_zipf``) aux_zipf on underutilised ones, weighted."""
     cfg, out = sae.cfg, {}
     k_aux = cfg.resolved_aux_k

@@ -1,4 +1,4 @@
-"""BaseSAE: everything the architectures share (parameters, pre-bias, decoder norm, statistics, save/load).
+"""BaseSAE: everything the architectures share (parameters, pre-bias, decoder norm, statistics, fold scale).
 
 Parameters use SAELens naming: ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]`` (unit-norm
 rows), ``b_dec [d_in]``. ``W_enc`` is stored as the transpose of a contiguous ``[d_sae, d_in]`` tensor, so that
@@ -8,7 +8,6 @@ the sparse backward writes its gradient row by row (``W_enc.t()`` is contiguous)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,7 +15,9 @@ from torch import nn
 from sae_lab.configbase import ConfigError, build_config
 from sae_lab.distributed import all_sum, global_rows
 from sae_lab.saes import registry
+from sae_lab.saes.aux import revival_losses
 from sae_lab.saes.config import SAEConfig
+from sae_lab.saes.sparse_ops import gather_preacts, sparse_decode
 
 
 @dataclass
@@ -70,6 +71,12 @@ class BaseSAE(nn.Module):
         """Training rule on a ``[B, d_in]`` batch; updates running statistics under no_grad."""
         raise NotImplementedError
 
+    @property
+    def needs_gradients(self) -> bool:
+        """True when the training rule needs ∂loss/∂x at every row (g-SAE): the trainer then calls
+        ``training_forward(x, grad=...)`` with the batch's gradients (see sae_lab/activations/batch.py)."""
+        return False
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return z.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
 
@@ -120,9 +127,6 @@ class BaseSAE(nn.Module):
 
     def sparse_training_forward(self, x: torch.Tensor, pre: torch.Tensor, code, values: torch.Tensor) -> TrainOutput:
         """Shared training step of encoder SAEs once the rule chose ``code`` (values = pre at its entries)."""
-        from sae_lab.saes.aux import revival_losses
-        from sae_lab.saes.sparse_ops import gather_preacts, sparse_decode
-
         acts = torch.relu(gather_preacts(x, self.b_dec, self.W_enc.t(), self.b_enc, code, values))
         x_hat = sparse_decode(acts, self.W_dec, code) + self.b_dec
         aux = revival_losses(self, x, x_hat, pre)  # uses the statistics of previous batches
@@ -178,20 +182,7 @@ class BaseSAE(nn.Module):
         """bool[d_sae]: latents that have not fired in the last ``cfg.dead_tokens`` tokens."""
         return self.tokens_since_fired >= self.cfg.dead_window
 
-    # ---- files ----------------------------------------------------------------------------------
-    def save(self, directory: str | Path, fold_scale: float | None = None, metadata: dict | None = None) -> Path:
-        """Write SAELens layout (cfg.json + sae_weights.safetensors) + sae_lab.json; see saelens_format."""
-        from sae_lab.saes.saelens_format import save_sae
-
-        return save_sae(self, directory, fold_scale=fold_scale, metadata=metadata)
-
-    @staticmethod
-    def load(directory: str | Path, device: str | torch.device | None = None) -> "BaseSAE":
-        """Load an SAE saved here, or a SAELens standard/topk/jumprelu SAE."""
-        from sae_lab.saes.saelens_format import load_sae
-
-        return load_sae(directory, device=device)
-
+    # ---- fold scale (saving: sae_lab.saedir.SAEDir) ------------------------------------------------
     def folded_tensors(self, scale: float) -> tuple[dict[str, torch.Tensor], SAEConfig]:
         """Parameters/buffers and config of the SAE that applies to raw x when training saw ``scale * x``.
 

@@ -66,8 +66,11 @@ class GlobalCalibrator:
         theta = self.top.midpoint()
         self.sae.threshold.fill_(theta)
         after = int((self.top.vals > theta).sum())  # every sample value above θ is among the kept top q + 1
-        return {"tokens": self.tokens, "l0_ema_threshold": self.before / self.tokens,
-                "l0_calibrated": after / self.tokens}
+        return {
+            "tokens": self.tokens,
+            "l0_ema_threshold": self.before / self.tokens,
+            "l0_calibrated": after / self.tokens,
+        }
 
 
 class PerLatentCalibrator:
@@ -105,8 +108,11 @@ class PerLatentCalibrator:
             theta[cols] = torch.where(q.squeeze(1) > 0, mid, torch.full_like(mid, float("inf")))
             after += int((top > theta[cols].unsqueeze(1)).sum())  # the values above θ_i are all kept
         self.sae.threshold.copy_(theta)
-        return {"tokens": self.tokens, "l0_ema_threshold": self.before / self.tokens,
-                "l0_calibrated": after / self.tokens}
+        return {
+            "tokens": self.tokens,
+            "l0_ema_threshold": self.before / self.tokens,
+            "l0_calibrated": after / self.tokens,
+        }
 
 
 def _sum_counts(tokens: int, before: int, device: torch.device) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from the activation source: :meth:`SAEConfig.bind`); building an SAE needs it.
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
@@ -31,8 +32,10 @@ class SAEConfig(StrictModel):
     hook_name: str = ""
     name: str | None = Field(None, description="label in a sweep; default '<architecture>_k<k>'")
     dead_tokens: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
-        "auto", description="a latent is dead after this many tokens without firing (AuxK revives dead latents); "
-        "'auto': a tenth of the training run, at most 10M (sae_lab.training.config.auto_dead_tokens)")
+        "auto",
+        description="a latent is dead after this many tokens without firing (AuxK revives dead latents); "
+        "'auto': a tenth of the training run, at most 10M (sae_lab.training.config.auto_dead_tokens)",
+    )
     density_momentum: float = Field(0.01, gt=0, le=1, description="per-step EMA rate of the latent density")
 
     def __new__(cls, *args: Any, **kwargs: Any):
@@ -63,8 +66,10 @@ class SAEConfig(StrictModel):
             if key not in cls.model_fields:
                 owners = [n for n, c in registry.config_classes().items() if key in c.model_fields]
                 if owners:
-                    raise ValueError(f"'{key}' is an option of architecture {', '.join(owners)}, "
-                                     f"not of '{arch}'; remove it (options of '{arch}': {', '.join(cls.model_fields)})")
+                    raise ValueError(
+                        f"'{key}' is an option of architecture {', '.join(owners)}, "
+                        f"not of '{arch}'; remove it (options of '{arch}': {', '.join(cls.model_fields)})"
+                    )
         d_in, d_sae, factor = data.get("d_in"), data.get("d_sae"), data.get("expansion_factor")
         if isinstance(d_in, int) and isinstance(factor, int):
             if d_sae is not None and d_sae != factor * d_in:
@@ -115,7 +120,13 @@ class SparseConfig(SAEConfig):
     @classmethod
     def _require_k(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("k") is None:
-            raise ValueError(f"k is required for architecture '{data.get('architecture')}' (an integer in [1, d_sae])")
+            unknown = [str(key) for key in data if key not in cls.model_fields]
+            close = [m for key in unknown for m in difflib.get_close_matches(key, list(cls.model_fields), n=1)]
+            hint = f"; unknown key(s) {', '.join(unknown)}" if unknown else ""
+            hint += f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(
+                f"k is required for architecture '{data.get('architecture')}' (an integer in [1, d_sae]){hint}"
+            )
         return data
 
     @model_validator(mode="after")
@@ -157,4 +168,3 @@ def _config_class(architecture: Any) -> type[SAEConfig]:
 def sae_config(**fields: Any) -> SAEConfig:
     """The config of ``fields['architecture']`` built from ``fields`` (same as ``SAEConfig(**fields)``)."""
     return _config_class(fields.get("architecture"))(**fields)
-

@@ -38,7 +38,6 @@ from sae_lab.saes.base import BaseSAE, TrainOutput
 from sae_lab.saes.calibration import PerLatentCalibrator
 from sae_lab.saes.config import RevivalConfig
 from sae_lab.saes.registry import register
-from sae_lab.saes.saelens_format import load_encoder_weights
 from sae_lab.saes.sparse_ops import SparseCode, _stable_argsort
 from sae_lab.saes.zipf import clipped_allocation, density_ranks
 
@@ -50,8 +49,13 @@ class FeatureChoiceConfig(RevivalConfig):
     threshold_momentum: float = Field(0.01, gt=0, le=1, description="per-step EMA rate of inference thresholds")
     capacity_rule: Literal["uniform", "zipf"] = "uniform"
     min_capacity: int = Field(1, ge=0, description="least tokens a latent may take per batch")
-    max_density: float = Field(0.1, gt=0, le=1, description="most of a batch a latent may take: capacities are "
-                               "capped at ceil(max_density * batch_size) (at least the uniform share k*B/d_sae)")
+    max_density: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="most of a batch a latent may take: capacities are "
+        "capped at ceil(max_density * batch_size) (at least the uniform share k*B/d_sae)",
+    )
 
     @model_validator(mode="after")
     def _check_capacity(self) -> "FeatureChoiceConfig":
@@ -66,7 +70,8 @@ class FeatureChoiceConfig(RevivalConfig):
             raise ConfigError(
                 f"capacity_rule '{self.capacity_rule}': min_capacity={self.min_capacity} * d_sae={self.d_sae} = "
                 f"{need} exceeds the budget k*batch_size = {budget}; use batch_size >= {-(-need // self.k)} "
-                f"or min_capacity <= {budget // self.d_sae}")
+                f"or min_capacity <= {budget // self.d_sae}"
+            )
 
 
 def allocate_capacities(weights: torch.Tensor, total: int, lo: int, hi: int, order_key: torch.Tensor) -> torch.Tensor:
@@ -121,7 +126,7 @@ def _sharded_keep(v: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch
     above = v > kth.unsqueeze(1)
     tied = (v == kth.unsqueeze(1)) & (v > 0)
     counts = gather_cat(torch.stack([above.sum(1), tied.sum(1)]).unsqueeze(0))  # [ranks, 2, n_cols]
-    room = (m - counts[:, 0].sum(0)).clamp_min(0) - counts[:world()[0], 1].sum(0)
+    room = (m - counts[:, 0].sum(0)).clamp_min(0) - counts[: world()[0], 1].sum(0)
     mine = room.clamp_min(0).minimum(counts[world()[0], 1])
     return kth, above | (tied & (tied.cumsum(1) <= mine.unsqueeze(1)))
 
@@ -133,7 +138,6 @@ class FeatureChoiceSAE(BaseSAE):
     config_class = FeatureChoiceConfig
     has_thresholds = True  # inference thresholds, calibrated after training (threshold_calibrator)
     activation_buffers = ("threshold", "demand_ema")
-    saelens_loads = ("jumprelu",)
 
     def __init__(self, cfg: FeatureChoiceConfig):
         super().__init__(cfg)
@@ -192,13 +196,3 @@ class FeatureChoiceSAE(BaseSAE):
     @classmethod
     def saelens_architecture(cls, cfg: FeatureChoiceConfig) -> str | None:
         return "jumprelu"
-
-    @classmethod
-    def from_saelens(cls, cfg_json: dict, weights: dict[str, torch.Tensor], fields: dict) -> "FeatureChoiceSAE":
-        """SAELens JumpReLU: per-latent thresholds are Feature Choice's inference rule (k, a training budget,
-        is unknown: 1)."""
-        sae = load_encoder_weights(cls(FeatureChoiceConfig(k=1, **fields)), cfg_json, weights)
-        thr = weights["threshold"] if "threshold" in weights else weights["log_threshold"].exp()
-        sae.threshold.copy_(thr)
-        sae.threshold_started.fill_(True)
-        return sae

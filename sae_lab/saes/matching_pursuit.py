@@ -145,9 +145,16 @@ def row_max(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def pursuit(r0: torch.Tensor, W: torch.Tensor, n_steps: int, nonneg: bool = True, update: str = "gram",
-            stop_norm: torch.Tensor | None = None, stop_on_repeat: bool = False,
-            workspace: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pursuit(
+    r0: torch.Tensor,
+    W: torch.Tensor,
+    n_steps: int,
+    nonneg: bool = True,
+    update: str = "gram",
+    stop_norm: torch.Tensor | None = None,
+    stop_on_repeat: bool = False,
+    workspace: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Greedy steps from residual ``r0 [B, d]`` over atoms ``W [F, d]`` (any norms; a = <r, d_j>), in W's dtype
     (autocast is off: greedy selection needs full precision). ``workspace`` ([F, F], optional) receives the Gram
     matrix.
@@ -160,8 +167,16 @@ def pursuit(r0: torch.Tensor, W: torch.Tensor, n_steps: int, nonneg: bool = True
         return _pursuit(r0.to(W.dtype), W, n_steps, nonneg, update, stop_norm, stop_on_repeat, workspace)
 
 
-def _pursuit(r0: torch.Tensor, W: torch.Tensor, n_steps: int, nonneg: bool, update: str,
-             stop_norm: torch.Tensor | None, stop_on_repeat: bool, workspace: torch.Tensor | None):
+def _pursuit(
+    r0: torch.Tensor,
+    W: torch.Tensor,
+    n_steps: int,
+    nonneg: bool,
+    update: str,
+    stop_norm: torch.Tensor | None,
+    stop_on_repeat: bool,
+    workspace: torch.Tensor | None,
+):
     B = r0.shape[0]
     J = torch.zeros(B, n_steps, dtype=torch.long, device=r0.device)
     A = r0.new_zeros(B, n_steps)
@@ -305,8 +320,14 @@ def _atom_chunks(W: torch.Tensor, J: torch.Tensor, buf: torch.Tensor):
         yield sl, torch.index_select(W, 0, J[sl].reshape(-1), out=buf[:n].view(-1, W.shape[1])).view(n, -1, W.shape[1])
 
 
-def _coefficient_grads(W: torch.Tensor, J: torch.Tensor, gA: torch.Tensor, live: torch.Tensor,
-                       buf: torch.Tensor, gram: torch.Tensor | None = None) -> torch.Tensor:
+def _coefficient_grads(
+    W: torch.Tensor,
+    J: torch.Tensor,
+    gA: torch.Tensor,
+    live: torch.Tensor,
+    buf: torch.Tensor,
+    gram: torch.Tensor | None = None,
+) -> torch.Tensor:
     """ga_s = dL/d<r_{s-1}, d_s> = live_s (gA_s - <g_s, d_s>), g_s = sum_{t>s} ga_t d_t, by a scalar recursion
     on the per-token k x k Gram M of the selected atoms (gathered from ``gram`` [F, F] when given)."""
     B, k = J.shape
@@ -337,12 +358,16 @@ class MatchingPursuitConfig(SparseConfig):
     mp_stop: Literal["fixed", "relative", "absolute"] = Field("fixed", description="inference stopping rule")
     mp_threshold: float = Field(0.0, ge=0, description="stop when ||r|| < threshold (* ||x - b_dec|| if relative)")
     mp_k_max: int | None = Field(None, gt=0, description="inference step cap (default k)")
-    aux_coef: float = Field(1 / 32, ge=0, description="AuxK: a pursuit over the dead atoms on the residual (see "
-                            "mp_auxk); 0 disables")
+    aux_coef: float = Field(
+        1 / 32, ge=0, description="AuxK: a pursuit over the dead atoms on the residual (see mp_auxk); 0 disables"
+    )
     aux_k: int | None = Field(None, gt=0, description="AuxK's pursuit steps over the dead atoms (default k)")
-    mp_stop_on_repeat: bool = Field(False, description="inference: stop a token after a step that leaves its support "
-                                    "unchanged (an atom picked again, or a zero coefficient); SAELens's "
-                                    "stop_on_duplicate_support")
+    mp_stop_on_repeat: bool = Field(
+        False,
+        description="inference: stop a token after a step that leaves its support "
+        "unchanged (an atom picked again, or a zero coefficient); SAELens's "
+        "stop_on_duplicate_support",
+    )
 
     @model_validator(mode="after")
     def _check_stop(self) -> "MatchingPursuitConfig":
@@ -406,8 +431,15 @@ class MatchingPursuitSAE(BaseSAE):
             stop = r0.norm(dim=-1) * cfg.mp_threshold
         elif cfg.mp_stop == "absolute":
             stop = torch.full_like(r0[:, 0], cfg.mp_threshold)
-        J, A, _ = pursuit(r0.detach(), self.W_dec.detach(), cfg.mp_inference_steps, cfg.mp_nonneg, cfg.mp_update,
-                          stop, cfg.mp_stop_on_repeat)
+        J, A, _ = pursuit(
+            r0.detach(),
+            self.W_dec.detach(),
+            cfg.mp_inference_steps,
+            cfg.mp_nonneg,
+            cfg.mp_update,
+            stop,
+            cfg.mp_stop_on_repeat,
+        )
         if torch.is_grad_enabled() and r0.requires_grad:  # the selection held fixed, A is linear in r0
             A = mp_coefficients(r0, self.W_dec, J, A, cfg.mp_nonneg)
         z = SparseCode.from_topk(J, cfg.d_sae).to_dense(A.reshape(-1))
@@ -461,22 +493,33 @@ class MatchingPursuitSAE(BaseSAE):
     @classmethod
     def saelens_fields(cls, cfg: MatchingPursuitConfig) -> dict:
         """SAELens matching_pursuit options for our stopping rule (fixed: exactly k steps)."""
-        return {"residual_threshold": cfg.mp_threshold if cfg.mp_stop == "absolute" else 0.0,
-                "max_iterations": cfg.mp_inference_steps, "stop_on_duplicate_support": cfg.mp_stop_on_repeat}
+        return {
+            "residual_threshold": cfg.mp_threshold if cfg.mp_stop == "absolute" else 0.0,
+            "max_iterations": cfg.mp_inference_steps,
+            "stop_on_duplicate_support": cfg.mp_stop_on_repeat,
+        }
 
     @classmethod
     def saelens_unmapped_note(cls, cfg: MatchingPursuitConfig) -> str:
-        return (f"SAELens's matching_pursuit is non-negative with fixed or absolute stopping; this one "
-                f"(mp_nonneg={cfg.mp_nonneg}, mp_stop={cfg.mp_stop}) is not: SAELens cannot load it, sae-lab can.")
+        return (
+            f"SAELens's matching_pursuit is non-negative with fixed or absolute stopping; this one "
+            f"(mp_nonneg={cfg.mp_nonneg}, mp_stop={cfg.mp_stop}) is not: SAELens cannot load it, sae-lab can."
+        )
 
     @classmethod
     def from_saelens(cls, cfg_json: dict, weights: dict[str, torch.Tensor], fields: dict) -> "MatchingPursuitSAE":
         """SAELens's (non-negative, tied) matching_pursuit: its stopping rules map onto ours exactly."""
         steps = int(cfg_json.get("max_iterations") or fields["d_in"])  # SAELens: None means d_in
         threshold = float(cfg_json.get("residual_threshold", 1e-2))  # SAELens: 0 disables the residual rule
-        cfg = MatchingPursuitConfig(k=min(steps, fields["d_sae"]), mp_nonneg=True, mp_threshold=threshold,
-                                    mp_stop="absolute" if threshold > 0 else "fixed", mp_k_max=steps,
-                                    mp_stop_on_repeat=bool(cfg_json.get("stop_on_duplicate_support", True)), **fields)
+        cfg = MatchingPursuitConfig(
+            k=min(steps, fields["d_sae"]),
+            mp_nonneg=True,
+            mp_threshold=threshold,
+            mp_stop="absolute" if threshold > 0 else "fixed",
+            mp_k_max=steps,
+            mp_stop_on_repeat=bool(cfg_json.get("stop_on_duplicate_support", True)),
+            **fields,
+        )
         sae = cls(cfg)
         b_dec = weights["b_dec"] if cfg_json.get("apply_b_dec_to_input", True) else torch.zeros_like(weights["b_dec"])
         with torch.no_grad():

@@ -14,33 +14,40 @@ from sae_lab.configbase import ConfigError
 _REGISTRY: dict[str, type] = {}
 
 
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator: make ``cls`` (with its ``config_class``) buildable as ``architecture: name``."""
+def register(name: str, trainable: bool = True) -> Callable[[type], type]:
+    """Class decorator: make ``cls`` (with its ``config_class``) buildable as ``architecture: name``.
+    ``trainable=False``: an inference-only architecture (loaded from files, never trained; e.g. JumpReLU), left out
+    of ``registered_names`` and ``config_classes`` (what a run config can train)."""
 
     def deco(cls: type) -> type:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"SAE architecture '{name}' is registered twice "
-                             f"({_REGISTRY[name].__name__}, {cls.__name__})")
+            raise ValueError(
+                f"SAE architecture '{name}' is registered twice ({_REGISTRY[name].__name__}, {cls.__name__})"
+            )
         config = getattr(cls, "config_class", None)
         arch_field = getattr(config, "model_fields", {}).get("architecture")
         if arch_field is None or arch_field.default != name:
-            raise ValueError(f"{cls.__name__}.config_class must be a config whose architecture defaults to '{name}' "
-                             f"(architecture: Literal['{name}'] = '{name}')")
+            raise ValueError(
+                f"{cls.__name__}.config_class must be a config whose architecture defaults to '{name}' "
+                f"(architecture: Literal['{name}'] = '{name}')"
+            )
         for other in _REGISTRY.values():
             taken = set(getattr(cls, "saelens_loads", ())) & set(getattr(other, "saelens_loads", ()))
             if taken and other is not cls and name not in _REGISTRY:
-                raise ValueError(f"{cls.__name__} would load SAELens architecture(s) {sorted(taken)}, which "
-                                 f"{other.__name__} already loads; set {cls.__name__}.saelens_loads = ()")
+                raise ValueError(
+                    f"{cls.__name__} would load SAELens architecture(s) {sorted(taken)}, which "
+                    f"{other.__name__} already loads; set {cls.__name__}.saelens_loads = ()"
+                )
         _REGISTRY[name] = cls
-        cls.architecture = name
+        cls.architecture, cls.trainable = name, trainable
         return cls
 
     return deco
 
 
 def registered_names() -> list[str]:
-    """Names of every registered architecture, sorted."""
-    return sorted(_REGISTRY)
+    """Names of every trainable registered architecture, sorted."""
+    return sorted(n for n, cls in _REGISTRY.items() if cls.trainable)
 
 
 def get_sae_class(name: str) -> type:
@@ -51,8 +58,8 @@ def get_sae_class(name: str) -> type:
 
 
 def config_classes() -> dict[str, type]:
-    """architecture name -> its config class."""
-    return {name: cls.config_class for name, cls in sorted(_REGISTRY.items())}
+    """architecture name -> its config class (trainable architectures)."""
+    return {name: cls.config_class for name, cls in sorted(_REGISTRY.items()) if cls.trainable}
 
 
 def registered_classes() -> list[type]:

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from sae_lab.fileio import atomic_path, atomic_write_text, remove_temps, sha256_file
+from sae_lab.fileio import atomic_path, checksum_path, read_checksum, remove_temps, sha256_file, write_checksum
 
 log = logging.getLogger(__name__)
 
@@ -118,22 +118,18 @@ def save_checkpoint(directory: Path, state: dict, keep: int = 2) -> Path:
     with atomic_path(final) as tmp:
         torch.save({"format": FORMAT_VERSION, **state}, tmp)
         digest = sha256_file(tmp)
-    atomic_write_text(_sidecar(final), digest + "\n")
+    write_checksum(final, digest)
     for old in list_checkpoints(directory)[keep:]:
         old.unlink(missing_ok=True)
-        _sidecar(old).unlink(missing_ok=True)
+        checksum_path(old).unlink(missing_ok=True)
     return final
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Load one checkpoint with ``weights_only=True``, after checking it against its ``.sha256`` sidecar."""
-    sidecar = _sidecar(path)
-    if sidecar.is_file() and sidecar.read_text().strip() != sha256_file(path):
-        raise CheckpointError(f"{path} does not match its recorded SHA-256 ({sidecar.name}): it is damaged")
+    recorded = read_checksum(path)
+    if recorded is not None and recorded[0] != sha256_file(path):
+        raise CheckpointError(f"{path} does not match its recorded SHA-256 ({checksum_path(path).name}): it is damaged")
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a sae-lab checkpoint (format {FORMAT_VERSION})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from sae_lab.activations.source import ActivationSource
+from sae_lab.activations.source import ActivationSource, hook_parts, part_for
 from sae_lab.configbase import ConfigError
 from sae_lab.devices import check_available
 from sae_lab.saes.base import BaseSAE
@@ -34,20 +34,39 @@ def check_names(saes: Sequence) -> None:
 
 
 def check_source(saes: Sequence[BaseSAE], source: ActivationSource) -> None:
-    """Every SAE must match the source's width and hook."""
+    """Every SAE must match its hook's width in the source, and its hook must be one the source holds."""
+    parts = hook_parts(source)
     for sae in saes:
         c = sae.cfg
-        if int(c.d_in) != int(source.d_in):
-            raise ConfigError(
-                f"SAE '{c.name}' has d_in={c.d_in} but the activation source has d_in={source.d_in} "
-                f"(hook '{source.hook_name}'); set the SAE's d_in to {source.d_in} or use a matching source"
-            )
         hook = getattr(c, "hook_name", None)
-        if hook and source.hook_name and hook != source.hook_name:
+        if len(parts) > 1 and hook not in parts:
             raise ConfigError(
-                f"SAE '{c.name}' has hook_name='{hook}' but the activation source holds '{source.hook_name}'; "
+                f"SAE '{c.name}' has hook_name='{hook}' but the activation source holds the hooks "
+                f"{', '.join(parts)}; set its hook_name to one of them (or add its hook to the run's hooks)"
+            )
+        part = part_for(parts, hook)
+        if int(c.d_in) != part.d_in:
+            raise ConfigError(
+                f"SAE '{c.name}' has d_in={c.d_in} but the activation source has d_in={part.d_in} "
+                f"(hook '{part.hook_name}'); set the SAE's d_in to {part.d_in} or use a matching source"
+            )
+        if hook and part.hook_name and hook != part.hook_name:
+            raise ConfigError(
+                f"SAE '{c.name}' has hook_name='{hook}' but the activation source holds '{part.hook_name}'; "
                 "make them the same (or use a cache of that hook)"
             )
+
+
+def check_gradients(saes: Sequence[BaseSAE], source: ActivationSource) -> None:
+    """SAEs whose training rule needs the LM loss's gradient (g-SAE) need a source that yields it."""
+    needy = [sae_name(s) for s in saes if getattr(s, "needs_gradients", False)]
+    if needy and not getattr(source, "has_gradients", False):
+        raise ConfigError(
+            f"SAE(s) {', '.join(needy)} select latents with the LM loss's gradient (selection: gradient, g-SAE), "
+            f"but the activation source ({source.describe().get('kind', type(source).__name__)}) has no gradients. "
+            "Train them from a live stream with gradients: cache: null in the run config (sae-lab run/train), or "
+            "sae_lab.activations.grad_stream.GradientStreamingSource in Python; or set selection: activation"
+        )
 
 
 def check_batch(saes: Sequence, cfg: TrainConfig) -> None:
@@ -71,5 +90,6 @@ def preflight(saes: Sequence[BaseSAE], source: ActivationSource, cfg: TrainConfi
     """All checks that need no data: names, source compatibility, batch rules, device."""
     check_names(saes)
     check_source(saes, source)
+    check_gradients(saes, source)
     check_batch(saes, cfg)
     check_available(cfg.resolved_device(), "train.device")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from typing import Annotated, Literal
 
@@ -13,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from sae_lab.configbase import StrictModel
 from sae_lab.devices import DeviceName, resolve_device
 from sae_lab.distributed import local_device
+from sae_lab.fileio import json_sha256
 from sae_lab.saes.config import DEAD_TOKENS_CAP
 
 # Fields that change how a run is observed or stored but not the weights it ends with.
@@ -63,8 +62,9 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(4096, gt=0, description="tokens per optimisation step")
     total_tokens: int = Field(10_000_000, gt=0, description="training length; rounded down to whole batches")
     lr: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
-        "auto", description="Adam's base lr, or 'auto': a width-aware rule, 2e-3 / sqrt(d_sae / 16384), "
-        "resolved per SAE (sae_lab.training.config.auto_lr)"
+        "auto",
+        description="Adam's base lr, or 'auto': a width-aware rule, 2e-3 / sqrt(d_sae / 16384), "
+        "resolved per SAE (sae_lab.training.config.auto_lr)",
     )
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
@@ -84,10 +84,12 @@ class TrainConfig(StrictModel):
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
     b_dec_init_tokens: int = Field(8192, gt=0, description="sample size (from the start of the stream) for b_dec_init")
     calibrate_tokens: int = Field(
-        16384, ge=0, description="choice SAEs: tokens on which the inference thresholds are calibrated with the "
+        16384,
+        ge=0,
+        description="choice SAEs: tokens on which the inference thresholds are calibrated with the "
         "final weights after the last step (rounded up to whole batches; 0 keeps the training EMAs). With a cache, "
         "they are whole contexts spread over it, held out from training for every SAE of the sweep; with a "
-        "stream, its next ones"
+        "stream, its next ones",
     )
     rare_density: float = Field(
         1e-5, ge=0, le=1, description="latents firing less often than this in a log window count as underutilised"
@@ -139,8 +141,9 @@ class TrainConfig(StrictModel):
         """``sae_cfg`` with what this run resolves for it: ``dead_tokens: auto`` (auto_dead_tokens)."""
         if sae_cfg.dead_tokens != "auto":
             return sae_cfg
-        return sae_cfg.model_copy(update={"dead_tokens": auto_dead_tokens(self.total_steps * self.batch_size,
-                                                                           self.batch_size)})
+        return sae_cfg.model_copy(
+            update={"dead_tokens": auto_dead_tokens(self.total_steps * self.batch_size, self.batch_size)}
+        )
 
     def resolved_device(self) -> torch.device:
         """The device to train on (sae_lab.devices.resolve_device: 'auto' = CUDA, else MPS, else CPU); under
@@ -157,5 +160,4 @@ class TrainConfig(StrictModel):
 
 def config_hash(payload: dict) -> str:
     """A stable short hash of a JSON-able payload (sorted keys)."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_sha256(payload, compact=True)[:16]

@@ -18,7 +18,7 @@ one-process run's as two seeds do (a cache gives reproducible DDP runs).
   threshold calibration) reduce inside the SAEs through sae_lab.distributed while ``sharded_batches`` is on;
 - state: rank 0 alone decides fresh/resume and reads the checkpoint; the outcome (or its error) and then
   every SAE's parameters and buffers are broadcast, so all ranks start identical (``on_main``, ``sync_saes``);
-- only rank 0 writes to the run directory (the trainer's ``is_main``).
+- only rank 0 writes to the run directory (``Sweep.main`` in training/sweep.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from sae_lab.activations.source import ActivationSource
+from sae_lab.activations.source import ActivationSource, hook_parts
 from sae_lab.configbase import ConfigError
 from sae_lab.distributed import broadcast_object, world
 
@@ -39,12 +39,15 @@ def check_world(batch_size: int) -> None:
     """The global batch must split evenly across ranks."""
     n = world()[1]
     if batch_size % n:
-        raise ConfigError(f"train.batch_size={batch_size} does not split across {n} ranks (torchrun "
-                          f"--nproc_per_node x --nnodes); use a multiple of {n}, e.g. {math.ceil(batch_size / n) * n}")
+        raise ConfigError(
+            f"train.batch_size={batch_size} does not split across {n} ranks (torchrun "
+            f"--nproc_per_node x --nnodes); use a multiple of {n}, e.g. {math.ceil(batch_size / n) * n}"
+        )
 
 
-def rank_batches(source: ActivationSource, batch_size: int, seed: int, skip_batches: int,
-                 device) -> Iterator[torch.Tensor]:
+def rank_batches(
+    source: ActivationSource, batch_size: int, seed: int, skip_batches: int, device
+) -> Iterator[torch.Tensor]:
     """This rank's part of every global batch: the source's own ``iter_rank_batches`` when it has one (a cache
     reads only this rank's rows; a stream runs the model on this rank's contexts), else a slice of the global
     batch. One process: ``source.iter_batches`` itself."""
@@ -55,8 +58,10 @@ def rank_batches(source: ActivationSource, batch_size: int, seed: int, skip_batc
     if own is not None:
         return own(batch_size, rank, n, seed=seed, skip_batches=skip_batches, device=device)
     s = batch_size // n
-    return (x[rank * s:(rank + 1) * s] for x in
-            source.iter_batches(batch_size, seed=seed, skip_batches=skip_batches, device=device))
+    return (
+        x[rank * s : (rank + 1) * s]
+        for x in source.iter_batches(batch_size, seed=seed, skip_batches=skip_batches, device=device)
+    )
 
 
 def all_reduce_grads(sae: torch.nn.Module) -> None:
@@ -131,13 +136,21 @@ def check_same(what: str, value: float | str, fix: str) -> None:
 
 
 def sync_norm_scale(source: ActivationSource, rtol: float = 1e-5) -> None:
-    """Every rank normalises with rank 0's scale (a stream estimates it on each rank, a cache reads it from its
-    manifest); a rank whose own estimate differs by more than ``rtol`` read other data: ConfigError on all."""
+    """Every rank normalises with rank 0's scales, one per hook (a stream estimates them on each rank, a cache
+    reads them from its manifest); a rank whose own estimate differs by more than ``rtol`` read other data:
+    ConfigError on all."""
     if world()[1] == 1:
         return
+    parts = hook_parts(source)
     scales = [None] * world()[1]
-    dist.all_gather_object(scales, float(source.norm_scale))
-    if any(abs(s - scales[0]) > rtol * abs(scales[0]) for s in scales):
-        raise ConfigError(f"the ranks disagree on the activation normalisation scale: {scales} (by rank); every "
-                          "rank must read the same cache or data source")
-    source.norm_scale = scales[0]
+    dist.all_gather_object(scales, [float(p.norm_scale) for p in parts.values()])
+    if any(abs(s - r) > rtol * abs(r) for mine in scales for s, r in zip(mine, scales[0])):
+        raise ConfigError(
+            f"the ranks disagree on the activation normalisation scale: {scales} (by rank; one per hook); every "
+            "rank must read the same cache or data source"
+        )
+    if hasattr(source, "hook_parts"):
+        for p, s in zip(parts.values(), scales[0]):
+            p.norm_scale = s
+    else:
+        source.norm_scale = scales[0][0]

@@ -48,7 +48,9 @@ class DivergenceGuard:
 def diverged_message(names: list[str], guard: DivergenceGuard, step: int, last_ckpt) -> str:
     parts = [f"'{n}' (FVU {guard.last.get(n, float('nan')):.3g})" for n in names]
     where = str(last_ckpt) if last_ckpt is not None else "none"
-    return (f"training diverged at step {step}: SAE {', '.join(parts)} got worse instead of better (FVU above "
-            f"{START_FVU:g}, that of predicting the mean, where training starts). Its weights were not saved as a "
-            f"result; the last checkpoint is {where}. Lower train.lr (or set train.grad_clip), then start a new "
-            "run_dir.")
+    return (
+        f"training diverged at step {step}: SAE {', '.join(parts)} got worse instead of better (FVU above "
+        f"{START_FVU:g}, that of predicting the mean, where training starts). Its weights were not saved as a "
+        f"result; the last checkpoint is {where}. Lower train.lr (or set train.grad_clip), then start a new "
+        "run_dir."
+    )

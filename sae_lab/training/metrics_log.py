@@ -48,8 +48,14 @@ class WandbSink:
         run.write_status(wandb_id=run_id)
         self._skip_through = logged_tokens
         self._run = wandb.init(
-            project=w.project, entity=w.entity, name=w.run_name or run.path.name, mode=w.mode,
-            dir=str(run.path), config=run_config, resume="allow", id=run_id,
+            project=w.project,
+            entity=w.entity,
+            name=w.run_name or run.path.name,
+            mode=w.mode,
+            dir=str(run.path),
+            config=run_config,
+            resume="allow",
+            id=run_id,
         )
 
     def log(self, record: dict) -> None:

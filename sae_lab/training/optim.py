@@ -34,8 +34,7 @@ if _AVAILABLE:
                 return _A.step.__wrapped__(self, closure)
 
         def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps):
-            has_complex = super()._init_group(group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                                              state_steps)
+            has_complex = super()._init_group(group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
             _transposed_views(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)
             return has_complex
 

@@ -15,12 +15,20 @@ def make_record(m: Member, pos: Position, cfg: TrainConfig, tokens_per_s: float)
     means = m.window.means()
     aux = {k: v for k, v in means.items() if k not in ("loss", "mse", "fvu", "l0", "grad_norm")}
     record = {
-        "sae": m.name, "step": pos.step, "tokens": pos.tokens, "lr": m.window.lr,
-        "loss": means.get("loss"), "mse": means.get("mse"), "fvu": means.get("fvu"), "l0": means.get("l0"),
-        "grad_norm": means.get("grad_norm"), "dead_frac": float(m.sae.dead_mask().float().mean()),
+        "sae": m.name,
+        "step": pos.step,
+        "tokens": pos.tokens,
+        "lr": m.window.lr,
+        "loss": means.get("loss"),
+        "mse": means.get("mse"),
+        "fvu": means.get("fvu"),
+        "l0": means.get("l0"),
+        "grad_norm": means.get("grad_norm"),
+        "dead_frac": float(m.sae.dead_mask().float().mean()),
         "rare_frac": m.window.rare_frac(cfg.rare_density),
         "underused_frac": float(underused_mask(m.sae).float().mean()),
-        **aux, "tokens_per_s": tokens_per_s,
+        **aux,
+        "tokens_per_s": tokens_per_s,
     }
     m.window = WindowStats()
     m.last_record = record
@@ -50,9 +58,11 @@ def _span(values: list[float], fmt: str) -> str:
 
 def postfix(records: list[dict]) -> str:
     """One line for the whole sweep: ranges over SAEs when they differ."""
-    return " ".join([
-        f"loss={_span([r['loss'] for r in records], '.4g')}",
-        f"fvu={_span([r['fvu'] for r in records], '.3f')}",
-        f"L0={_span([r['l0'] for r in records], '.1f')}",
-        f"dead={_span([100 * r['dead_frac'] for r in records], '.1f')}%",
-    ])
+    return " ".join(
+        [
+            f"loss={_span([r['loss'] for r in records], '.4g')}",
+            f"fvu={_span([r['fvu'] for r in records], '.3f')}",
+            f"L0={_span([r['l0'] for r in records], '.1f')}",
+            f"dead={_span([100 * r['dead_frac'] for r in records], '.1f')}%",
+        ]
+    )

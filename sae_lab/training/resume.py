@@ -22,8 +22,9 @@ from sae_lab.training.config import NON_TRAINING_FIELDS, TrainConfig, config_has
 ResumeMode = Literal["auto", "never", "must"]
 
 
-def resolved_config(cfg: TrainConfig, saes: Sequence[BaseSAE], source: ActivationSource,
-                    extra: dict | None = None) -> dict:
+def resolved_config(
+    cfg: TrainConfig, saes: Sequence[BaseSAE], source: ActivationSource, extra: dict | None = None
+) -> dict:
     """The config written to config.yaml: train, saes and the source's description (+ caller's sections). Under
     ``lr: auto`` it also records each SAE's resolved base lr (``base_lr``), so the config hash covers the value
     and a change of the auto rule cannot resume an old run with a different lr."""
@@ -91,8 +92,9 @@ def describe_differences(old: dict, new: dict, limit: int = 8) -> str:
     return "\n".join(lines)
 
 
-def prepare(run: RunDir, resolved: dict, resume: ResumeMode, overwrite: bool = False,
-            config_path: str | Path | None = None) -> Literal["fresh", "resume"]:
+def prepare(
+    run: RunDir, resolved: dict, resume: ResumeMode, overwrite: bool = False, config_path: str | Path | None = None
+) -> Literal["fresh", "resume"]:
     """Decide whether to start fresh or resume in ``run``; never clobbers a run silently, never deletes a file
     sae-lab did not write.
 
@@ -111,13 +113,17 @@ def prepare(run: RunDir, resolved: dict, resume: ResumeMode, overwrite: bool = F
     if not run.is_run():
         foreign = run.foreign_entries()
         if foreign:
-            raise RunDirError(f"'{path}' is not a sae-lab run directory and holds other files "
-                              f"({describe_foreign(foreign)}); choose a new or empty run_dir")
+            raise RunDirError(
+                f"'{path}' is not a sae-lab run directory and holds other files "
+                f"({describe_foreign(foreign)}); choose a new or empty run_dir"
+            )
         if resume == "must":
             raise RunDirError(f"resume='must' but '{path}' holds no run to resume")
         return "fresh"
-    how = (f"Choose a new run_dir, or pass resume='never' with overwrite=True "
-           f"(CLI: --resume never --overwrite) to delete the run's own files in '{path}' and start over.")
+    how = (
+        f"Choose a new run_dir, or pass resume='never' with overwrite=True "
+        f"(CLI: --resume never --overwrite) to delete the run's own files in '{path}' and start over."
+    )
     if resume == "never":
         if not overwrite:
             raise RunDirError(f"'{path}' already holds a run and resume='never'. {how}")

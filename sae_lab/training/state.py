@@ -11,7 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sae_lab.activations.source import ActivationSource
+from sae_lab.activations.batch import split_batch
+from sae_lab.activations.source import ActivationSource, HookPart, part_for
 from sae_lab.saes import BaseSAE, SAEConfig, build_sae
 from sae_lab.training import checkpoint as ckpt
 from sae_lab.training.checks import sae_name
@@ -31,6 +32,11 @@ class Member:
     window: WindowStats = field(default_factory=WindowStats)
     last_record: dict | None = None
     calibration: dict | None = None  # the threshold calibration at the end of training (choice SAEs)
+    part: HookPart | None = None  # its hook's columns of the batches (a source of several hooks: one of them)
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """This SAE's activations in a batch ``x`` of the source (its hook's columns)."""
+        return x if self.part is None else self.part.take(x)
 
 
 @dataclass
@@ -62,19 +68,23 @@ def seed_all(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def make_members(saes: list[BaseSAE], cfg: TrainConfig, device: torch.device) -> list[Member]:
+def make_members(
+    saes: list[BaseSAE], cfg: TrainConfig, device: torch.device, parts: dict[str, HookPart] | None = None
+) -> list[Member]:
+    """The sweep's members; ``parts`` (the source's hooks) gives each SAE its hook's columns of the batches."""
     members = []
     for sae in saes:
         sae.to(device)
         opt = make_optimizer(sae, cfg.lr_for(sae.cfg.d_sae), cfg.betas, cfg.eps)
-        members.append(Member(sae_name(sae), sae, opt, make_scheduler(opt, cfg)))
+        part = part_for(parts, sae.cfg.hook_name) if parts else None
+        members.append(Member(sae_name(sae), sae, opt, make_scheduler(opt, cfg), part=part))
     return members
 
 
 def init_b_dec(members: list[Member], source: ActivationSource, cfg: TrainConfig, device: torch.device) -> None:
     """b_dec from the first ``b_dec_init_tokens`` of the stream (same seed as training: deterministic)."""
     if cfg.b_dec_init == "zeros":
-        sample = torch.zeros(1, source.d_in, device=device)
+        sample = torch.zeros(1, source.d_in, device=device)  # every hook's columns
     else:
         head = getattr(source, "head", None)  # a cache reads just these rows, not its whole first window
         sample = head(cfg.b_dec_init_tokens, cfg.batch_size, seed=cfg.seed) if head else None
@@ -83,10 +93,10 @@ def init_b_dec(members: list[Member], source: ActivationSource, cfg: TrainConfig
         else:
             n_batches = math.ceil(cfg.b_dec_init_tokens / cfg.batch_size)
             it = source.iter_batches(cfg.batch_size, seed=cfg.seed, skip_batches=0, device=device)
-            sample = torch.cat([next(it) for _ in range(n_batches)])[: cfg.b_dec_init_tokens]
+            sample = torch.cat([split_batch(next(it))[0] for _ in range(n_batches)])[: cfg.b_dec_init_tokens]
     with torch.no_grad():
         for m in members:
-            m.sae.init_b_dec(sample, method=cfg.b_dec_init)
+            m.sae.init_b_dec(m.rows(sample), method=cfg.b_dec_init)
 
 
 def checkpoint_state(members: list[Member], pos: Position, chash: str) -> dict:

@@ -63,12 +63,14 @@ def train_step(
     grad_clip: float | None = None,
     compute_dtype: torch.dtype = torch.float32,
     grad_hook: Callable[[nn.Module], None] | None = None,
+    grad: torch.Tensor | None = None,
 ) -> StepStats:
-    """One optimisation step of ``sae`` on ``x``; raises NonFiniteValue before stepping on a NaN/inf loss."""
+    """One optimisation step of ``sae`` on ``x``; raises NonFiniteValue before stepping on a NaN/inf loss.
+    ``grad``: the LM loss's gradient at the rows of ``x`` (a gradient source's), passed to SAEs that need it (g-SAE)."""
     lr = optimizer.param_groups[0]["lr"]
     use_autocast = compute_dtype != torch.float32
     with torch.autocast(device_type=x.device.type, dtype=compute_dtype, enabled=use_autocast):
-        out = sae.training_forward(x)
+        out = sae.training_forward(x, grad=grad) if sae.needs_gradients else sae.training_forward(x)
     mse, fvu = recon_errors(x, out.x_hat)
     aux = {k: v.float() for k, v in out.aux_losses.items()}
     loss = (fvu if recon_loss == "fvu" else mse) + sum(aux.values(), torch.zeros((), device=x.device))
@@ -88,8 +90,9 @@ def train_step(
     sae.normalize_decoder()
     scheduler.step()
     aux = {k: shown[k] for k in aux}
-    return StepStats(lr, shown["loss"], shown["mse"], shown["fvu"], float(shown["l0"]), aux, out.fired.detach(),
-                     grad_norm)
+    return StepStats(
+        lr, shown["loss"], shown["mse"], shown["fvu"], float(shown["l0"]), aux, out.fired.detach(), grad_norm
+    )
 
 
 def _global_stats(loss, mse, fvu, aux: dict, l0: float) -> dict[str, torch.Tensor]:
@@ -146,8 +149,13 @@ class WindowStats:
         self.steps += 1
         self.lr = s.lr
         self.tokens += n_tokens
-        values = {"loss": float(s.loss), "mse": float(s.mse), "fvu": float(s.fvu), "l0": s.l0,
-                  "grad_norm": float(s.grad_norm)}
+        values = {
+            "loss": float(s.loss),
+            "mse": float(s.mse),
+            "fvu": float(s.fvu),
+            "l0": s.l0,
+            "grad_norm": float(s.grad_norm),
+        }
         values.update({k: float(v) for k, v in s.aux.items()})
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v

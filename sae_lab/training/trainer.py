@@ -4,63 +4,39 @@ Each batch is drawn once and every SAE of the sweep steps on it (one Adam + sche
 position is a plain count of batches consumed; ``source.iter_batches(..., skip_batches=n)`` resumes there.
 Only rank 0 writes to the run directory. Under torchrun the ranks split every global batch and reduce
 gradients and batch-level rules (see training/ddp.py); a single process never communicates.
+
+Reading order: ``train_sweep`` checks the input and builds one ``Sweep`` (training/sweep.py: the SAEs with their
+optimisers and schedules, the position, checkpoints, metrics), ``_start`` restores or initialises it, ``_train``
+runs ``_step`` (one step, top to bottom: each SAE's training step on the batch, then the bookkeeping) to the end,
+and ``_finish`` saves the SAEs. The per-SAE math is ``train_step`` in training/step.py.
 """
 
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-from sae_lab import ownership
-from sae_lab.activations.source import ActivationSource
-from sae_lab.distributed import global_rows, sharded_batches, world
-from sae_lab.fileio import atomic_path
+from sae_lab.activations.source import ActivationSource, hook_parts
+from sae_lab.distributed import sharded_batches
 from sae_lab.rundir import RunDir, RunDirError
+from sae_lab.saedir import SAEDir
 from sae_lab.saes import BaseSAE, SAEConfig
 from sae_lab.training import checkpoint as ckpt
 from sae_lab.training import ddp
 from sae_lab.training.checks import preflight
 from sae_lab.training.config import TrainConfig
-from sae_lab.training.divergence import DivergedError, DivergenceGuard, diverged_message
+from sae_lab.training.divergence import DivergedError, diverged_message
 from sae_lab.training.metrics_log import MetricsLogger, require_optional_loggers, truncate_metrics
-from sae_lab.training.report import make_record, postfix, underused_mask
+from sae_lab.training.report import underused_mask
 from sae_lab.training.resume import ResumeMode, check_writable, prepare, resolved_config, resolved_hash
-from sae_lab.training.state import (
-    Member,
-    Position,
-    build_saes,
-    checkpoint_state,
-    init_b_dec,
-    make_members,
-    restore,
-    seed_all,
-)
-from sae_lab.training.step import NonFiniteValue, first_non_finite_param, train_step
-
-SAE_KIND = "sae"
-SAE_OWNED = ("cfg.json", "sae_weights.safetensors", "sae_lab_state.safetensors", "sae_lab.json", "eval.json",
-             "features.sqlite", "features.sqlite.sha256", ".analyze_checkpoint.safetensors")
-
-
-class NonFiniteError(FloatingPointError):
-    """Training hit NaN/inf; the message names the SAE, the step and the last good checkpoint."""
-
-
-@dataclass
-class StepInfo:
-    """Passed to callbacks after every step (and its logging/checkpointing)."""
-
-    step: int
-    tokens: int
-    checkpoint: Path | None
-    members: list[Member]
+from sae_lab.training.state import build_saes, init_b_dec, make_members, restore, seed_all
+from sae_lab.training.step import NonFiniteValue, train_step
+from sae_lab.training.sweep import Batch, StepInfo, Sweep
 
 
 @dataclass
@@ -85,120 +61,80 @@ class SweepResult:
     saes: dict[str, BaseSAE]
 
 
-def is_main() -> bool:
-    """Only the main process writes run-directory files (config, metrics, checkpoints, weights)."""
-    return world()[0] == 0
-
-
-def _checkpoint_due(pos: Position, n: int, cfg: TrainConfig) -> bool:
-    every = cfg.checkpoint_every_tokens
-    return pos.step == cfg.total_steps or (every is not None and pos.tokens // every > (pos.tokens - n) // every)
-
-
-def _non_finite(name: str, step: int, err: object, last: Path | None) -> NonFiniteError:
-    where = f"{last}" if last is not None else "none (no checkpoint was written yet)"
-    return NonFiniteError(
-        f"SAE '{name}' hit a non-finite value at step {step}: {err}. "
-        f"Training stopped; the last good checkpoint is {where} and was left intact. "
-        "Lower train.lr, set train.grad_clip, or check the activations for NaN/inf, then start a new run_dir."
-    )
-
-
-def _start(members: list[Member], run: RunDir, mode: str, resume: ResumeMode, source: ActivationSource,
-           cfg: TrainConfig,
-           device: torch.device, chash: str) -> tuple[Position, Path | None, int]:
+def _start(sw: Sweep, mode: str, resume: ResumeMode, source: ActivationSource) -> int:
     """Restore the newest checkpoint when resuming; otherwise seed everything and initialise b_dec.
-    Also returns the tokens up to which metrics were logged before (0 for a fresh run)."""
-    found = ddp.on_main(lambda: ckpt.load_latest(run.checkpoints_dir, map_location="cpu") if mode == "resume"
-                        else None)  # rank 0 reads it; every rank gets the same state
+    Returns the tokens up to which metrics were logged before (0 for a fresh run)."""
+    cfg, run = sw.cfg, sw.run
+    found = ddp.on_main(
+        lambda: ckpt.load_latest(run.checkpoints_dir, map_location="cpu") if mode == "resume" else None
+    )  # rank 0 reads it; every rank gets the same state
     if found is None:
         if resume == "must":
             raise RunDirError(f"resume='must' but '{run.checkpoints_dir}' holds no checkpoint to resume from")
         seed_all(cfg.seed)
-        if is_main():  # from the global batches; ddp.sync_saes copies it to the other ranks
-            init_b_dec(members, source, cfg, device)
-        pos, path = Position(), None
+        if sw.main:  # from the global batches; ddp.sync_saes copies it to the other ranks
+            init_b_dec(sw.members, source, cfg, cfg.resolved_device())
     else:
-        path, state = found
-        pos = restore(members, state, path, chash)
-    logged = truncate_metrics(run, pos.tokens) if is_main() else 0  # lines a killed run logged after the checkpoint
-    return pos, path, logged
+        sw.last_ckpt, state = found
+        sw.pos = restore(sw.members, state, sw.last_ckpt, sw.config_hash)
+    return truncate_metrics(run, sw.pos.tokens) if sw.main else 0  # lines a killed run logged after the checkpoint
 
 
-def _log(members: list[Member], pos: Position, cfg: TrainConfig, logger: MetricsLogger, bar, clock,
-         guard: DivergenceGuard, last_ckpt: Path | None):
-    now = time.perf_counter()
-    tokens_per_s = (pos.tokens - clock[1]) / max(now - clock[0], 1e-9)
-    records = [make_record(m, pos, cfg, tokens_per_s) for m in members]
-    for r in records:
-        logger.log(r)
-    bar.set_postfix_str(postfix(records), refresh=False)
-    diverged = [r["sae"] for r in records if guard.update(r["sae"], r["fvu"])]
-    if diverged:
-        raise DivergedError(diverged_message(diverged, guard, pos.step, last_ckpt))
-    return now, pos.tokens
-
-
-def _save_checkpoint(members: list[Member], pos: Position, run: RunDir, cfg: TrainConfig, chash: str) -> Path:
-    path = ckpt.save_checkpoint(run.checkpoints_dir, checkpoint_state(members, pos, chash), cfg.keep_checkpoints)
-    run.write_status(tokens_seen=pos.tokens, steps=pos.step, last_checkpoint=path.name)
-    return path
-
-
-def _loop(members: list[Member], source: ActivationSource, cfg: TrainConfig, run: RunDir, pos: Position, chash: str,
-          logger: MetricsLogger, last_ckpt: Path | None, stop_after_tokens: int | None,
-          callbacks: Iterable[Callable[[StepInfo], None]], grad_hook,
-          guard: DivergenceGuard, calibration_source: ActivationSource | None) -> tuple[bool, Path | None]:
-    """Train until total_steps (returns False) or stop_after_tokens (returns True); checkpoints as it goes."""
-    main, device = is_main(), cfg.resolved_device()
-    batches = ddp.rank_batches(source, cfg.batch_size, cfg.seed, pos.batches, device)
-    bar = tqdm(total=cfg.total_steps * cfg.batch_size, initial=pos.tokens, unit="tok", unit_scale=True,
-               disable=not (cfg.progress and main), desc=f"train {len(members)} SAE(s)", dynamic_ncols=True)
-    clock = (time.perf_counter(), pos.tokens)
+def _train(sw: Sweep, source: ActivationSource, stop_after_tokens: int | None) -> bool:
+    """Step until total_steps (returns False), or pause at ``stop_after_tokens`` with a checkpoint (returns True)."""
+    sw.open(source)
     try:
-        while pos.step < cfg.total_steps:
-            if stop_after_tokens is not None and pos.tokens >= stop_after_tokens:
-                if main and (last_ckpt is None or last_ckpt.name != ckpt.checkpoint_name(pos.tokens)):
-                    _check_params(members, pos.step, last_ckpt)
-                    last_ckpt = _save_checkpoint(members, pos, run, cfg, chash)
-                return True, last_ckpt
-            x = next(batches)
-            n = global_rows(int(x.shape[0]))  # this rank's rows under torchrun: count the global batch
-            _step_all(members, x, n, cfg, pos.step + 1, last_ckpt, grad_hook)
-            pos.step, pos.batches, pos.tokens = pos.step + 1, pos.batches + 1, pos.tokens + n
-            if pos.step == cfg.total_steps:
-                _calibrate(members, batches, calibration_source, cfg, device)
-            log_now = pos.step % cfg.log_every_steps == 0 or pos.step == cfg.total_steps
-            save_now = main and _checkpoint_due(pos, n, cfg)
-            if log_now or save_now:
-                _check_params(members, pos.step, last_ckpt)
-            if log_now:
-                clock = _log(members, pos, cfg, logger, bar, clock, guard, last_ckpt)
-            saved = None
-            if save_now:
-                saved = last_ckpt = _save_checkpoint(members, pos, run, cfg, chash)
-            bar.update(n)
-            for cb in callbacks:
-                cb(StepInfo(pos.step, pos.tokens, saved, members))
-        return False, last_ckpt
+        while sw.pos.step < sw.cfg.total_steps:
+            if stop_after_tokens is not None and sw.pos.tokens >= stop_after_tokens:
+                sw.pause()
+                return True
+            _step(sw, next(sw.batches))
+        return False
     finally:
-        bar.close()
+        sw.close()
 
 
-def _step_all(members: list[Member], x: torch.Tensor, n: int, cfg: TrainConfig, step: int, last_ckpt: Path | None,
-              grad_hook) -> None:
-    """Every SAE of the sweep takes one step on the same batch ``x``."""
-    for m in members:
-        try:
-            stats = train_step(m.sae, m.optimizer, m.scheduler, x, recon_loss=cfg.recon_loss,
-                               grad_clip=cfg.grad_clip, compute_dtype=cfg.compute_dtype(), grad_hook=grad_hook)
+def _step(sw: Sweep, batch: Batch) -> None:
+    """One training step of the sweep, top to bottom: every SAE trains on ``batch``, then the bookkeeping."""
+    cfg, pos = sw.cfg, sw.pos
+    for m in sw.members:
+        x = m.rows(batch.x)  # its hook's columns (a source of several hooks)
+        try:  # forward (the architecture's rule, its aux losses; it updates its dead-latent counters) -> losses
+            # -> backward -> grad_hook (DDP all-reduce) -> clip -> Adam -> unit-norm decoder -> lr schedule
+            stats = train_step(
+                m.sae,
+                m.optimizer,
+                m.scheduler,
+                x,
+                recon_loss=cfg.recon_loss,
+                grad_clip=cfg.grad_clip,
+                compute_dtype=cfg.compute_dtype(),
+                grad_hook=sw.grad_hook,
+                grad=batch.extra.get("grad"),
+            )  # the LM's dL/dx at the hook, for g-SAEs
         except NonFiniteValue as e:
-            raise _non_finite(m.name, step, e, last_ckpt) from None
-        m.window.add(stats, n)
+            raise sw.non_finite(m.name, pos.step + 1, e) from None
+        m.window.add(stats, batch.n)  # the running sums of the next metrics line
+    pos.step, pos.batches, pos.tokens = pos.step + 1, pos.batches + 1, pos.tokens + batch.n
+    last = pos.step == cfg.total_steps
+    if last:
+        sw.calibrate()  # the choice SAEs' inference thresholds, from the final weights
+    every = cfg.checkpoint_every_tokens
+    log_now = last or pos.step % cfg.log_every_steps == 0
+    save_now = sw.main and (last or (every is not None and pos.tokens // every > (pos.tokens - batch.n) // every))
+    if log_now or save_now:
+        sw.check_params()  # NaN/inf weights are never logged as a result nor saved
+    if log_now:
+        sw.log()  # one metrics line per SAE; DivergedError when one blew up
+    saved = sw.save_checkpoint() if save_now else None
+    sw.bar.update(batch.n)
+    for cb in sw.callbacks:
+        cb(StepInfo(pos.step, pos.tokens, saved, sw.members))
 
 
-def calibration_split(saes: Sequence[BaseSAE], source: ActivationSource,
-                      cfg: TrainConfig) -> tuple[ActivationSource, ActivationSource | None]:
+def calibration_split(
+    saes: Sequence[BaseSAE], source: ActivationSource, cfg: TrainConfig
+) -> tuple[ActivationSource, ActivationSource | None]:
     """(training source, calibration source or None). The choice SAEs calibrate their inference thresholds on
     text they never trained on: a finite source (cache, tensor) holds out ``calibrate_tokens`` (whole batches),
     whole contexts spread over all its text, and the whole sweep trains on the rest. A stream calibrates on its next
@@ -214,51 +150,18 @@ def calibration_split(saes: Sequence[BaseSAE], source: ActivationSource,
     if n > most:
         warnings.warn(
             f"train.calibrate_tokens={cfg.calibrate_tokens} is more than a quarter of the {source.n_tokens} usable "
-            f"tokens of the activation source; " + (f"holding out {most} for the threshold calibration instead"
-            if most else "calibrating the thresholds on tokens the SAEs trained on") + ". Cache more data "
-            "(data.max_tokens) for an unbiased calibration", stacklevel=3)
+            f"tokens of the activation source; "
+            + (
+                f"holding out {most} for the threshold calibration instead"
+                if most
+                else "calibrating the thresholds on tokens the SAEs trained on"
+            )
+            + ". Cache more data "
+            "(data.max_tokens) for an unbiased calibration",
+            stacklevel=3,
+        )
         n = most
     return split(n) if n else (source, None)
-
-
-def _calibrate(members: list[Member], batches, calibration_source: ActivationSource | None, cfg: TrainConfig,
-               device) -> None:
-    """After the last step: set the choice SAEs' inference thresholds with the final weights (see
-    sae_lab/saes/calibration.py) from all of ``calibration_source`` (held out from training, see
-    calibration_split), or, when there is none (a stream), from the next ``calibrate_tokens`` of ``batches``.
-    Runs before the final checkpoint, so a resumed run never calibrates twice."""
-    if calibration_source is None:
-        n = math.ceil(cfg.calibrate_tokens / cfg.batch_size)
-    else:
-        n = calibration_source.n_tokens // cfg.batch_size
-        batches = ddp.rank_batches(calibration_source, cfg.batch_size, cfg.seed, 0, device)
-    cals = [(m, m.sae.threshold_calibrator(cfg.batch_size, n)) for m in members if m.sae.has_thresholds] if n else []
-    if not cals:
-        return
-    for _ in range(n):
-        x = next(batches)
-        for _, c in cals:
-            c.add(x)
-    for m, c in cals:
-        m.calibration = c.finish()
-
-
-def _check_params(members: list[Member], step: int, last_ckpt: Path | None) -> None:
-    for m in members:
-        bad = first_non_finite_param(m.sae)
-        if bad is not None:
-            raise _non_finite(m.name, step, f"parameter {bad} holds NaN/inf", last_ckpt)
-
-
-def _save_sae(sae: BaseSAE, final: Path, norm_scale: float) -> None:
-    """sae.save into a temp dir, then swap it in, so saes/<name>/ is never half written. An existing
-    saes/<name>/ is replaced only when sae-lab owns everything in it (ownership.clear_owned refuses, naming
-    them, while foreign files are there)."""
-    if final.exists():
-        ownership.clear_owned(final, SAE_KIND, SAE_OWNED)
-    with atomic_path(final, directory=True) as tmp:
-        ownership.mark(tmp, SAE_KIND)
-        sae.save(tmp, fold_scale=norm_scale)
 
 
 def _last_logged(run: RunDir, name: str) -> dict:
@@ -266,33 +169,42 @@ def _last_logged(run: RunDir, name: str) -> dict:
     return records[-1] if records else {}
 
 
-def _finish(members: list[Member], source: ActivationSource, run: RunDir, pos: Position, status: str,
-            guard: DivergenceGuard, last_ckpt: Path | None) -> SweepResult:
+def _finish(sw: Sweep, source: ActivationSource, status: str) -> SweepResult:
     """Save the final SAEs (when done), record the results in run.json and build the return value.
 
     SAEs that diverged (see training.divergence) are not saved; the run is then "diverged" and raises."""
-    diverged = [m.name for m in members if guard.failed_at_end(m.name)] if status == "done" else []
+    run, pos, guard = sw.run, sw.pos, sw.guard
+    diverged = [m.name for m in sw.members if guard.failed_at_end(m.name)] if status == "done" else []
     results = {}
-    for m in members:
+    for m in sw.members:
         sae_dir = run.sae_dir(m.name) if status == "done" and m.name not in diverged else None
-        if sae_dir is not None and is_main():
-            _save_sae(m.sae, sae_dir, source.norm_scale)
+        # a finished run resumed without a step already saved these weights: keep its eval.json and feature DB,
+        # unless the saved SAE is damaged (a flipped byte): then save it again from the checkpoint
+        kept = sw.pos.step == sw.started_at and sae_dir is not None and SAEDir(sae_dir).is_intact()
+        if sae_dir is not None and sw.main and not kept:
+            SAEDir(sae_dir).replace(m.sae, fold_scale=m.part.norm_scale)  # never half written
         dead = torch.nonzero(m.sae.dead_mask()).flatten().tolist()
         under = torch.nonzero(underused_mask(m.sae)).flatten().tolist()
         results[m.name] = SAEResult(m.name, sae_dir, m.last_record or _last_logged(run, m.name), dead, under)
-    if is_main():
-        summary = {n: {**r.metrics, "n_dead": len(r.dead_latents), "n_underused": len(r.underused_latents)}
-                   for n, r in results.items()}
-        for m in members:
+    if sw.main:
+        summary = {
+            n: {**r.metrics, "n_dead": len(r.dead_latents), "n_underused": len(r.underused_latents)}
+            for n, r in results.items()
+        }
+        for m in sw.members:
             summary[m.name]["base_lr"] = m.optimizer.param_groups[0]["initial_lr"]  # train.lr resolved (auto)
             if m.calibration:
                 summary[m.name]["threshold_calibration"] = m.calibration
-        run.write_status(status="diverged" if diverged else status, tokens_seen=pos.tokens, steps=pos.step,
-                         results=summary, error=diverged_message(diverged, guard, pos.step, last_ckpt)
-                         if diverged else None)
+        run.write_status(
+            status="diverged" if diverged else status,
+            tokens_seen=pos.tokens,
+            steps=pos.step,
+            results=summary,
+            error=diverged_message(diverged, guard, pos.step, sw.last_ckpt) if diverged else None,
+        )
     if diverged:
-        raise DivergedError(diverged_message(diverged, guard, pos.step, last_ckpt))
-    return SweepResult(run.path, status, pos.step, pos.tokens, results, {m.name: m.sae for m in members})
+        raise DivergedError(diverged_message(diverged, guard, pos.step, sw.last_ckpt))
+    return SweepResult(run.path, status, pos.step, pos.tokens, results, {m.name: m.sae for m in sw.members})
 
 
 def train_sweep(
@@ -334,28 +246,40 @@ def train_sweep(
     chash = resolved_hash(resolved)
     ddp.check_same("the training config", chash, "give every rank the same config file and overrides")
     mode = ddp.on_main(lambda: _prepare(run, resolved, resume, overwrite, config_path))
-    members = make_members(modules, cfg, cfg.resolved_device())
-    pos, last_ckpt, logged = _start(members, run, mode, resume, source, cfg, cfg.resolved_device(), chash)
-    ddp.sync_saes([m.sae for m in members])
-    if is_main():
+    sw = Sweep(
+        make_members(modules, cfg, cfg.resolved_device(), hook_parts(source)),
+        cfg,
+        run,
+        chash,
+        calibration_source,
+        ddp.grad_hook(grad_hook),
+        tuple(callbacks),
+    )
+    logged = _start(sw, mode, resume, source)
+    sw.started_at = sw.pos.step
+    ddp.sync_saes(sw.saes)
+    if sw.main:
         run.write_config(resolved)
-        run.write_status(status="running", config_hash=chash, total_tokens=cfg.total_steps * cfg.batch_size,
-                         saes=[m.name for m in members], error=None)
-    for m in members:
+        run.write_status(
+            status="running",
+            config_hash=chash,
+            total_tokens=cfg.total_steps * cfg.batch_size,
+            saes=[m.name for m in sw.members],
+            error=None,
+        )
+    for m in sw.members:
         m.sae.train()
-    logger = MetricsLogger(run, cfg, resolved, active=is_main(), logged_tokens=logged)
-    guard = DivergenceGuard()
+    sw.logger = MetricsLogger(run, cfg, resolved, active=sw.main, logged_tokens=logged)
     try:
         with sharded_batches():
-            stopped, last_ckpt = _loop(members, source, cfg, run, pos, chash, logger, last_ckpt, stop_after_tokens,
-                                       callbacks, ddp.grad_hook(grad_hook), guard, calibration_source)
-        return _finish(members, source, run, pos, "stopped" if stopped else "done", guard, last_ckpt)
+            stopped = _train(sw, source, stop_after_tokens)
+        return _finish(sw, source, "stopped" if stopped else "done")
     except BaseException as e:
-        if is_main():
+        if sw.main:
             _record_failure(run, e)
         raise
     finally:
-        logger.close()
+        sw.logger.close()
 
 
 def _prepare(run: RunDir, resolved: dict, resume: ResumeMode, overwrite: bool, config_path) -> str:
@@ -374,9 +298,11 @@ def _warn_many_epochs(source, cfg: TrainConfig) -> None:
     n = getattr(source, "n_tokens", None)
     total = cfg.total_steps * cfg.batch_size
     if n and total > MANY_EPOCHS * n:
-        warnings.warn(f"train.total_tokens={total} is {total / n:.0f} epochs of the {n} usable tokens of the "
-                      "activation source; cache more data (data.max_tokens) or train for fewer tokens",
-                      stacklevel=3)
+        warnings.warn(
+            f"train.total_tokens={total} is {total / n:.0f} epochs of the {n} usable tokens of the "
+            "activation source; cache more data (data.max_tokens) or train for fewer tokens",
+            stacklevel=3,
+        )
 
 
 def _record_failure(run: RunDir, e: BaseException) -> None:
