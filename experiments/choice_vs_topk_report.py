@@ -6,51 +6,15 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 from choice_vs_topk import BASELINE, CHOICE, MATCHED, METRICS, VARIANTS
+from seed_stats import DASH, paired, pick, pm, spread, verdict
 
 LOWER_IS_BETTER = {"fvu", "dead"}
-DASH = "—"
-
-
-def spread(values: list[float]) -> tuple[float, float]:
-    """(mean, half-range) over seeds; NaN if any value is missing."""
-    v = np.asarray(values, dtype=float)
-    if v.size == 0 or np.isnan(v).any():
-        return math.nan, math.nan
-    return float(v.mean()), float((v.max() - v.min()) / 2)
-
-
-def pm(values: list[float], digits: int) -> str:
-    mean, half = spread(values)
-    return DASH if math.isnan(mean) else f"{mean:.{digits}f} ± {half:.{digits}f}"
-
-
-def pick(rows: list[dict], key: str, **where) -> list[float]:
-    """``key`` of the rows matching ``where``, in seed order."""
-    hits = sorted((r for r in rows if all(r[w] == v for w, v in where.items())), key=lambda r: r["seed"])
-    return [r[key] for r in hits]
-
-
-def paired(rows: list[dict], key: str, variant: str, base: str, k: int) -> list[float]:
-    """Per seed: ``key`` of ``variant`` minus that of ``base`` at k (the same seed's tokens and batches)."""
-    return [a - b for a, b in zip(pick(rows, key, variant=variant, k=k), pick(rows, key, variant=base, k=k))]
 
 
 def at_matched_l0(m: list[dict], key: str, variant: str, base: str, k: int) -> list[float]:
     """Per seed: ``key`` of ``variant`` minus TopK's at the matched L0 of k (``base`` is TopK)."""
     return [r[key] - r[f"{key}_topk"] for r in m if r["variant"] == variant and r["k"] == k]
-
-
-def verdict(deltas: list[float], key: str) -> str:
-    """'holds' when every seed's difference favours the variant, 'does not hold' when none does, else 'mixed'."""
-    d = np.asarray(deltas, dtype=float)
-    if d.size == 0 or np.isnan(d).any():
-        return "n/a"
-    good = d < 0 if key in LOWER_IS_BETTER else d > 0
-    if (d == 0).all():
-        return "tie"
-    return "holds" if good.all() else "does not hold" if not good.any() else "mixed"
 
 
 def claim(rows: list[dict], key: str, pairs: list[tuple[str, str]], ks: list[int], digits: int, delta=paired):
@@ -61,7 +25,7 @@ def claim(rows: list[dict], key: str, pairs: list[tuple[str, str]], ks: list[int
         cells = []
         for k in ks:
             d = delta(rows, key, v, base, k)
-            found[(v, k)] = verdict(d, key)
+            found[(v, k)] = verdict(d, key in LOWER_IS_BETTER)
             cells.append(
                 f"{found[(v, k)]}: Δ {pm(d, digits)}" if found[(v, k)] != "n/a" else "n/a (no common L0 range)"
             )

@@ -4,11 +4,12 @@ parsed and checked, its verdicts recomputed from results.json."""
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import pytest
+
+from markdown_tables import mean_spread, table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
@@ -24,25 +25,6 @@ MATCHED = ["k", "matched L0", "variant"] + [
 VERDICTS = {"holds", "does not hold", "mixed", "tie", "n/a"}
 
 
-def _table(md: str, header_start: str) -> tuple[list[str], list[list[str]]]:
-    """(header cells, rows) of the Markdown table whose header starts with ``header_start``."""
-    lines = md.splitlines()
-    i = next(n for n, line in enumerate(lines) if line.startswith(header_start))
-    cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
-    rows = []
-    for line in lines[i + 2 :]:
-        if not line.startswith("|"):
-            break
-        rows.append(cells(line))
-    return cells(lines[i]), rows
-
-
-def _mean_spread(cell: str) -> tuple[float, float]:
-    mean, half = (float(v) for v in cell.split(" ± "))  # two seeds: every number has its spread
-    assert math.isfinite(mean) and math.isfinite(half) and half >= 0, cell
-    return mean, half
-
-
 def test_choice_vs_topk_quick_writes_finite_tables_verdicts_and_figures(tmp_path):
     import choice_vs_topk as cvt
 
@@ -51,26 +33,26 @@ def test_choice_vs_topk_quick_writes_finite_tables_verdicts_and_figures(tmp_path
     md = (out / "choice_vs_topk.md").read_text()
     ks, variants = [8, 16], list(cvt.VARIANTS)
 
-    header, rows = _table(md, "| k | variant | held-out L0")
+    header, rows = table(md, "| k | variant | held-out L0")
     assert header == PER_K
     assert [(int(r[0]), r[1]) for r in rows] == [(k, v) for k in ks for v in variants]
     for r in rows:
         v = dict(zip(header, r))
-        values = {c: _mean_spread(v[c])[0] for c in PER_K[2:]}
+        values = {c: mean_spread(v[c])[0] for c in PER_K[2:]}
         assert 0 < values["held-out L0"] < 64 and 0 < values["FVU"] < 2
         assert all(0 <= values[c] <= 1 for c in ("dead", "dense", "underused (train)", "Zipf R²"))
         assert values["Zipf slope"] < 0  # densities fall with rank
-    topk = {int(r[0]): _mean_spread(r[2])[0] for r in rows if r[1] == "topk"}
+    topk = {int(r[0]): mean_spread(r[2])[0] for r in rows if r[1] == "topk"}
     assert all(topk[k] <= k for k in ks)  # TopK's inference rule keeps at most k
 
-    header, rows = _table(md, "| k | matched L0 | variant")
+    header, rows = table(md, "| k | matched L0 | variant")
     assert header == MATCHED
     assert [(int(r[0]), r[2]) for r in rows] == [(k, v) for k in ks for v in variants if v != "topk"]
     for r in rows:
         if r[1] != "—":
             assert 0 < float(r[1]) < 64
             for cell in r[3:]:
-                _mean_spread(cell)
+                mean_spread(cell)
 
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["rows"]) == len(ks) * 2 * len(variants) == len(result["rows"])
