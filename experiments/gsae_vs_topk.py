@@ -129,7 +129,8 @@ def train(a: argparse.Namespace, model, cfg) -> float:
 
 
 def timed_train(a: argparse.Namespace, model, cfg, timings: dict) -> dict:
-    """``train`` once per run: a finished run keeps the timing recorded when it trained (WORK/timings.json)."""
+    """``train`` once per run: a finished run keeps the timing recorded when it trained (WORK/timings.json). A run
+    resumed after an interruption records the resumed call's time only (its cost figures are then too low)."""
     from sae_lab.rundir import RunDir
 
     path, name = a.work / "timings.json", Path(cfg.run_dir).name
