@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 sys.path.insert(1, str(HERE))
+from experiment_args import apply_preset, run_in_work  # noqa: E402
 
 BASELINE = "topk"
 VARIANTS = {  # name: SAE options (k and width added per sweep); "-auxzipf": aux_zipf_loss on
@@ -227,14 +227,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "choice_vs_topk")
     ap.add_argument("--quick", action="store_true", help="the reduced CI version")
     a = ap.parse_args(argv)
-    for key, value in PRESETS["quick" if a.quick else "full"].items():
-        setattr(a, key, getattr(a, key) if getattr(a, key) is not None else value)
+    apply_preset(a, PRESETS)
     a.hook = f"blocks.{a.layer}.hook_resid_post"
     a.cache_tokens, a.calibrate_tokens = (4096, 512) if a.quick else (None, 16_384)
-    if a.work is None and a.quick:
-        with tempfile.TemporaryDirectory() as tmp:
-            a.work = Path(tmp)
-            return run(a)
+    return run_in_work(a, run, "runs/experiments/choice_vs_topk")
     a.work = a.work or Path("runs/experiments/choice_vs_topk")
     return run(a)
 

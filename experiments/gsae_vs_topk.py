@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 sys.path.insert(1, str(HERE))
+from experiment_args import apply_preset, run_in_work  # noqa: E402
 
 BASELINE = "topk"
 METRICS = {  # row key: (eval.json key, column title, digits, lower is better)
@@ -194,13 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-cost", dest="cost", action="store_false", help="skip the plain-stream cost reference")
     ap.add_argument("--quick", action="store_true", help="the reduced CI version")
     a = ap.parse_args(argv)
-    for key, value in PRESETS["quick" if a.quick else "full"].items():
-        setattr(a, key, getattr(a, key, None) if getattr(a, key, None) is not None else value)
+    apply_preset(a, PRESETS)
     a.hook = f"blocks.{a.layer}.hook_resid_post"
-    if a.work is None and a.quick:
-        with tempfile.TemporaryDirectory() as tmp:
-            a.work = Path(tmp)
-            return run(a)
+    return run_in_work(a, run, "runs/experiments/gsae_vs_topk")
     a.work = a.work or Path("runs/experiments/gsae_vs_topk")
     return run(a)
 
