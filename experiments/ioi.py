@@ -32,30 +32,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from circuit_saes import main, train_saes  # noqa: E402
+from ioi_data import NAMES, OBJECTS, PLACES  # noqa: E402
 
 from sae_lab.circuits import Spliced, edges, logit_diff, validate_edges  # noqa: E402
 from sae_lab.circuits.attribution import patch_effect  # noqa: E402
 from sae_lab.models import load_model  # noqa: E402
 
-NAMES = [
-    "Mary",
-    "John",
-    "Tom",
-    "James",
-    "Anna",
-    "Sarah",
-    "David",
-    "Michael",
-    "Paul",
-    "Emma",
-    "Kate",
-    "Mark",
-    "Lisa",
-    "Peter",
-    "Alice",
-    "Bob",
-]
-PLACES, OBJECTS = ["store", "park", "school", "garden", "kitchen"], ["drink", "book", "ball", "letter", "bag"]
 TEMPLATES = [
     "When {A} and {B} went to the {P}, {B} gave a {O} to",
     "After {A} and {B} went to the {P}, {B} gave a {O} to",

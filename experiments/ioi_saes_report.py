@@ -134,6 +134,9 @@ def markdown(result: dict) -> str:
             *control_table(result), "",
             "## Interpretability: F1 of the best single feature at the last position (supervised: nearest mean)", "",
             *interpretability_table(result), "",
+            "A feature firing on every prompt scores F1 = 2p/(1+p) for a value of frequency p: 0.67 for an order "
+            "(p = 1/2), about 0.12 for one name of 16 (p = 1/16). Scores at those levels mean no feature singles "
+            "the attribute out.", "",
         ]
     )  # fmt: skip
 

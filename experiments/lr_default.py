@@ -48,12 +48,18 @@ def sweep(source, width: int, k: int, lr: float, epochs: int, dead_tokens, run: 
         )
         for arch, opts in ARCHITECTURES.items()
     ]
+    return train_and_evaluate(source, saes, lr, epochs, run)
+
+
+def train_and_evaluate(source, saes: list, lr: float, epochs: int, run: Path, warmup_fraction: float = 0.02) -> dict:
+    """Train ``saes`` in one sweep on the cache ``source`` (``epochs`` passes over its training tokens, batches of
+    1,024), then their held-out FVU, L0 and dead fraction on 16k embedded validation tokens, by SAE name."""
     n_train = source.n_tokens - 16384  # the calibration hold-out
     cfg = TrainConfig(
         batch_size=1024,
         total_tokens=epochs * n_train,
         lr=lr,
-        warmup_fraction=0.02,
+        warmup_fraction=warmup_fraction,
         decay_start=0.6,
         log_every_steps=50,
         progress=False,
@@ -67,14 +73,14 @@ def sweep(source, width: int, k: int, lr: float, epochs: int, dead_tokens, run: 
     summary = evaluate_run(run, ev)["saes"]
     status = json.loads((run / "run.json").read_text())["results"]
     return {
-        arch: {
-            "fvu": summary[arch]["fvu"],
-            "l0": summary[arch]["l0_mean"],
-            "dead_fraction": summary[arch]["dead_fraction"],
+        sae.name: {
+            "fvu": summary[sae.name]["fvu"],
+            "l0": summary[sae.name]["l0_mean"],
+            "dead_fraction": summary[sae.name]["dead_fraction"],
             "train_seconds": seconds,
-            "train_dead": status[arch]["n_dead"] / width,
+            "train_dead": status[sae.name]["n_dead"] / sae.d_sae,
         }
-        for arch in ARCHITECTURES
+        for sae in saes
     }
 
 
