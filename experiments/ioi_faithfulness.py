@@ -82,7 +82,14 @@ def curves(sp: Spliced, b: Batch, ranked: list[tuple[str, int, int]], keep_n: li
     mean_z = {k: v.mean(0) for k, v in base.features.items()}
     mean_e = {k: v.mean(0) for k, v in base.errors.items()}
 
+    seen: dict[tuple[int, bool], float] = {}
+
     def metric(n: int, ablate_errors: bool) -> float:
+        if (n, ablate_errors) not in seen:
+            seen[(n, ablate_errors)] = run_circuit(n, ablate_errors)
+        return seen[(n, ablate_errors)]
+
+    def run_circuit(n: int, ablate_errors: bool) -> float:
         keep = {k: torch.full_like(v, n < 0, dtype=torch.bool) for k, v in mean_z.items()}
         for key, pos, feat in ranked[: max(n, 0)]:
             keep[key][pos, feat] = True

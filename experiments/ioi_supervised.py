@@ -85,9 +85,15 @@ def sae_reconstruct(sae, a: torch.Tensor) -> torch.Tensor:
         return sae.decode(sae.encode(a.to(sae.W_dec.dtype))).float()
 
 
-def approximation(node: Node, ids, io, s, a, mean, recon: torch.Tensor) -> dict:
+def baselines(node: Node, ids, io, s, a, mean) -> tuple[float, float]:
+    """Mean logit difference of the clean run and with the node mean-ablated."""
     clean = float(node.logit_diff_with(ids, io, s, None).mean())
-    ablated = float(node.logit_diff_with(ids, io, s, mean.expand_as(a)).mean())
+    return clean, float(node.logit_diff_with(ids, io, s, mean.expand_as(a)).mean())
+
+
+def approximation(node: Node, ids, io, s, a, mean, recon: torch.Tensor, base: tuple[float, float]) -> dict:
+    """FVU, sufficiency and necessity of ``recon`` (``base``: ``baselines``' clean and mean-ablated values)."""
+    clean, ablated = base
     suff = float(node.logit_diff_with(ids, io, s, recon).mean())
     nec = float(node.logit_diff_with(ids, io, s, a - recon + mean).mean())
     gap = clean - ablated
@@ -190,7 +196,8 @@ def evaluate_layer(
     io, s = name_ids(model, eval_prompts)
     a = node.acts(ids)
     recons = {"supervised": dictionary.reconstruct(eval_prompts)} | {n: sae_reconstruct(x, a) for n, x in saes.items()}
-    approx = [{"method": n, **approximation(node, ids, io, s, a, dictionary.mean, r)} for n, r in recons.items()]
+    base = baselines(node, ids, io, s, a, dictionary.mean)
+    approx = [{"method": n, **approximation(node, ids, io, s, a, dictionary.mean, r, base)} for n, r in recons.items()]
     return {
         "approximation": approx,
         "control": control(node, model, eval_prompts, a, dictionary, saes, budgets, seed),
