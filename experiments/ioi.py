@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from circuit_saes import main, train_saes  # noqa: E402
 from ioi_data import NAMES, OBJECTS, PLACES  # noqa: E402
+from ioi_data import logit_diff as batch_metric  # noqa: E402
 
 from sae_lab.circuits import Spliced, edges, logit_diff, validate_edges  # noqa: E402
 from sae_lab.circuits.attribution import patch_effect  # noqa: E402
@@ -72,12 +73,6 @@ def pairs(template: str, n: int, seed: int = 0) -> list[dict]:
 def name_ids(model, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     enc = lambda t: model.tokenizer.encode(t, add_special_tokens=False)[0]  # noqa: E731
     return torch.tensor([enc(r["io"]) for r in rows]), torch.tensor([enc(r["s"]) for r in rows])
-
-
-def batch_metric(logits: torch.Tensor, io: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Per-prompt logit(IO) - logit(S) at the last position, ``[b]``."""
-    last = logits[:, -1].float()
-    return last.gather(1, io[:, None])[:, 0] - last.gather(1, s[:, None])[:, 0]
 
 
 @torch.inference_mode()
