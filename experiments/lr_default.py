@@ -3,8 +3,9 @@
     python experiments/lr_default.py CACHE_DIR [--widths 2304 4608 9216] [--factors 0.5 1 2] [--epochs 3]
         [--k 32] [--no-baseline] [--out experiments/results/lr_default]
 
-For each width, one sweep per lr factor trains TopK, Mutual Choice, Feature Choice (Zipf capacities) and matching
-pursuit together on the cache (same batches, the trainer's defaults: `lr: auto` x factor, `dead_tokens: auto`),
+For each width and lr factor, TopK, Mutual Choice, Feature Choice (Zipf capacities) and matching pursuit train on
+the cache (same batches; the trainer's defaults: each architecture's `lr: auto` x factor, `encoder_eps_ratio: auto`,
+`dead_tokens: auto`; the architectures sharing an lr in one sweep),
 then `sae-lab eval`'s metrics on the embedded validation split (never trained on): held-out FVU, L0 and dead
 fraction (latents that never fire on the held-out tokens). The baseline sweep (factor 1) uses the old fixed
 dead-latent window of 1M tokens, longer than the run, so AuxK never runs in it.
@@ -33,25 +34,26 @@ ARCHITECTURES = {"topk": {}, "mutual_choice": {}, "feature_choice": {"capacity_r
 OLD_DEAD_WINDOW = 1_000_000
 
 
-def sweep(source, width: int, k: int, lr: float, epochs: int, dead_tokens, run: Path) -> dict:
-    """Train the four architectures at one lr in one sweep; their held-out metrics by architecture."""
-    saes = [
-        SAEConfig(
-            architecture=arch,
-            name=arch,
-            d_in=source.d_in,
-            d_sae=width,
-            k=k,
-            hook_name=source.hook_name,
-            dead_tokens=dead_tokens,
-            **opts,
-        )
-        for arch, opts in ARCHITECTURES.items()
-    ]
-    return train_and_evaluate(source, saes, lr, epochs, run)
+def sweep(source, width: int, k: int, factor: float, epochs: int, dead_tokens, run: Path) -> dict:
+    """Train the four architectures at ``factor`` times their own ``lr: auto`` (one sweep per distinct lr, the
+    same batches); their held-out metrics by architecture, each with the lr it trained at."""
+    by_lr: dict[float, list] = {}
+    for arch, opts in ARCHITECTURES.items():
+        cfg = SAEConfig(
+            architecture=arch, name=arch, d_in=source.d_in, d_sae=width, k=k, hook_name=source.hook_name,
+            dead_tokens=dead_tokens, **opts,
+        )  # fmt: skip
+        by_lr.setdefault(factor * auto_lr(width, arch), []).append(cfg)
+    metrics = {}
+    for i, (lr, saes) in enumerate(by_lr.items()):
+        found = train_and_evaluate(source, saes, lr, epochs, run.with_name(f"{run.name}_{i}"))
+        metrics.update({name: {**m, "lr": lr} for name, m in found.items()})
+    return metrics
 
 
-def train_and_evaluate(source, saes: list, lr: float, epochs: int, run: Path, warmup_fraction: float = 0.02) -> dict:
+def train_and_evaluate(
+    source, saes: list, lr: float, epochs: int, run: Path, warmup_fraction: float = 0.02, **train_options
+) -> dict:
     """Train ``saes`` in one sweep on the cache ``source`` (``epochs`` passes over its training tokens, batches of
     1,024), then their held-out FVU, L0 and dead fraction on 16k embedded validation tokens, by SAE name."""
     n_train = source.n_tokens - 16384  # the calibration hold-out
@@ -63,6 +65,7 @@ def train_and_evaluate(source, saes: list, lr: float, epochs: int, run: Path, wa
         decay_start=0.6,
         log_every_steps=50,
         progress=False,
+        **train_options,
     )
     t0 = time.perf_counter()
     train_sweep(saes, source, cfg, run, extra_config={"model": {"name": "embedded"}})
@@ -129,12 +132,11 @@ def main() -> None:
         runs = [(f, "auto", False) for f in a.factors] + ([] if a.no_baseline else [(1.0, OLD_DEAD_WINDOW, True)])
         for factor, window, baseline in runs:
             with tempfile.TemporaryDirectory() as tmp:
-                metrics = sweep(source, width, a.k, factor * auto_lr(width), a.epochs, window, Path(tmp) / "run")
+                metrics = sweep(source, width, a.k, factor, a.epochs, window, Path(tmp) / "run")
             rows.append(
                 {
                     "width": width,
                     "factor": factor,
-                    "lr": factor * auto_lr(width),
                     "baseline": baseline,
                     "dead_tokens": window,
                     "metrics": metrics,

@@ -76,7 +76,30 @@ def test_default_lr_is_width_aware_on_embedded_activations(embedded_cache, tmp_p
     results = json.loads((run / "run.json").read_text())["results"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     for name, d_sae in (("narrow", 576), ("wide", 2304)):
-        assert results[name]["base_lr"] == pytest.approx(auto_lr(d_sae))
+        assert results[name]["base_lr"] == pytest.approx(auto_lr(d_sae, "topk"))
         fvus = [r["fvu"] for r in records if r["sae"] == name]
         assert fvus[-1] < 0.8 * fvus[0], (name, fvus)
     assert results["narrow"]["base_lr"] == pytest.approx(2 * results["wide"]["base_lr"])
+
+
+def test_relative_encoder_eps_keeps_topk_latents_alive_at_a_high_lr(embedded_cache, tmp_path):
+    """The mechanism of BENCHMARKS.md §13 on real activations: at a high lr, plain Adam lets a share of TopK's
+    latents die within a short run; the relative encoder eps (TopK's default) keeps nearly all of them firing."""
+    dead = {}
+    for ratio in (0.0, 2.0):
+        run = tmp_path / f"run_{ratio:g}"
+        args = [
+            "train",
+            f"run_dir={run}",
+            f"cache.path={embedded_cache}",
+            "saes=[{architecture: topk, d_sae: 2304, k: 16, name: topk}]",
+            "train.total_tokens=40960",
+            "train.batch_size=256",
+            "train.lr=0.01",
+            f"train.encoder_eps_ratio={ratio}",
+            "train.progress=false",
+        ]
+        assert cli_main(args) == 0
+        dead[ratio] = json.loads((run / "run.json").read_text())["results"]["topk"]["n_dead"] / 2304
+    assert dead[0.0] > 0.05, dead
+    assert dead[2.0] < 0.25 * dead[0.0], dead

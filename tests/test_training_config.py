@@ -36,6 +36,7 @@ def test_unknown_key_is_named_with_a_suggestion():
         ({"betas": [0.9, 1.5]}, ["betas", "[0, 1)"]),
         ({"batch_size": 4096, "total_tokens": 100}, ["total_tokens (100)", "batch_size (4096)"]),
         ({"decay_start": 1.5}, ["decay_start", "less than or equal to 1"]),
+        ({"encoder_eps_ratio": -0.5}, ["encoder_eps_ratio", "greater than or equal to 0"]),
         ({"wandb": {"projekt": "x"}}, ["wandb.projekt", "Did you mean 'project'"]),
     ],
 )
@@ -106,6 +107,13 @@ def test_lr_auto_is_the_default_and_scales_as_one_over_sqrt_width():
         assert auto_lr(4 * d_sae) == pytest.approx(auto_lr(d_sae) / 2)  # 1/sqrt(d_sae), sparsify's rule
     assert auto_lr(2304) > auto_lr(9216)
     assert TrainConfig(lr=3e-4).lr_for(2304) == TrainConfig(lr=3e-4).lr_for(9216) == 3e-4
+    # each architecture scales the rule by its own constant (TopK 2, measured in BENCHMARKS.md §13)
+    assert cfg.lr_for(2304, "topk") == pytest.approx(2 * cfg.lr_for(2304, "mutual_choice"))
+    assert cfg.lr_for(2304, "mutual_choice") == pytest.approx(auto_lr(2304))
+    assert TrainConfig(lr=3e-4).lr_for(2304, "topk") == 3e-4
+    assert cfg.encoder_eps_ratio == "auto" and cfg.encoder_eps_ratio_for("topk") == 2.0
+    assert cfg.encoder_eps_ratio_for("feature_choice") == 0.0
+    assert TrainConfig(encoder_eps_ratio=0.0).encoder_eps_ratio_for("topk") == 0.0
     assert load_config(TrainConfig, overrides=["lr=auto"]).lr == "auto"
     assert load_config(TrainConfig, overrides=["lr=0.0008"]).lr == pytest.approx(8e-4)
     with pytest.raises(ValueError, match="d_sae must be positive"):

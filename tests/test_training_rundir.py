@@ -78,10 +78,25 @@ def test_lr_auto_resolved_value_is_in_the_config_hash(tmp_path, monkeypatch):
     run = tmp_path / "run"
     train_sweep([sae_cfg(name="a")], planted_source(), short(lr="auto"), run)
     recorded = yaml.safe_load((run / "config.yaml").read_text())["base_lr"]
-    assert recorded == {"a": pytest.approx(train_config.auto_lr(sae_cfg().d_sae))}
+    assert recorded == {"a": pytest.approx(train_config.auto_lr(sae_cfg().d_sae, "topk"))}
     monkeypatch.setattr(train_config, "AUTO_LR_AT_REF", 2 * train_config.AUTO_LR_AT_REF)
     with pytest.raises(RunDirError, match="base_lr.a"):
         train_sweep([sae_cfg(name="a")], planted_source(), short(lr="auto"), run, resume="must")
+
+
+def test_encoder_eps_ratio_auto_resolved_value_is_in_the_config_hash(tmp_path, monkeypatch):
+    """Under encoder_eps_ratio: auto each SAE's ratio is recorded and hashed, like lr: auto's base_lr."""
+    from sae_lab.saes.topk import TopKSAE
+
+    run = tmp_path / "run"
+    train_sweep([sae_cfg(name="a"), sae_cfg("matching_pursuit", name="b")], planted_source(), short(), run)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["encoder_eps_ratio"]
+    assert recorded == {"a": TopKSAE.auto_encoder_eps_ratio, "b": 0.0}
+    monkeypatch.setattr(TopKSAE, "auto_encoder_eps_ratio", 0.5)
+    with pytest.raises(RunDirError, match="encoder_eps_ratio.a"):
+        train_sweep(
+            [sae_cfg(name="a"), sae_cfg("matching_pursuit", name="b")], planted_source(), short(), run, resume="must"
+        )
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -161,9 +161,9 @@ def test_lr_auto_resolves_per_sae_width_and_is_recorded(tmp_path):
     status = json.loads((tmp_path / "r" / "run.json").read_text())["results"]
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     for name, d_sae in (("narrow", 32), ("wide", 128)):
-        assert status[name]["base_lr"] == pytest.approx(auto_lr(d_sae))
+        assert status[name]["base_lr"] == pytest.approx(auto_lr(d_sae, "topk"))
         logged = [r["lr"] for r in records if r.get("sae") == name]
-        assert logged and logged == pytest.approx([auto_lr(d_sae)] * len(logged))  # constant schedule
+        assert logged and logged == pytest.approx([auto_lr(d_sae, "topk")] * len(logged))  # constant schedule
     assert result.results["narrow"].metrics["lr"] > result.results["wide"].metrics["lr"]
 
 

@@ -36,6 +36,8 @@ class BaseSAE(nn.Module):
     architecture: str = "base"  # set by @register
     config_class: type[SAEConfig] = SAEConfig  # each architecture names its own config class
     has_encoder: bool = True  # False for matching pursuit (its encoder is W_dec itself)
+    auto_lr_scale: float = 1.0  # `train.lr: auto` multiplier (sae_lab.training.config.auto_lr)
+    auto_encoder_eps_ratio: float = 0.0  # `train.encoder_eps_ratio: auto` (sae_lab.training.optim, relative eps)
     has_thresholds: bool = False  # True for SAEs whose inference thresholds are calibrated (threshold_calibrator)
     activation_buffers: tuple[str, ...] = ()  # buffers in activation units: divided by s when folding
     saelens_loads: tuple[str, ...] = ()  # SAELens architectures this class loads (see from_saelens)

@@ -413,6 +413,9 @@ class MatchingPursuitSAE(BaseSAE):
     config_class = MatchingPursuitConfig
     has_encoder = False
     saelens_loads = ("matching_pursuit",)
+    # no latent dies at any lr of the sweep, and the FVU-best lr is ~3x the base rule at 2,304-9,216 atoms
+    # (BENCHMARKS.md §13, "The default learning rate and dead latents")
+    auto_lr_scale = 3.0
 
     @property
     def W_enc(self) -> torch.Tensor:

@@ -75,6 +75,10 @@ class TopKSAE(BaseSAE):
 
     config_class = TopKConfig
     saelens_loads = ("topk",)
+    # at 2x the base auto lr with a relative encoder eps of 2, TopK meets issue 18's marks at 2,304-9,216 latents
+    # (FVU within 2% of the lr sweep's best, <= 2% dead held out): BENCHMARKS.md §13, experiments/dead_latents_adam.py
+    auto_lr_scale = 2.0
+    auto_encoder_eps_ratio = 2.0
 
     @property
     def needs_gradients(self) -> bool:

@@ -13,6 +13,7 @@ from sae_lab.devices import DeviceName, resolve_device
 from sae_lab.distributed import local_device
 from sae_lab.fileio import json_sha256
 from sae_lab.saes.config import DEAD_TOKENS_CAP
+from sae_lab.saes.registry import get_sae_class
 
 # Fields that change how a run is observed or stored but not the weights it ends with.
 # They are left out of the config hash, so changing them does not block a resume.
@@ -21,20 +22,30 @@ NON_TRAINING_FIELDS = frozenset(
 )
 
 
-# `lr: auto`: Adam's base lr as a function of the SAE's width, lr = AUTO_LR_AT_REF / sqrt(d_sae / AUTO_LR_REF_LATENTS).
+# `lr: auto`: Adam's base lr as a function of the SAE's width and architecture,
+#     lr = AUTO_LR_AT_REF * auto_lr_scale / sqrt(d_sae / AUTO_LR_REF_LATENTS).
 # The 1/sqrt(d_sae) scaling is eai-sparsify's default (sparsify 1.3.3, trainer.py: Adam lr = 2e-4 / sqrt(num_latents
 # / 2**14)). Its constant suits sparsify's long runs; this one is tuned for sae-lab's schedule (warm-up, constant,
 # linear decay to 0) on runs of a few hundred steps (fitted at 4,608 latents), checked at 2,304 and 9,216: lr_auto.py,
-# BENCHMARKS.md "Default learning rate".
+# BENCHMARKS.md "Default learning rate". ``auto_lr_scale`` is the architecture's (a class attribute of its SAE):
+# TopK trains best at twice the constant once its rare latents are protected (encoder_eps_ratio), matching pursuit at
+# three times it (BENCHMARKS.md §13).
 AUTO_LR_REF_LATENTS = 2**14
 AUTO_LR_AT_REF = 2e-3
 
 
-def auto_lr(d_sae: int) -> float:
-    """The `lr: auto` learning rate of an SAE with ``d_sae`` latents (see AUTO_LR_AT_REF)."""
+def auto_lr(d_sae: int, architecture: str | None = None) -> float:
+    """The `lr: auto` learning rate of an SAE with ``d_sae`` latents of ``architecture`` (see AUTO_LR_AT_REF;
+    None: scale 1)."""
     if d_sae <= 0:
         raise ValueError(f"d_sae must be positive, got {d_sae}")
-    return AUTO_LR_AT_REF / math.sqrt(d_sae / AUTO_LR_REF_LATENTS)
+    scale = get_sae_class(architecture).auto_lr_scale if architecture else 1.0
+    return AUTO_LR_AT_REF * scale / math.sqrt(d_sae / AUTO_LR_REF_LATENTS)
+
+
+def auto_encoder_eps_ratio(architecture: str) -> float:
+    """The `encoder_eps_ratio: auto` of ``architecture``: its SAE class's ``auto_encoder_eps_ratio``."""
+    return float(get_sae_class(architecture).auto_encoder_eps_ratio)
 
 
 AUTO_DEAD_FRACTION = 0.1  # `dead_tokens: auto`: a tenth of the run
@@ -63,11 +74,18 @@ class TrainConfig(StrictModel):
     total_tokens: int = Field(10_000_000, gt=0, description="training length; rounded down to whole batches")
     lr: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
         "auto",
-        description="Adam's base lr, or 'auto': a width-aware rule, 2e-3 / sqrt(d_sae / 16384), "
-        "resolved per SAE (sae_lab.training.config.auto_lr)",
+        description="Adam's base lr, or 'auto': a width-aware rule, 2e-3 * scale / sqrt(d_sae / 16384) with the "
+        "architecture's scale (TopK 2, matching pursuit 3, others 1), resolved per SAE "
+        "(sae_lab.training.config.auto_lr)",
     )
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
+    encoder_eps_ratio: Annotated[float, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        description="Adam's eps for W_enc and b_enc as this multiple of a typical latent's RMS gradient, recomputed "
+        "each step, so rarely firing latents are not kicked off their decoder rows by full-size steps "
+        "(sae_lab.training.optim); 0: the plain eps; 'auto': the architecture's (TopK 2, others 0)",
+    )
     warmup_tokens: int | None = Field(
         None, ge=0, description="linear warm-up length in tokens; wins over warmup_fraction"
     )
@@ -133,9 +151,15 @@ class TrainConfig(StrictModel):
         tokens = self.warmup_tokens if self.warmup_tokens is not None else self.warmup_fraction * self.total_tokens
         return int(round(tokens / self.batch_size))
 
-    def lr_for(self, d_sae: int) -> float:
+    def lr_for(self, d_sae: int, architecture: str | None = None) -> float:
         """The base lr of an SAE with ``d_sae`` latents: ``lr`` itself, or :func:`auto_lr` under 'auto'."""
-        return auto_lr(d_sae) if self.lr == "auto" else float(self.lr)
+        return auto_lr(d_sae, architecture) if self.lr == "auto" else float(self.lr)
+
+    def encoder_eps_ratio_for(self, architecture: str) -> float:
+        """``encoder_eps_ratio`` itself, or the architecture's under 'auto'."""
+        if self.encoder_eps_ratio == "auto":
+            return auto_encoder_eps_ratio(architecture)
+        return float(self.encoder_eps_ratio)
 
     def bind_sae(self, sae_cfg):
         """``sae_cfg`` with what this run resolves for it: ``dead_tokens: auto`` (auto_dead_tokens)."""

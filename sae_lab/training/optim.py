@@ -6,6 +6,15 @@ than the whole of a short training run's other start-up work (experiments/bench_
 compiles the optimiser, so :class:`EagerAdam` calls the undecorated functions (``__wrapped__``) directly.
 Updates, ``state_dict`` format and checkpoints are those of ``torch.optim.Adam`` (it *is* one); when a torch
 version lacks the wrapped functions, :func:`eager_adam` falls back to the plain class.
+
+Relative eps (``encoder_eps_ratio``). Adam divides each coordinate's update by the root of its own second moment,
+so a latent that fires on a few tokens gets steps as large as one that fires on every batch: one firing moves its
+whole encoder row by about lr · sqrt(d_in) along the sign pattern of a single token, and Adam's momentum carries
+it on for ~10 steps. At the lr that fits short runs best this pushes rare latents' encoder rows off their decoder
+rows until they stop firing (issue 18 item 6; BENCHMARKS.md §13). A param group with ``eps_ratio`` r > 0 gets, at
+every step, eps = base_eps + r · sqrt(mean v̂) (v̂ the bias-corrected second moment of the group's tensor): a
+coordinate whose gradient is well below the tensor's typical size moves in proportion to it, as under SGD, instead
+of by a full step. Scale-free, and the fused kernel is kept (eps is a per-group scalar).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ if _AVAILABLE:
 
         def step(self, closure=None):
             with torch.no_grad():  # what the skipped decorator does (differentiable=False)
+                refresh_relative_eps(self)
                 return _A.step.__wrapped__(self, closure)
 
         def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps):
@@ -39,7 +49,30 @@ if _AVAILABLE:
             return has_complex
 
 else:  # pragma: no cover - a torch without the wrapped functions
-    EagerAdam = torch.optim.Adam
+
+    class EagerAdam(torch.optim.Adam):
+        def step(self, closure=None):
+            with torch.no_grad():
+                refresh_relative_eps(self)
+            return super().step(closure)
+
+
+def refresh_relative_eps(optimizer: torch.optim.Adam) -> None:
+    """Set each group's eps to base_eps + eps_ratio · sqrt(median over latents of the latent's mean v̂) of its
+    (single) tensor, whose latent axis is the group's ``latent_dim``; groups without an ``eps_ratio`` (or with 0)
+    keep their eps. Before the first step (no second moment yet) eps is base_eps."""
+    for group in optimizer.param_groups:
+        ratio = group.get("eps_ratio", 0.0)
+        if not ratio:
+            continue
+        state = optimizer.state.get(group["params"][0])
+        if not state:
+            group["eps"] = group["base_eps"]
+            continue
+        v = state["exp_avg_sq"]
+        per_latent = v.mean(dim=[d for d in range(v.dim()) if d != group["latent_dim"]]) if v.dim() > 1 else v
+        bias_correction = 1.0 - group["betas"][1] ** float(state["step"])
+        group["eps"] = group["base_eps"] + ratio * (float(per_latent.median()) / bias_correction) ** 0.5
 
 
 def _transposed_views(params: list, *per_param: list) -> None:

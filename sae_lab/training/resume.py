@@ -26,15 +26,17 @@ def resolved_config(
     cfg: TrainConfig, saes: Sequence[BaseSAE], source: ActivationSource, extra: dict | None = None
 ) -> dict:
     """The config written to config.yaml: train, saes and the source's description (+ caller's sections). Under
-    ``lr: auto`` it also records each SAE's resolved base lr (``base_lr``), so the config hash covers the value
-    and a change of the auto rule cannot resume an old run with a different lr."""
+    ``lr: auto`` it also records each SAE's resolved base lr (``base_lr``), and under ``encoder_eps_ratio: auto`` its
+    ratio, so the config hash covers the values and a change of an auto rule cannot resume an old run differently."""
     resolved = {
         "train": yaml.safe_load(dump_yaml(cfg)),
         "saes": [yaml.safe_load(dump_yaml(s.cfg)) for s in saes],
         "source": _jsonable(source.describe()),
     }
     if cfg.lr == "auto":
-        resolved["base_lr"] = {s.cfg.name: cfg.lr_for(s.cfg.d_sae) for s in saes}
+        resolved["base_lr"] = {s.cfg.name: cfg.lr_for(s.cfg.d_sae, s.cfg.architecture) for s in saes}
+    if cfg.encoder_eps_ratio == "auto":
+        resolved["encoder_eps_ratio"] = {s.cfg.name: cfg.encoder_eps_ratio_for(s.cfg.architecture) for s in saes}
     for key, value in (extra or {}).items():
         resolved.setdefault(key, _jsonable(value))
     return resolved
@@ -48,8 +50,9 @@ def training_payload(resolved: dict) -> dict:
     """The part of a resolved config that determines the trained weights (what the config hash covers)."""
     train = {k: v for k, v in (resolved.get("train") or {}).items() if k not in NON_TRAINING_FIELDS}
     payload = {"train": train, "saes": resolved.get("saes"), "source": resolved.get("source")}
-    if "base_lr" in resolved:  # present only under lr: auto, so explicit-lr hashes are unchanged
-        payload["base_lr"] = resolved["base_lr"]
+    for key in ("base_lr", "encoder_eps_ratio"):  # present only under 'auto', so explicit values' hashes are unchanged
+        if key in resolved:
+            payload[key] = resolved[key]
     return payload
 
 

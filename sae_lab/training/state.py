@@ -75,7 +75,9 @@ def make_members(
     members = []
     for sae in saes:
         sae.to(device)
-        opt = make_optimizer(sae, cfg.lr_for(sae.cfg.d_sae), cfg.betas, cfg.eps)
+        arch = sae.cfg.architecture
+        lr, ratio = cfg.lr_for(sae.cfg.d_sae, arch), cfg.encoder_eps_ratio_for(arch)
+        opt = make_optimizer(sae, lr, cfg.betas, cfg.eps, ratio)
         part = part_for(parts, sae.cfg.hook_name) if parts else None
         members.append(Member(sae_name(sae), sae, opt, make_scheduler(opt, cfg), part=part))
     return members

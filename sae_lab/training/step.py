@@ -126,13 +126,29 @@ def first_non_finite_param(sae: BaseSAE) -> str | None:
     return None
 
 
-def make_optimizer(sae: BaseSAE, lr: float, betas: tuple[float, float], eps: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    sae: BaseSAE, lr: float, betas: tuple[float, float], eps: float, encoder_eps_ratio: float = 0.0
+) -> torch.optim.Optimizer:
     """Adam (:class:`~sae_lab.training.optim.EagerAdam`), fused when the device supports it (about 4x faster than
-    foreach on CPU), else the default."""
+    foreach on CPU), else the default. ``encoder_eps_ratio`` > 0 gives W_enc and b_enc each a relative eps
+    (:func:`~sae_lab.training.optim.refresh_relative_eps`)."""
+    groups = _param_groups(sae, eps, encoder_eps_ratio)
     try:
-        return eager_adam(sae.parameters(), lr=lr, betas=betas, eps=eps, fused=True)
+        return eager_adam(groups, lr=lr, betas=betas, eps=eps, fused=True)
     except (RuntimeError, ValueError, TypeError):
-        return eager_adam(sae.parameters(), lr=lr, betas=betas, eps=eps)
+        return eager_adam(groups, lr=lr, betas=betas, eps=eps)
+
+
+def _param_groups(sae: BaseSAE, eps: float, encoder_eps_ratio: float) -> list[dict]:
+    """One group of every parameter, or, with a relative encoder eps, one group per encoder tensor before it."""
+    encoder = ("W_enc", "b_enc") if encoder_eps_ratio > 0 and sae.has_encoder else ()
+    named = dict(sae.named_parameters())
+    rest = [p for n, p in named.items() if n not in encoder]
+    latent_dim = {"W_enc": 1, "b_enc": 0}  # W_enc is [d_in, d_sae]
+    return [
+        {"params": [named[n]], "eps_ratio": encoder_eps_ratio, "base_eps": eps, "latent_dim": latent_dim[n]}
+        for n in encoder
+    ] + [{"params": rest}]
 
 
 @dataclass
