@@ -1,7 +1,7 @@
 """Does a relative Adam eps on the encoder keep latents alive at the FVU-best learning rate? (issue 18, item 6)
 
     python experiments/dead_latents_adam.py CACHE_DIR [--widths 2304 4608 9216] [--factors 1 2 4]
-        [--ratios 0 1] [--archs topk mutual_choice] [--epochs 2] [--out experiments/results/dead_latents_adam]
+        [--ratios 0 2] [--archs topk mutual_choice] [--epochs 2] [--out experiments/results/dead_latents_adam]
 
 The cause found (sae_lab/training/optim.py, "Relative eps"): Adam gives a latent that fires on a few tokens an
 update as large as a busy latent's, along the sign pattern of those tokens, so at high lr rare latents' encoder rows
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("cache")
     p.add_argument("--widths", type=int, nargs="+", default=[2304, 4608, 9216])
     p.add_argument("--factors", type=float, nargs="+", default=[1.0, 2.0, 4.0])
-    p.add_argument("--ratios", type=float, nargs="+", default=[0.0, 1.0])
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.0, 2.0])
     p.add_argument("--archs", nargs="+", default=["topk", "mutual_choice"], choices=list(ARCHITECTURES))
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--k", type=int, default=32)

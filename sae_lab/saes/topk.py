@@ -75,8 +75,8 @@ class TopKSAE(BaseSAE):
 
     config_class = TopKConfig
     saelens_loads = ("topk",)
-    # at 2x the base auto lr with a relative encoder eps of 2, TopK meets issue 18's marks at 2,304-9,216 latents
-    # (FVU within 2% of the lr sweep's best, <= 2% dead held out): BENCHMARKS.md §13, experiments/dead_latents_adam.py
+    # with a relative encoder eps of 2 its rare latents survive 2x the base auto lr, where its FVU is best at 2,304 and
+    # 4,608 latents with <= 2% dead held out (BENCHMARKS.md §13, "The cause: Adam's full-size steps for rare latents")
     auto_lr_scale = 2.0
     auto_encoder_eps_ratio = 2.0
 
