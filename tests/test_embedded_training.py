@@ -94,12 +94,12 @@ def test_relative_encoder_eps_keeps_topk_latents_alive_at_a_high_lr(embedded_cac
             f"cache.path={embedded_cache}",
             "saes=[{architecture: topk, d_sae: 2304, k: 16, name: topk}]",
             "train.total_tokens=40960",
-            "train.batch_size=256",
-            "train.lr=0.01",
+            "train.batch_size=512",
+            "train.lr=0.0075",
             f"train.encoder_eps_ratio={ratio}",
             "train.progress=false",
         ]
         assert cli_main(args) == 0
         dead[ratio] = json.loads((run / "run.json").read_text())["results"]["topk"]["n_dead"] / 2304
-    assert dead[0.0] > 0.05, dead
+    assert dead[0.0] > 0.2, dead  # measured: 54% dead under plain Adam, 5% with the relative eps
     assert dead[2.0] < 0.25 * dead[0.0], dead

@@ -12,9 +12,10 @@ so a latent that fires on a few tokens gets steps as large as one that fires on 
 whole encoder row by about lr · sqrt(d_in) along the sign pattern of a single token, and Adam's momentum carries
 it on for ~10 steps. At the lr that fits short runs best this pushes rare latents' encoder rows off their decoder
 rows until they stop firing (issue 18 item 6; BENCHMARKS.md §13). A param group with ``eps_ratio`` r > 0 gets, at
-every step, eps = base_eps + r · sqrt(mean v̂) (v̂ the bias-corrected second moment of the group's tensor): a
-coordinate whose gradient is well below the tensor's typical size moves in proportion to it, as under SGD, instead
-of by a full step. Scale-free, and the fused kernel is kept (eps is a per-group scalar).
+every step, eps = base_eps + r · sqrt(median over latents of the latent's mean v̂) (v̂ the bias-corrected second
+moment of the group's tensor): a latent whose gradient is well below a typical latent's moves in proportion to it,
+as under SGD, instead of by a full step. The median, not the mean, so a few dense latents do not set the scale.
+Scale-free, and the fused kernel is kept (eps is a per-group scalar).
 """
 
 from __future__ import annotations
