@@ -1,12 +1,13 @@
-"""When and how do TopK latents die at a high learning rate? The dead count per step and the dead latents' geometry.
+"""When and how do latents die at a high learning rate? The dead count per step and the dead latents' geometry.
 
-    python experiments/dead_latents_timeline.py CACHE_DIR [--width 4608] [--factor 2] [--encoder-eps-ratio 0]
-        [--epochs 2]
+    python experiments/dead_latents_timeline.py CACHE_DIR [--arch topk] [--width 4608] [--factor 2]
+        [--encoder-eps-ratio 0] [--epochs 2]
 
-Trains one TopK SAE on the cache as ``lr_default.py`` does (batches of 1,024, 2% warm-up, decay from 60%) at
-``factor`` times the base ``lr: auto`` rule (scale 1), and prints, every 10 steps, the latents silent for the last
-10 steps and those that have never fired; then, at the end, the dead latents' encoder norm, b_enc, encoder-decoder
-cosine and nearest live decoder direction against the live ones'. Issue 18, item 6: BENCHMARKS.md §13.
+Trains one SAE (TopK by default) on the cache as ``lr_default.py`` does (batches of 1,024, 2% warm-up, decay from
+60%) at ``factor`` times the base ``lr: auto`` rule (scale 1), and prints, every 10 steps, the latents silent for the
+last 10 steps and those that have never fired; then, at the end, the dead latents' encoder norm, b_enc,
+encoder-decoder cosine and nearest live decoder direction against the live ones', and (for an SAE with a global
+threshold) their largest pre-activation on the last batch against that threshold. Issue 18, item 6: BENCHMARKS.md §13.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def geometry(sae, dead: torch.Tensor) -> dict[str, tuple[float, float]]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("cache")
+    p.add_argument("--arch", default="topk")
     p.add_argument("--width", type=int, default=4608)
     p.add_argument("--factor", type=float, default=2.0)
     p.add_argument("--encoder-eps-ratio", type=float, default=0.0)
@@ -61,10 +63,10 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=1024, total_tokens=a.epochs * (source.n_tokens - 16384), lr=a.factor * auto_lr(a.width),
         warmup_fraction=0.02, decay_start=0.6, encoder_eps_ratio=a.encoder_eps_ratio, progress=False,
     )  # fmt: skip
-    sae_cfg = SAEConfig(architecture="topk", name="topk", d_in=source.d_in, d_sae=a.width, k=32,
+    sae_cfg = SAEConfig(architecture=a.arch, name=a.arch, d_in=source.d_in, d_sae=a.width, k=32,
                         hook_name=source.hook_name)  # fmt: skip
     ever = torch.zeros(a.width, dtype=torch.bool)
-    print(f"TopK, {a.width:,} latents, lr {cfg.lr:.2e}, encoder_eps_ratio {a.encoder_eps_ratio:g}")
+    print(f"{a.arch}, {a.width:,} latents, lr {cfg.lr:.2e}, encoder_eps_ratio {a.encoder_eps_ratio:g}")
     print(f"step | silent for {SILENT_STEPS} steps | never fired")
 
     def log(info) -> None:
@@ -76,11 +78,17 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         result = train_sweep([sae_cfg], source, cfg, Path(tmp) / "run", callbacks=[log])
-    sae = result.saes["topk"]
+    sae = result.saes[a.arch]
     dead = sae.tokens_since_fired >= SILENT_STEPS * cfg.batch_size
     print(f"dead at the end: {int(dead.sum())} ({100 * float(dead.float().mean()):.1f}%)")
     for name, (d, live) in geometry(sae, dead).items():
         print(f"{name}: dead {d:.3f}, live {live:.3f}")
+    if hasattr(sae, "threshold") and sae.threshold.numel() == 1:
+        with torch.no_grad():
+            top = sae.pre_acts(source.head(4096, 1024)).max(dim=0).values
+        print(f"threshold {float(sae.threshold):.3f}; largest pre-activation over 4,096 tokens: "
+              f"dead median {float(top[dead].median()) if dead.any() else float('nan'):.3f}, "
+              f"live median {float(top[~dead].median()):.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

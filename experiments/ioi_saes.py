@@ -40,7 +40,7 @@ PRESETS = {
     ),
     "quick": dict(
         seeds=[0, 1], layers=[12], templates=[0], archs=["topk", "mp"], k=8, expansion=1,
-        n_prompts=300, tokens=4096, epochs=1, rank_prompts=8, eval_prompts=16, fit_prompts=32,
+        n_prompts=300, tokens=4096, epochs=1, rank_prompts=4, eval_prompts=8, fit_prompts=32,
         keep_n=[0, 10, -1], budgets=[1],
     ),
 }  # fmt: skip

@@ -252,12 +252,18 @@ def _load_embedded_hf():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     store = embedded_store_dir()
-    digest = _check_store(store)
-    if digest is None:
-        digest = _build_store(store)
+    digest = prepare_embedded_store()
     model = AutoModelForCausalLM.from_pretrained(store, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(store)
     return model, tok, digest
+
+
+def prepare_embedded_store() -> str:
+    """Make sure the embedded model's store is complete and intact (building it from the GGUF file when it is
+    missing or corrupt) and return its weights' sha256."""
+    store = embedded_store_dir()
+    digest = _check_store(store)
+    return digest if digest is not None else _build_store(store)
 
 
 def _check_store(store: Path) -> str | None:

@@ -8,6 +8,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Under pytest-xdist (`-n 2`, the README's test command) each worker and the subprocesses it starts use one
+# thread: two workers with a thread per core each would oversubscribe the cores and slow every matmul.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 # The markers that `python -m pytest -m "not embedded and not browser and not torchrun and not package"` (the fast
 # command in the README) leaves out. A test that needs one of these and is not marked fails, so the fast command
 # stays fast:
@@ -29,6 +38,18 @@ def command_mark(argv) -> str | None:
     if any("playwright" in Path(w).parts for w in words):
         return "browser"
     return None
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, build the embedded model's store once in the controller before the workers start:
+    two workers building it at once would each replace the directory while the other reads it."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    if "not embedded" in (config.option.markexpr or ""):
+        return
+    from sae_lab.models import prepare_embedded_store
+
+    prepare_embedded_store()
 
 
 def pytest_collection_modifyitems(config, items):
