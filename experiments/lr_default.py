@@ -1,7 +1,7 @@
 """Does the default learning rate give a good dictionary for every architecture? An lr sweep at three widths.
 
     python experiments/lr_default.py CACHE_DIR [--widths 2304 4608 9216] [--factors 0.5 1 2] [--epochs 3]
-        [--k 32] [--no-baseline] [--out experiments/results/lr_default]
+        [--k 32] [--no-baseline] [--architectures topk ...] [--out experiments/results/lr_default]
 
 For each width and lr factor, TopK, Mutual Choice, Feature Choice (Zipf capacities) and matching pursuit train on
 the cache (same batches; the trainer's defaults: each architecture's `lr: auto` x factor, `encoder_eps_ratio: auto`,
@@ -34,11 +34,12 @@ ARCHITECTURES = {"topk": {}, "mutual_choice": {}, "feature_choice": {"capacity_r
 OLD_DEAD_WINDOW = 1_000_000
 
 
-def sweep(source, width: int, k: int, factor: float, epochs: int, dead_tokens, run: Path) -> dict:
+def sweep(source, width: int, k: int, factor: float, epochs: int, dead_tokens, run: Path, archs=ARCHITECTURES) -> dict:
     """Train the four architectures at ``factor`` times their own ``lr: auto`` (one sweep per distinct lr, the
     same batches); their held-out metrics by architecture, each with the lr it trained at."""
     by_lr: dict[float, list] = {}
-    for arch, opts in ARCHITECTURES.items():
+    for arch in archs:
+        opts = ARCHITECTURES[arch]
         cfg = SAEConfig(
             architecture=arch, name=arch, d_in=source.d_in, d_sae=width, k=k, hook_name=source.hook_name,
             dead_tokens=dead_tokens, **opts,
@@ -82,12 +83,13 @@ def train_and_evaluate(
             "dead_fraction": summary[sae.name]["dead_fraction"],
             "train_seconds": seconds,
             "train_dead": status[sae.name]["n_dead"] / sae.d_sae,
+            "train_fvu": status[sae.name].get("fvu"),
         }
         for sae in saes
     }
 
 
-def table(rows: list[dict], factors: list[float]) -> str:
+def table(rows: list[dict], factors: list[float], archs=ARCHITECTURES) -> str:
     """One line per (architecture, width): FVU at each factor, the default's ratio to the best, dead fractions."""
     head = (
         "| architecture | d_sae | "
@@ -97,7 +99,7 @@ def table(rows: list[dict], factors: list[float]) -> str:
         + " | old window: FVU, dead |"
     )
     lines = [head, "|" + "---|" * (len(factors) + 5)]
-    for arch in ARCHITECTURES:
+    for arch in archs:
         for width in sorted({r["width"] for r in rows}):
             by = {r["factor"]: r["metrics"][arch] for r in rows if r["width"] == width and not r["baseline"]}
             base = [r["metrics"][arch] for r in rows if r["width"] == width and r["baseline"]]
@@ -121,6 +123,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--no-baseline", action="store_true", help="skip the old-window (1M tokens) sweep")
+    p.add_argument("--architectures", nargs="+", choices=list(ARCHITECTURES), default=list(ARCHITECTURES))
     p.add_argument("--out", default="experiments/results/lr_default")
     a = p.parse_args()
     if 1.0 not in a.factors:
@@ -132,7 +135,7 @@ def main() -> None:
         runs = [(f, "auto", False) for f in a.factors] + ([] if a.no_baseline else [(1.0, OLD_DEAD_WINDOW, True)])
         for factor, window, baseline in runs:
             with tempfile.TemporaryDirectory() as tmp:
-                metrics = sweep(source, width, a.k, factor, a.epochs, window, Path(tmp) / "run")
+                metrics = sweep(source, width, a.k, factor, a.epochs, window, Path(tmp) / "run", a.architectures)
             rows.append(
                 {
                     "width": width,
@@ -144,7 +147,7 @@ def main() -> None:
             )
             print(json.dumps(rows[-1]), flush=True)
             (out / "results.json").write_text(json.dumps({"args": vars(a), "rows": rows}, indent=1))
-    md = table(rows, a.factors)
+    md = table(rows, a.factors, a.architectures)
     (out / "results.md").write_text(md + "\n")
     print(md)
 

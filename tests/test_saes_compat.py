@@ -43,7 +43,7 @@ def test_old_directories_load_to_the_same_outputs(name, expected):
     torch.testing.assert_close(x_hat, expected[f"{name}/x_hat"], rtol=0, atol=1e-5)
 
 
-ADDED_SINCE_FIXTURES = {"max_density", "selection", "grad_beta"}  # FC capacity cap (issue 18), TopK g-SAE (20)
+ADDED_SINCE_FIXTURES = {"max_density", "selection", "grad_beta", "dead_floor"}  # FC cap, MC floor (18), g-SAE (20)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -64,6 +64,32 @@ def test_mutual_choice_equals_naive_batch_topk():
     assert (code.rows[1:] >= code.rows[:-1]).all()
 
 
+def test_mutual_choice_dead_floor_trains_dead_latents_without_reviving_them_in_the_counts():
+    """A dead latent that loses the k·B competition still gets its dead_floor best tokens (pre > 0) in the training
+    code, so the reconstruction loss trains it; those entries do not count as firing, so it stays dead until it
+    wins by the rule itself."""
+    x = data(n=64)
+    for floor in (0, 3):
+        sae = make("mutual_choice", dead_floor=floor, dead_tokens=64)
+        with torch.no_grad():
+            pre = sae.pre_acts(x)
+            won, _, _ = batch_topk_select(pre, sae.cfg.k * 64)
+            losers = torch.ones(64, dtype=torch.bool)
+            losers[won.cols] = False
+            j = int(((pre.max(0).values > 0) & losers).nonzero()[0])  # positive somewhere, never selected
+            sae.tokens_since_fired.fill_(0)
+            sae.tokens_since_fired[j] = 64  # dead
+        out = sae.training_forward(x)
+        ((out.x_hat - x) ** 2).sum().backward()
+        assert int(out.fired[j]) == 0 and bool(sae.dead_mask()[j])
+        row_grad = float(sae.W_enc.grad[:, j].abs().sum())
+        if floor == 0:
+            assert row_grad == 0.0
+        else:
+            assert row_grad > 0.0
+            assert out.l0 * 64 == won.nnz + min(floor, int((pre[:, j] > 0).sum()))
+
+
 def test_mp_residual_norm_is_non_increasing_and_tracked():
     torch.manual_seed(0)
     W = torch.nn.functional.normalize(torch.randn(64, 16), dim=1)

@@ -112,7 +112,7 @@ def test_lr_auto_is_the_default_and_scales_as_one_over_sqrt_width():
     assert cfg.lr_for(2304, "mutual_choice") == pytest.approx(auto_lr(2304))
     assert TrainConfig(lr=3e-4).lr_for(2304, "topk") == 3e-4
     assert cfg.encoder_eps_ratio == "auto" and cfg.encoder_eps_ratio_for("topk") == 2.0
-    assert cfg.encoder_eps_ratio_for("feature_choice") == 0.0
+    assert cfg.encoder_eps_ratio_for("feature_choice") == 1.0 and cfg.encoder_eps_ratio_for("mutual_choice") == 0.0
     assert TrainConfig(encoder_eps_ratio=0.0).encoder_eps_ratio_for("topk") == 0.0
     assert load_config(TrainConfig, overrides=["lr=auto"]).lr == "auto"
     assert load_config(TrainConfig, overrides=["lr=0.0008"]).lr == pytest.approx(8e-4)

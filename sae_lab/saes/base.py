@@ -127,14 +127,18 @@ class BaseSAE(nn.Module):
         fields (d_in, d_sae, hook_name, name)."""
         raise NotImplementedError(f"'{cls.architecture}' loads no SAELens architecture")
 
-    def sparse_training_forward(self, x: torch.Tensor, pre: torch.Tensor, code, values: torch.Tensor) -> TrainOutput:
-        """Shared training step of encoder SAEs once the rule chose ``code`` (values = pre at its entries)."""
+    def sparse_training_forward(
+        self, x: torch.Tensor, pre: torch.Tensor, code, values: torch.Tensor, counted: torch.Tensor | None = None
+    ) -> TrainOutput:
+        """Shared training step of encoder SAEs once the rule chose ``code`` (values = pre at its entries).
+        ``counted`` (bool per entry, default all) marks the entries that count as firing in the dead-latent
+        statistics; revival entries do not, so a latent stays dead until it wins by the rule itself."""
         acts = torch.relu(gather_preacts(x, self.b_dec, self.W_enc.t(), self.b_enc, code, values))
         x_hat = sparse_decode(acts, self.W_dec, code) + self.b_dec
         aux = revival_losses(self, x, x_hat, pre)  # uses the statistics of previous batches
         with torch.no_grad():
             live = acts > 0
-            fired = torch.bincount(code.cols[live], minlength=self.cfg.d_sae)
+            fired = torch.bincount(code.cols[live if counted is None else live & counted], minlength=self.cfg.d_sae)
             self.update_stats(fired, x.shape[0])
         return TrainOutput(x_hat, aux, fired, float(live.sum()) / x.shape[0])
 

@@ -138,6 +138,10 @@ class FeatureChoiceSAE(BaseSAE):
     config_class = FeatureChoiceConfig
     has_thresholds = True  # inference thresholds, calibrated after training (threshold_calibrator)
     activation_buffers = ("threshold", "demand_ema")
+    # with a relative encoder eps of 1 its latents survive 2x the base auto lr, which gives the best held-out FVU at
+    # 2,304 and 4,608 latents with <= 2% dead (BENCHMARKS.md §13, "Feature Choice and Mutual Choice at the defaults")
+    auto_lr_scale = 2.0
+    auto_encoder_eps_ratio = 1.0
 
     def __init__(self, cfg: FeatureChoiceConfig):
         super().__init__(cfg)

@@ -24,6 +24,12 @@ class MutualChoiceConfig(RevivalConfig):
 
     architecture: Literal["mutual_choice"] = "mutual_choice"
     threshold_momentum: float = Field(0.01, gt=0, le=1, description="per-step EMA rate of the inference threshold")
+    dead_floor: int = Field(
+        8,
+        ge=0,
+        description="training only: each dead latent also takes its dead_floor best tokens of the batch "
+        "(those with a positive pre-activation) beside the k·B won ones, so the reconstruction loss trains it; 0: off",
+    )
 
 
 def batch_topk_select(pre: torch.Tensor, n_keep: int, hint: float = 0.0) -> tuple[SparseCode, torch.Tensor, float]:
@@ -101,7 +107,30 @@ class MutualChoiceSAE(BaseSAE):
             hint = float(self.threshold) if bool(self.threshold_started) else 0.0
             code, vals, t = batch_topk_select(pre, self.cfg.k * global_rows(x.shape[0]), hint)
             self._update_threshold(t)
-        return self.sparse_training_forward(x, pre, code, vals)
+            counted = None
+            if self.cfg.dead_floor > 0:
+                code, vals, counted = self._with_dead_floor(pre, code, vals)
+        return self.sparse_training_forward(x, pre, code, vals, counted)
+
+    def _with_dead_floor(self, pre: torch.Tensor, code: SparseCode, vals: torch.Tensor):
+        """``code`` plus each dead latent's ``dead_floor`` best tokens of the (global) batch where its
+        pre-activation is positive; (code, values, bool mask of the entries won in the k·B competition)."""
+        dead = self.dead_mask().nonzero().squeeze(1)
+        if dead.numel() == 0:
+            return code, vals, None
+        B, F = pre.shape
+        won = code.rows * F + code.cols
+        m = min(self.cfg.dead_floor, global_rows(B))
+        v, rows = pre[:, dead].topk(min(m, B), dim=0)  # [<= m, n_dead]
+        keep = v > 0
+        if shards() > 1:  # the m best tokens of the global batch: this rank keeps those it holds
+            top = torch.nn.functional.pad(v.t(), (0, m - v.shape[0]))
+            keep &= v >= global_kth_largest(top, m)
+        floor = (rows * F + dead)[keep]
+        flat, inverse = torch.unique(torch.cat([won, floor]), return_inverse=True)  # sorted = row-major
+        counted = torch.zeros(flat.numel(), dtype=torch.bool, device=pre.device)
+        counted[inverse[: won.numel()]] = True
+        return SparseCode.from_rows_cols(flat // F, flat % F, B, F), pre.reshape(-1)[flat], counted
 
     @torch.no_grad()
     def _update_threshold(self, t: float) -> None:

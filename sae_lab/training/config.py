@@ -28,8 +28,8 @@ NON_TRAINING_FIELDS = frozenset(
 # / 2**14)). Its constant suits sparsify's long runs; this one is tuned for sae-lab's schedule (warm-up, constant,
 # linear decay to 0) on runs of a few hundred steps (fitted at 4,608 latents), checked at 2,304 and 9,216: lr_auto.py,
 # BENCHMARKS.md "Default learning rate". ``auto_lr_scale`` is the architecture's (a class attribute of its SAE):
-# TopK trains best at twice the constant once its rare latents are protected (encoder_eps_ratio), matching pursuit at
-# three times it (BENCHMARKS.md §13).
+# TopK (encoder_eps_ratio 2) and Feature Choice (ratio 1) train best at twice the constant once their rare latents are
+# protected, matching pursuit at three times it (BENCHMARKS.md §13).
 AUTO_LR_REF_LATENTS = 2**14
 AUTO_LR_AT_REF = 2e-3
 
@@ -84,7 +84,7 @@ class TrainConfig(StrictModel):
         "auto",
         description="Adam's eps for W_enc and b_enc as this multiple of a typical latent's RMS gradient, recomputed "
         "each step, so rarely firing latents are not kicked off their decoder rows by full-size steps "
-        "(sae_lab.training.optim); 0: the plain eps; 'auto': the architecture's (TopK 2, others 0)",
+        "(sae_lab.training.optim); 0: the plain eps; 'auto': the architecture's (TopK 2, FC 1, others 0)",
     )
     warmup_tokens: int | None = Field(
         None, ge=0, description="linear warm-up length in tokens; wins over warmup_fraction"
