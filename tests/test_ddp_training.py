@@ -39,6 +39,7 @@ pytestmark = pytest.mark.torchrun
 WORKER = Path(__file__).parent / "ddp_worker.py"
 SAES = [
     {"architecture": "topk", "name": "topk", "d_sae": 128, "k": 4, "dead_tokens": 256},
+    # MC has dead latents from step 5 on, so its dead floor (default 8) runs sharded
     {"architecture": "mutual_choice", "name": "mc", "d_sae": 128, "k": 4, "dead_tokens": 256},
     {
         "architecture": "feature_choice",
