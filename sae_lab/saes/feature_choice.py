@@ -139,7 +139,7 @@ class FeatureChoiceSAE(BaseSAE):
     has_thresholds = True  # inference thresholds, calibrated after training (threshold_calibrator)
     activation_buffers = ("threshold", "demand_ema")
     # with a relative encoder eps of 1 its latents survive 2x the base auto lr, which gives the best held-out FVU at
-    # 2,304 and 4,608 latents with <= 2% dead (BENCHMARKS.md §13, "Feature Choice and Mutual Choice at the defaults")
+    # 2,304 and 4,608 latents with <= 2% dead (BENCHMARKS.md §13, "Mutual Choice's dead floor; Feature Choice's lr")
     auto_lr_scale = 2.0
     auto_encoder_eps_ratio = 1.0
 

@@ -2,6 +2,7 @@
 matrix (the BatchTopK allocation). Inference is batch-independent: a single global threshold θ gives
 z = ReLU(pre) · 1[pre > θ] (a JumpReLU). During training θ is the EMA of each batch's k·B-th largest activation;
 after the last step the trainer calibrates it with the final weights (``calibration.py``), because the EMA lags.
+Beyond the paper, a dead latent also trains on its ``dead_floor`` best tokens of each batch (``saes/README.md``).
 """
 
 from __future__ import annotations
