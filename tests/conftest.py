@@ -61,18 +61,6 @@ def pytest_collection_modifyitems(config, items):
     ]
     if unmarked:
         raise pytest.UsageError("tests missing a marker:\n" + "\n".join(unmarked))
-    if getattr(config.option, "numprocesses", None):
-        items[:] = _slow_modules_first(items)
-
-
-SLOW_MARKS = ("embedded", "torchrun", "browser", "package")
-
-
-def _slow_modules_first(items: list) -> list:
-    """Under pytest-xdist: the modules with slow tests (real model, subprocesses, browser) first, each module's
-    tests together and in order, so the two workers' queues end on short tests and finish together."""
-    slow = {item.module.__name__ for item in items if any(item.get_closest_marker(m) for m in SLOW_MARKS)}
-    return sorted(items, key=lambda item: item.module.__name__ not in slow)  # stable: order kept within each group
 
 
 def _guarded_popen(marks: set[str]) -> type:
