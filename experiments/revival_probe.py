@@ -6,7 +6,9 @@
 Each variant is a name and a JSON object of SAE options (``architecture`` among them overrides --arch); all
 train together on the same batches (as ``lr_default.py``: batches of 1,024, 2 epochs, 2% warm-up) at ``factor``
 times the base ``lr: auto`` rule, then held-out FVU, L0 and dead fraction on 16k embedded validation tokens, beside
-the dead fraction and FVU of the last training window. Issue 18, item 6: BENCHMARKS.md §13.
+the dead fraction and FVU of the last training window. Options a variant leaves out take the current defaults
+(the rows of ``results/revival_probe/probe.jsonl`` with options ``{}`` were run before Mutual Choice's ``dead_floor``
+default became 8: they are floor 0). Issue 18, item 6: BENCHMARKS.md §13.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def main() -> None:
         metrics = train_and_evaluate(source, saes, lr, a.epochs, Path(tmp) / "run", encoder_eps_ratio=ratio)
     for (name, opts), sae in zip(a.variant, saes):
         m = metrics[name]
-        row = {"arch": a.arch, "width": a.width, "factor": a.factor, "lr": lr, "encoder_eps_ratio": ratio,
+        row = {"arch": sae.architecture, "width": a.width, "factor": a.factor, "lr": lr, "encoder_eps_ratio": ratio,
                "variant": name, "options": json.loads(opts), **m}  # fmt: skip
         held = f"FVU {m['fvu']:.4f}  L0 {m['l0']:.1f}  dead held out {100 * m['dead_fraction']:.1f}%"
         train = f"dead in training {100 * m['train_dead']:.1f}%  training FVU {m['train_fvu']:.4f}"
