@@ -7,7 +7,8 @@ Trains one SAE (TopK by default) on the cache as ``lr_default.py`` does (batches
 60%) at ``factor`` times the base ``lr: auto`` rule (scale 1), and prints, every 10 steps, the latents silent for the
 last 10 steps and those that have never fired; then, at the end, the dead latents' encoder norm, b_enc,
 encoder-decoder cosine and nearest live decoder direction against the live ones', and (for an SAE with a global
-threshold) their largest pre-activation on the last batch against that threshold. Issue 18, item 6: BENCHMARKS.md §13.
+threshold) their largest pre-activation on the first 4,096 cached tokens against that threshold. Issue 18, item 6:
+BENCHMARKS.md §13.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+from lr_default import sweep_train_config
 
 from sae_lab.activations.cache_reader import ActivationCache
 from sae_lab.saes import SAEConfig
-from sae_lab.training import TrainConfig, train_sweep
+from sae_lab.training import train_sweep
 from sae_lab.training.config import auto_lr
 
 SILENT_STEPS = 10
@@ -59,10 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=2)
     a = p.parse_args(argv)
     source = ActivationCache(a.cache).source()
-    cfg = TrainConfig(
-        batch_size=1024, total_tokens=a.epochs * (source.n_tokens - 16384), lr=a.factor * auto_lr(a.width),
-        warmup_fraction=0.02, decay_start=0.6, encoder_eps_ratio=a.encoder_eps_ratio, progress=False,
-    )  # fmt: skip
+    cfg = sweep_train_config(source, a.factor * auto_lr(a.width), a.epochs, encoder_eps_ratio=a.encoder_eps_ratio)
     sae_cfg = SAEConfig(architecture=a.arch, name=a.arch, d_in=source.d_in, d_sae=a.width, k=32,
                         hook_name=source.hook_name)  # fmt: skip
     ever = torch.zeros(a.width, dtype=torch.bool)

@@ -22,11 +22,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from lr_default import sweep_train_config
 
 from sae_lab.activations.cache_reader import ActivationCache
 from sae_lab.saes import SAEConfig
 from sae_lab.saes.mutual_choice import batch_topk_select
-from sae_lab.training import TrainConfig, train_sweep
+from sae_lab.training import train_sweep
 from sae_lab.training.config import auto_lr
 
 K, B = 32, 1024
@@ -63,10 +64,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     a = p.parse_args()
     train, val = ActivationCache(a.cache).source(), ActivationCache(a.validation_cache).source()
-    cfg = TrainConfig(
-        batch_size=B, total_tokens=a.epochs * (train.n_tokens - 16384), lr=a.factor * auto_lr(a.width),
-        warmup_fraction=0.02, decay_start=0.6, encoder_eps_ratio=a.encoder_eps_ratio, progress=False,
-    )  # fmt: skip
+    cfg = sweep_train_config(train, a.factor * auto_lr(a.width), a.epochs, encoder_eps_ratio=a.encoder_eps_ratio)
     saes = [
         SAEConfig(architecture=arch, name=arch, d_in=train.d_in, d_sae=a.width, k=K, hook_name=train.hook_name)
         for arch in ("mutual_choice", "topk")

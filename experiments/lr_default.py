@@ -52,22 +52,20 @@ def sweep(source, width: int, k: int, factor: float, epochs: int, dead_tokens, r
     return metrics
 
 
+def sweep_train_config(source, lr: float, epochs: int, **options) -> TrainConfig:
+    """The schedule of these sweeps: ``epochs`` passes over the cache's training tokens (all but the 16,384 held out
+    for the threshold calibration) in batches of 1,024, 2% warm-up, linear decay from 60%; ``options`` override."""
+    n_train = source.n_tokens - 16384  # the calibration hold-out
+    defaults = dict(batch_size=1024, total_tokens=epochs * n_train, lr=lr, warmup_fraction=0.02, decay_start=0.6)
+    return TrainConfig(**{**defaults, "progress": False, **options})
+
+
 def train_and_evaluate(
     source, saes: list, lr: float, epochs: int, run: Path, warmup_fraction: float = 0.02, **train_options
 ) -> dict:
     """Train ``saes`` in one sweep on the cache ``source`` (``epochs`` passes over its training tokens, batches of
     1,024), then their held-out FVU, L0 and dead fraction on 16k embedded validation tokens, by SAE name."""
-    n_train = source.n_tokens - 16384  # the calibration hold-out
-    cfg = TrainConfig(
-        batch_size=1024,
-        total_tokens=epochs * n_train,
-        lr=lr,
-        warmup_fraction=warmup_fraction,
-        decay_start=0.6,
-        log_every_steps=50,
-        progress=False,
-        **train_options,
-    )
+    cfg = sweep_train_config(source, lr, epochs, warmup_fraction=warmup_fraction, log_every_steps=50, **train_options)
     t0 = time.perf_counter()
     train_sweep(saes, source, cfg, run, extra_config={"model": {"name": "embedded"}})
     seconds = time.perf_counter() - t0
